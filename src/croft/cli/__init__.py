@@ -1,0 +1,1 @@
+"""The ``croft`` command: thin wrappers over the library."""

@@ -1,0 +1,246 @@
+"""Feature files: safetensors with a documented schema.
+
+A feature file holds the frozen encoder's outputs for one split of one dataset.
+
+Tensors
+    ``features``       float, ``(N, D)``, or ``(N, V, D)`` for ``V`` augmented views per
+                       image (training sets). Raw encoder outputs, NOT L2-normalised.
+    ``labels``         int64 ``(N,)``: class index into ``class_names``; ``-1`` = unknown
+                       class (open-set OOD data).
+    ``domains``        int64 ``(N,)``, optional: index into ``domain_names``.
+    ``text_features``  float ``(C, D)`` or ``(C, T, D)`` for ``T`` prompt templates,
+                       optional: raw text-encoder outputs, one row per class (and template).
+
+Metadata (safetensors string header; JSON-encoded values)
+    ``croft_schema``   ``"croft.features/1"``.
+    ``class_names``    list of ``C`` class names (label order).
+    ``domain_names``   list of domain names (index order), may be empty.
+    ``templates``      list of ``T`` prompt templates (``"a photo of a {}."``).
+    ``logit_scale``    the backbone's learned logit scale (``exp`` already applied).
+    ``extra``          free-form dict: backbone fingerprint, dataset, split, view, paths.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from croft.errors import CroftError
+
+SCHEMA = "croft.features/1"
+
+
+@dataclass
+class FeatureSet:
+    """Image features (optionally with views), labels, domains and class text features."""
+
+    features: torch.Tensor
+    labels: torch.Tensor
+    class_names: list[str]
+    domains: torch.Tensor | None = None
+    domain_names: list[str] = field(default_factory=list)
+    text_features: torch.Tensor | None = None
+    templates: list[str] = field(default_factory=list)
+    logit_scale: float = 100.0
+    extra: dict[str, Any] = field(default_factory=dict)
+    source: str = "<memory>"
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # ----------------------------------------------------------------- shape info
+    @property
+    def num_views(self) -> int:
+        """Number of augmented views ``V`` (1 for a ``(N, D)`` file)."""
+        return 1 if self.features.dim() == 2 else int(self.features.shape[1])
+
+    @property
+    def dim(self) -> int:
+        return int(self.features.shape[-1])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def __len__(self) -> int:
+        return int(self.features.shape[0])
+
+    def view(self, v: int) -> torch.Tensor:
+        """Features of view ``v mod V``, shape ``(N, D)``."""
+        if self.features.dim() == 2:
+            return self.features
+        return self.features[:, v % self.num_views]
+
+    def eval_features(self) -> torch.Tensor:
+        """``(N, D)`` features for evaluation: view 0 (the centre crop by convention)."""
+        return self.view(0)
+
+    def subset(self, mask: torch.Tensor) -> FeatureSet:
+        """The rows where ``mask`` (bool ``(N,)`` or index tensor) selects."""
+        return FeatureSet(
+            features=self.features[mask],
+            labels=self.labels[mask],
+            class_names=list(self.class_names),
+            domains=None if self.domains is None else self.domains[mask],
+            domain_names=list(self.domain_names),
+            text_features=self.text_features,
+            templates=list(self.templates),
+            logit_scale=self.logit_scale,
+            extra=dict(self.extra),
+            source=self.source,
+        )
+
+    # ----------------------------------------------------------------- validation
+    def validate(self, *, allow_unknown_labels: bool = True) -> None:
+        """Raise :class:`CroftError` with one line for any inconsistency."""
+        where = self.source
+        f = self.features
+        if not isinstance(f, torch.Tensor) or f.dim() not in (2, 3):
+            shape = tuple(f.shape) if isinstance(f, torch.Tensor) else type(f).__name__
+            raise CroftError(
+                f"{where}: 'features' must have shape (N, D) or (N, V, D), got {shape}"
+            )
+        if not f.is_floating_point():
+            raise CroftError(f"{where}: 'features' must be floating point, got {f.dtype}")
+        if f.shape[0] == 0 or f.shape[-1] == 0:
+            raise CroftError(f"{where}: 'features' is empty (shape {tuple(f.shape)})")
+        bad = ~torch.isfinite(f)
+        if bool(bad.any()):
+            row = int(bad.reshape(f.shape[0], -1).any(1).nonzero()[0, 0])
+            raise CroftError(
+                f"{where}: features contain NaN or inf (first at row {row}); "
+                "re-extract them or drop those rows"
+            )
+        n = f.shape[0]
+        if self.labels.dim() != 1 or self.labels.shape[0] != n:
+            raise CroftError(
+                f"{where}: 'labels' must have shape ({n},) to match features, "
+                f"got {tuple(self.labels.shape)}"
+            )
+        if self.labels.is_floating_point():
+            raise CroftError(f"{where}: 'labels' must be integers, got {self.labels.dtype}")
+        lo = -1 if allow_unknown_labels else 0
+        if n and (int(self.labels.min()) < lo or int(self.labels.max()) >= self.num_classes):
+            raise CroftError(
+                f"{where}: labels out of range [{lo}, {self.num_classes - 1}] "
+                f"(min {int(self.labels.min())}, max {int(self.labels.max())}); "
+                "class_names must list every class"
+            )
+        if self.domains is not None:
+            if self.domains.shape != self.labels.shape:
+                raise CroftError(
+                    f"{where}: 'domains' must have shape ({n},), got {tuple(self.domains.shape)}"
+                )
+            if self.domain_names and int(self.domains.max()) >= len(self.domain_names):
+                raise CroftError(
+                    f"{where}: domain index {int(self.domains.max())} has no name in "
+                    f"domain_names ({len(self.domain_names)} given)"
+                )
+        t = self.text_features
+        if t is not None:
+            if t.dim() not in (2, 3) or t.shape[0] != self.num_classes or t.shape[-1] != self.dim:
+                raise CroftError(
+                    f"{where}: 'text_features' must have shape ({self.num_classes}, {self.dim}) "
+                    f"or ({self.num_classes}, T, {self.dim}), got {tuple(t.shape)}"
+                )
+            if not bool(torch.isfinite(t).all()):
+                raise CroftError(f"{where}: text_features contain NaN or inf")
+        if not (math.isfinite(self.logit_scale) and self.logit_scale > 0):
+            raise CroftError(f"{where}: logit_scale must be a positive number, got {self.logit_scale}")
+
+    def require_labels(self) -> None:
+        """Training data: every label must be a known class and every class present."""
+        if bool((self.labels < 0).any()):
+            raise CroftError(
+                f"{self.source}: training labels must be class indices, found -1 (unknown class)"
+            )
+        counts = torch.bincount(self.labels, minlength=self.num_classes)
+        empty = [self.class_names[i] for i in range(self.num_classes) if counts[i] == 0]
+        if empty:
+            raise CroftError(
+                f"{self.source}: class {empty[0]!r} has no training example "
+                f"({len(empty)} empty class(es)); add examples or remove it from class_names"
+            )
+
+    def require_text(self) -> torch.Tensor:
+        if self.text_features is None:
+            raise CroftError(
+                f"{self.source}: no 'text_features' in this file; this method needs the class "
+                "prompts' text features (extract them with the backbone's text encoder)"
+            )
+        return self.text_features
+
+
+def save_features(fs: FeatureSet, path: str | os.PathLike[str]) -> Path:
+    """Write ``fs`` to ``path`` atomically (temp file + rename). Returns the path."""
+    from safetensors.torch import save_file
+
+    fs.validate()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors: dict[str, torch.Tensor] = {
+        "features": fs.features.contiguous(),
+        "labels": fs.labels.to(torch.int64).contiguous(),
+    }
+    if fs.domains is not None:
+        tensors["domains"] = fs.domains.to(torch.int64).contiguous()
+    if fs.text_features is not None:
+        tensors["text_features"] = fs.text_features.contiguous()
+    meta = {
+        "croft_schema": SCHEMA,
+        "class_names": json.dumps(fs.class_names),
+        "domain_names": json.dumps(fs.domain_names),
+        "templates": json.dumps(fs.templates),
+        "logit_scale": json.dumps(float(fs.logit_scale)),
+        "extra": json.dumps(fs.extra, sort_keys=True),
+    }
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+    return path
+
+
+def load_features(path: str | os.PathLike[str]) -> FeatureSet:
+    """Read a feature file; a missing file, wrong format or bad content is one clear error."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CroftError(f"feature file {str(path)!r} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
+    except CroftError:
+        raise
+    except Exception as exc:  # safetensors raises several types for a bad header
+        raise CroftError(f"{path}: not a safetensors feature file ({exc})") from None
+    if meta.get("croft_schema") != SCHEMA:
+        raise CroftError(
+            f"{path}: missing or unknown croft_schema {meta.get('croft_schema')!r} "
+            f"(expected {SCHEMA!r}); write it with croft.features.save_features"
+        )
+    for key in ("features", "labels"):
+        if key not in tensors:
+            raise CroftError(f"{path}: tensor {key!r} is missing")
+    try:
+        return FeatureSet(
+            features=tensors["features"],
+            labels=tensors["labels"],
+            domains=tensors.get("domains"),
+            text_features=tensors.get("text_features"),
+            class_names=list(json.loads(meta.get("class_names", "[]"))),
+            domain_names=list(json.loads(meta.get("domain_names", "[]"))),
+            templates=list(json.loads(meta.get("templates", "[]"))),
+            logit_scale=float(json.loads(meta.get("logit_scale", "100.0"))),
+            extra=dict(json.loads(meta.get("extra", "{}"))),
+            source=str(path),
+        )
+    except json.JSONDecodeError as exc:
+        raise CroftError(f"{path}: metadata is not valid JSON ({exc})") from None

@@ -1,0 +1,70 @@
+"""The residual linear adapter head shared by CRoFT and the CE-only adapter."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from croft.methods.base import FittedHead, register_head
+from croft.methods.croft_core import adapt_image, adapt_text
+
+
+@register_head
+class AdapterHead(FittedHead):
+    """``z_I = n(r·x Wiᵀ + (1-r)·x)``, ``z_T = n(r_t·t Wtᵀ + (1-r_t)·t)``, logits ``s·z_I z_Tᵀ``.
+
+    Buffers: ``text`` ``(C, D)`` raw class text features, ``fc_i``/``fc_t`` ``(D, D)``, and
+    ``generator`` ``(D, D)`` (CRoFT's covariate generator; kept for diagnostics, not used
+    for prediction). ``eval_ratio``/``eval_ratio_text`` override the training ratios at
+    prediction time (the authors evaluated Setup-II open-set with 0.5/0.0, CROFT_SPEC D7).
+    """
+
+    head_name = "adapter"
+
+    def __init__(
+        self,
+        class_names: list[str],
+        feature_dim: int,
+        logit_scale: float,
+        ratio: float = 0.2,
+        ratio_text: float = 0.5,
+        eval_ratio: float | None = None,
+        eval_ratio_text: float | None = None,
+        dtype: str = "float32",
+    ) -> None:
+        super().__init__(class_names, feature_dim, logit_scale)
+        dt = getattr(torch, dtype)
+        c, d = len(class_names), feature_dim
+        self.register_buffer("text", torch.zeros(c, d, dtype=dt))
+        self.register_buffer("fc_i", torch.eye(d, dtype=dt))
+        self.register_buffer("fc_t", torch.eye(d, dtype=dt))
+        self.register_buffer("generator", torch.eye(d, dtype=dt))
+        self.ratio, self.ratio_text = float(ratio), float(ratio_text)
+        self.eval_ratio, self.eval_ratio_text = eval_ratio, eval_ratio_text
+        self.dtype_name = dtype
+
+    def spec(self) -> dict[str, Any]:
+        return {
+            "ratio": self.ratio,
+            "ratio_text": self.ratio_text,
+            "eval_ratio": self.eval_ratio,
+            "eval_ratio_text": self.eval_ratio_text,
+            "dtype": self.dtype_name,
+        }
+
+    def _ratios(self) -> tuple[float, float]:
+        r = self.ratio if self.eval_ratio is None else float(self.eval_ratio)
+        rt = self.ratio_text if self.eval_ratio_text is None else float(self.eval_ratio_text)
+        return r, rt
+
+    def text_embedding(self) -> torch.Tensor:
+        """Adapted unit-norm class text features ``(C, D)``."""
+        return adapt_text(self.text, self.fc_t, self._ratios()[1])
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Adapted unit-norm image features ``z_I`` ``(N, D)``."""
+        return adapt_image(x, self.fc_i, self._ratios()[0])
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logit_scale * self.embed(x) @ self.text_embedding().T

@@ -1,0 +1,186 @@
+"""Methods and fitted heads.
+
+A *method* fits a *head* on cached features. A head maps raw image features
+``(N, D)`` to class logits ``(N, C)`` (already multiplied by the logit scale, ready
+for softmax) and to an embedding ``(N, D')`` (L2-normalised, for KNN scores). It
+also gives cosine-style similarities ``(N, C)`` for MCM. Heads are ``nn.Module``\\ s
+whose ``state_dict`` plus a JSON-able ``spec()`` fully describe them, so they save
+as safetensors + JSON (never pickles).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+import torch
+from torch import nn
+
+from croft.errors import CroftError
+from croft.features.files import FeatureSet
+from croft.registry import Registry
+
+
+class FittedHead(nn.Module):
+    """Base class of every fitted head. Subclasses register with :data:`HEADS`."""
+
+    head_name: ClassVar[str] = ""
+
+    def __init__(self, class_names: list[str], feature_dim: int, logit_scale: float) -> None:
+        super().__init__()
+        self.class_names = list(class_names)
+        self.feature_dim = int(feature_dim)
+        self.logit_scale = float(logit_scale)
+        self.meta: dict[str, Any] = {}
+
+    # --- what a subclass implements -------------------------------------------------
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits ``(N, C)`` for raw image features ``x`` ``(N, D)``."""
+        raise NotImplementedError
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """L2-normalised image embedding ``(N, D')`` used by the KNN score."""
+        return nn.functional.normalize(x, dim=-1)
+
+    def similarities(self, x: torch.Tensor) -> torch.Tensor:
+        """Cosine-like similarities ``(N, C)`` (for MCM): ``logits / logit_scale`` by default."""
+        return self.logits(x) / self.logit_scale
+
+    def spec(self) -> dict[str, Any]:
+        """JSON-able constructor arguments (besides class names, dim, scale)."""
+        return {}
+
+    @classmethod
+    def from_spec(
+        cls, spec: dict[str, Any], class_names: list[str], feature_dim: int, logit_scale: float
+    ) -> FittedHead:
+        return cls(class_names, feature_dim, logit_scale, **spec)
+
+    # --- shared -----------------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def _param_dtype(self) -> torch.dtype:
+        for t in list(self.parameters()) + list(self.buffers()):
+            if t.is_floating_point():
+                return t.dtype
+        return torch.float32
+
+    def check_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Validate ``(N, D)`` input and cast it to the head's dtype and device."""
+        if x.dim() != 2 or x.shape[1] != self.feature_dim:
+            raise CroftError(
+                f"features of shape {tuple(x.shape)} do not fit this head, which expects "
+                f"(N, {self.feature_dim}); extract them with the backbone the head was fitted on"
+            )
+        ref = next(iter(list(self.parameters()) + list(self.buffers())), None)
+        device = ref.device if ref is not None else x.device
+        return x.to(device=device, dtype=self._param_dtype())
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Predicted class indices ``(N,)``."""
+        return self.logits(self.check_features(x)).argmax(dim=1)
+
+
+HEADS: Registry[type[FittedHead]] = Registry("head")
+
+
+def register_head(cls: type[FittedHead]) -> type[FittedHead]:
+    HEADS.register(cls.head_name)(cls)
+    return cls
+
+
+@dataclass
+class FitResult:
+    """What a method returns: the selected head and the training history."""
+
+    head: FittedHead
+    history: list[dict[str, float]] = field(default_factory=list)
+    selected_epoch: int | None = None
+
+
+class FitFn(Protocol):
+    def __call__(
+        self,
+        train: FeatureSet,
+        val: FeatureSet | None,
+        config: Any,
+        *,
+        device: str | torch.device = "cpu",
+        progress: bool = False,
+    ) -> FitResult: ...
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A registered method: its config dataclass and its fit function."""
+
+    name: str
+    config_cls: type
+    fit: Callable[..., FitResult]
+    summary: str
+
+
+METHODS: Registry[MethodSpec] = Registry("method")
+
+
+def register_method(name: str, config_cls: type, summary: str) -> Callable[[Callable], Callable]:
+    """Decorator for a fit function ``fit(train, val, config, *, device, progress)``."""
+
+    def deco(fn: Callable[..., FitResult]) -> Callable[..., FitResult]:
+        METHODS.register(name, summary)(MethodSpec(name, config_cls, fn, summary))
+        return fn
+
+    return deco
+
+
+def make_config(config_cls: type, overrides: dict[str, Any] | None = None) -> Any:
+    """Build ``config_cls`` from defaults plus ``overrides``, checking names and types.
+
+    String values (from ``--set key=value``) are converted to the field's type.
+    """
+    overrides = dict(overrides or {})
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if key not in fields:
+            raise CroftError(
+                f"unknown option {key!r} for {config_cls.__name__}; valid: {', '.join(fields)}"
+            )
+        default = fields[key].default
+        kwargs[key] = _coerce(key, value, default)
+    cfg = config_cls(**kwargs)
+    check = getattr(cfg, "check", None)
+    if callable(check):
+        check()
+    return cfg
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
+    if not isinstance(value, str) or isinstance(default, str) or default is None:
+        if isinstance(default, bool) and isinstance(value, str):
+            pass
+        else:
+            return value
+    text = str(value).strip()
+    try:
+        if isinstance(default, bool):
+            low = text.lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        if isinstance(default, int):
+            return int(text)
+        if isinstance(default, float):
+            return float(text)
+    except ValueError:
+        raise CroftError(
+            f"option {key}={text!r} is not a valid {type(default).__name__}"
+        ) from None
+    return value

@@ -1,0 +1,468 @@
+"""CRoFT on cached features: ``official`` (the authors' step) and ``paper`` variants.
+
+``official`` reproduces the authors' training step exactly (CROFT_SPEC §1–§3, §8.1;
+golden vectors in ``shared/golden/croft-official``):
+
+* adapters ``fc_i``, ``fc_t`` (identity init, residual ``ratio``/``ratio_text``) and the
+  covariate generator ``G`` (identity init), each a ``D×D`` matrix;
+* ``gen_step`` generator updates per batch on ``CE(z_I^c) + λ1·disalign``;
+* main loss ``CE + loss1 + λ2·loss2`` with the energy-gradient penalty in either
+  reduction (``setup1``/``setup2``) and the worst-case branch as an explicit switch;
+* every loss zeroes and steps BOTH optimisers (SGD, momentum 0.9, weight decay 0.1);
+* one forward per batch whose graph every backward reuses;
+* 1 constant warm-up epoch at 1e-5, then cosine, stepped per epoch;
+* the head of the best validation epoch (strict improvement).
+
+``paper`` is the objective as the paper states it, with the code's accidents fixed.
+Every difference from ``official``:
+
+1. (B2/D4) generator steps update only the generator, main steps only the adapters.
+2. (B4/D1) the energy penalty is per sample, ``mean_i ‖∇_θ E(x_i)‖²`` over ID rows plus
+   the same over covariate rows (``L_e(z_I) + L_e(z_I^c)``), with ``E`` the textbook energy
+   at temperature ``energy_temperature`` on cosine; not the norm of the gradient of a
+   batch sum taken through one shared ``δ``.
+3. (B4/D2) the adapter is applied as ``x Wᵀ`` everywhere, penalty included.
+4. (B5/D3) covariate features are shifts of the frozen feature, ``x^c = n(x̂ Gᵀ + x̂)``,
+   which then pass through the adapter like any image feature (no double adaptation,
+   no swapped ratio, always renormalised).
+5. (B3) weight decay pulls ``W`` towards the identity (it decays ``W - I``), not to 0.
+6. the disalignment term averages over same-label pairs, not over all ``N²`` entries.
+
+``λ1`` has the same role in both: the weight of the generator's disalignment term,
+which defines the worst case ``L_c``; ``L_c = CE(z_I^c)`` enters the adapter loss with
+weight ``lambda_c`` (1, as in the code).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from croft.errors import CroftError
+from croft.features.files import FeatureSet
+from croft.methods.adapter_head import AdapterHead
+from croft.methods.base import FitResult, register_method
+from croft.methods.croft_core import (
+    adapt_image,
+    adapt_text,
+    adapter_forward,
+    official_energy_gradient_penalty,
+    official_generator_loss,
+    per_sample_energy_grad_sq,
+    same_label_mask,
+)
+from croft.methods.text import class_text_features
+from croft.methods.text import eps_normalize as n
+
+VARIANTS = ("official", "paper")
+REDUCTIONS = ("setup1", "setup2")
+
+
+@dataclass
+class AdapterTrainConfig:
+    """Optimisation settings shared by CRoFT and the CE-only adapter (authors' defaults)."""
+
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 0.002
+    momentum: float = 0.9
+    weight_decay: float = 0.1
+    warmup_epochs: int = 1
+    warmup_lr: float = 1e-5
+    ratio: float = 0.2
+    ratio_text: float = 0.5
+    eval_ratio: float = -1.0  # < 0: use ``ratio`` at prediction time
+    eval_ratio_text: float = -1.0
+    ensemble: bool = True
+    logit_scale: float = -1.0  # < 0: the backbone's scale stored in the feature file
+    selection: str = "val_acc"  # or "last"
+    seed: int = 1
+    dtype: str = "float32"
+
+    def check(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise CroftError("epochs and batch_size must be at least 1")
+        if not 0.0 <= self.ratio <= 1.0 or not 0.0 <= self.ratio_text <= 1.0:
+            raise CroftError("ratio and ratio_text must lie in [0, 1]")
+        if self.dtype not in ("float32", "float64", "float16", "bfloat16"):
+            raise CroftError(f"dtype {self.dtype!r}: use float32, float64, float16 or bfloat16")
+        if self.selection not in ("val_acc", "last"):
+            raise CroftError(f"selection {self.selection!r}: use 'val_acc' or 'last'")
+
+
+@dataclass
+class CroftConfig(AdapterTrainConfig):
+    """CRoFT hyperparameters. Defaults: the authors' Setup-II PACS ViT-B/16 run."""
+
+    variant: str = "official"
+    lambda1: float = 15.0
+    lambda2: float = 1000.0
+    lambda_c: float = 1.0  # paper variant: weight of L_c = CE(z_I^c) in the adapter loss
+    gen_step: int = 1
+    wccf: bool = True
+    worst_case_branch: bool = True
+    energy_reduction: str = "setup2"
+    energy_temperature: float = 1.0  # paper variant only
+
+    def check(self) -> None:
+        super().check()
+        if self.variant not in VARIANTS:
+            raise CroftError(f"variant {self.variant!r}: use one of {', '.join(VARIANTS)}")
+        if self.energy_reduction not in REDUCTIONS:
+            raise CroftError(
+                f"energy_reduction {self.energy_reduction!r}: use one of {', '.join(REDUCTIONS)}"
+            )
+        if self.gen_step < 0:
+            raise CroftError("gen_step must be >= 0")
+
+    @property
+    def covariate_rows(self) -> bool:
+        """Official worst-case branch live: WCCF on, the switch on, and ``gen_step > 0``."""
+        return self.wccf and self.worst_case_branch and self.gen_step > 0
+
+
+def lr_at_epoch(cfg: AdapterTrainConfig, epoch: int) -> float:
+    """Constant warm-up, then ``lr·(1+cos(π(e-w)/E))/2`` (Dassl's wrapper, CROFT_SPEC §3.1)."""
+    if epoch < cfg.warmup_epochs:
+        return cfg.warmup_lr
+    return cfg.lr * (1.0 + math.cos(math.pi * (epoch - cfg.warmup_epochs) / cfg.epochs)) / 2.0
+
+
+# ------------------------------------------------------------------------------- state
+class CroftParams(nn.Module):
+    """Trainable matrices. ``official``: the matrices; ``paper``: residuals ``W - I``."""
+
+    def __init__(self, dim: int, dtype: torch.dtype, residual: bool) -> None:
+        super().__init__()
+        self.residual = residual
+        init = torch.zeros if residual else (lambda d, e, **k: torch.eye(d, **k))
+        self.fc_i = nn.Parameter(init(dim, dim, dtype=dtype))
+        self.fc_t = nn.Parameter(init(dim, dim, dtype=dtype))
+        self.generator = nn.Parameter(init(dim, dim, dtype=dtype))
+
+    def full(self, p: torch.Tensor) -> torch.Tensor:
+        return p + torch.eye(p.shape[0], dtype=p.dtype, device=p.device) if self.residual else p
+
+    def matrices(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.full(self.fc_i), self.full(self.fc_t), self.full(self.generator)
+
+
+def make_optimizers(
+    params: CroftParams, cfg: AdapterTrainConfig, lr: float
+) -> tuple[torch.optim.SGD, torch.optim.SGD]:
+    """Two SGD optimisers (adapter; generator), as the authors' two Dassl models."""
+    kw = {"lr": lr, "momentum": cfg.momentum, "weight_decay": cfg.weight_decay}
+    return (
+        torch.optim.SGD([params.fc_i, params.fc_t], **kw),
+        torch.optim.SGD([params.generator], **kw),
+    )
+
+
+@dataclass
+class StepLosses:
+    loss: float
+    loss_ce: float
+    loss1: float
+    loss2: float
+    gen_losses: list[float]
+
+
+# ------------------------------------------------------------------------ official step
+def official_step(
+    params: CroftParams,
+    opt_a: torch.optim.Optimizer,
+    opt_g: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    t: torch.Tensor,
+    cfg: CroftConfig,
+    scale: float,
+) -> StepLosses:
+    """One batch of the authors' training step (CROFT_SPEC §2.3, golden README).
+
+    ``x`` ``(N, D)`` raw image features, ``y`` ``(N,)``, ``t`` ``(C, D)`` class text features.
+    """
+
+    def step_all(loss: torch.Tensor) -> None:
+        opt_a.zero_grad()
+        opt_g.zero_grad()
+        loss.backward(retain_graph=True)
+        opt_a.step()
+        opt_g.step()
+
+    fwd = adapter_forward(x, t, params.fc_i, params.fc_t, cfg.ratio, cfg.ratio_text)
+    logits = scale * fwd.z_img @ fwd.z_txt.T
+    gen_losses: list[float] = []
+    if cfg.wccf:
+        for _ in range(cfg.gen_step):
+            loss_g, _ = official_generator_loss(
+                fwd.z_img, fwd.z_txt, y, params.generator, scale, cfg.lambda1
+            )
+            gen_losses.append(float(loss_g.detach()))
+            step_all(loss_g)
+    _, zc = official_generator_loss(fwd.z_img, fwd.z_txt, y, params.generator, scale, cfg.lambda1)
+    rows = fwd.x_zs
+    if cfg.covariate_rows:
+        disalign = (same_label_mask(y, zc.dtype) * (zc @ fwd.x_zs.T)).mean()
+        zc_theta = cfg.ratio * zc + (1.0 - cfg.ratio) * (zc @ params.fc_i)
+        loss1 = F.cross_entropy(scale * zc_theta @ fwd.z_txt.T, y) - cfg.lambda1 * disalign
+        rows = torch.cat([fwd.x_zs, zc], dim=0)
+    else:
+        loss1 = F.cross_entropy(scale * zc @ fwd.z_txt.T, y)
+    loss2 = official_energy_gradient_penalty(
+        rows, fwd.t_zs, params.fc_i, params.fc_t, cfg.ratio, cfg.ratio_text, cfg.energy_reduction
+    )
+    loss_ce = F.cross_entropy(logits, y)
+    loss = loss_ce + (loss1 if cfg.wccf else 0.0) + cfg.lambda2 * loss2
+    step_all(loss)
+    return StepLosses(
+        float(loss.detach()), float(loss_ce.detach()), float(loss1.detach()),
+        float(loss2.detach()), gen_losses,
+    )
+
+
+# --------------------------------------------------------------------------- paper step
+def paper_covariate(x: torch.Tensor, gen: torch.Tensor) -> torch.Tensor:
+    """Paper-variant covariate features ``x^c = n(x̂ Gᵀ + x̂)``, ``x̂ = n(x)``, ``(N, D)``."""
+    xh = n(x)
+    return n(xh @ gen.T + xh)
+
+
+def paper_disalign(zc: torch.Tensor, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean cosine between ``zc_i`` and ``z_j`` over same-label pairs ``(i, j)``."""
+    m = same_label_mask(y, zc.dtype)
+    return (m * (zc @ z.T)).sum() / m.sum()
+
+
+def paper_step(
+    params: CroftParams,
+    opt_a: torch.optim.Optimizer,
+    opt_g: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    t: torch.Tensor,
+    cfg: CroftConfig,
+    scale: float,
+) -> StepLosses:
+    """One batch of the paper variant (see the module docstring for every difference)."""
+    wi, wt, wg = params.matrices()
+    gen_losses: list[float] = []
+    if cfg.wccf and cfg.gen_step > 0:
+        with torch.no_grad():
+            z_img = adapt_image(x, wi, cfg.ratio)
+            z_txt = adapt_text(t, wt, cfg.ratio_text)
+        wi_d = wi.detach()
+        for _ in range(cfg.gen_step):
+            zc = adapt_image(paper_covariate(x, params.full(params.generator)), wi_d, cfg.ratio)
+            loss_g = F.cross_entropy(scale * zc @ z_txt.T, y) + cfg.lambda1 * paper_disalign(
+                zc, z_img, y
+            )
+            opt_g.zero_grad()
+            loss_g.backward()
+            opt_g.step()
+            gen_losses.append(float(loss_g.detach()))
+    xc = paper_covariate(x, params.full(params.generator)).detach()
+    z_img = adapt_image(x, wi, cfg.ratio)
+    z_txt = adapt_text(t, wt, cfg.ratio_text)
+    loss_ce = F.cross_entropy(scale * z_img @ z_txt.T, y)
+    loss1 = torch.zeros((), dtype=x.dtype, device=x.device)
+    rows = n(x)
+    if cfg.wccf:
+        loss1 = F.cross_entropy(scale * adapt_image(xc, wi, cfg.ratio) @ z_txt.T, y)
+        rows = torch.cat([rows, xc], dim=0)
+    loss2 = torch.zeros((), dtype=x.dtype, device=x.device)
+    if cfg.lambda2 != 0.0:
+        sq = per_sample_energy_grad_sq(
+            rows, t, wi, wt, cfg.ratio, cfg.ratio_text, cfg.energy_temperature
+        )
+        nb = x.shape[0]
+        loss2 = sq[:nb].mean() + (sq[nb:].mean() if sq.shape[0] > nb else 0.0)
+    loss = loss_ce + cfg.lambda_c * loss1 + cfg.lambda2 * loss2
+    opt_a.zero_grad()
+    loss.backward()
+    opt_a.step()
+    return StepLosses(
+        float(loss.detach()), float(loss_ce.detach()), float(loss1.detach()),
+        float(loss2.detach()), gen_losses,
+    )
+
+
+def ce_step(
+    params: CroftParams,
+    opt_a: torch.optim.Optimizer,
+    opt_g: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    t: torch.Tensor,
+    cfg: AdapterTrainConfig,
+    scale: float,
+) -> StepLosses:
+    """CE-only adapter: the same adapter, cross-entropy alone, the adapter optimiser only."""
+    wi, wt, _ = params.matrices()
+    logits = scale * adapt_image(x, wi, cfg.ratio) @ adapt_text(t, wt, cfg.ratio_text).T
+    loss = F.cross_entropy(logits, y)
+    opt_a.zero_grad()
+    loss.backward()
+    opt_a.step()
+    v = float(loss.detach())
+    return StepLosses(v, v, 0.0, 0.0, [])
+
+
+# --------------------------------------------------------------------------- fit loop
+def _batches(n_rows: int, batch_size: int, gen: torch.Generator) -> list[torch.Tensor]:
+    """Shuffled batches; ``drop_last`` when there is at least one full batch (Dassl)."""
+    perm = torch.randperm(n_rows, generator=gen)
+    if n_rows < batch_size:
+        return [perm]
+    k = n_rows // batch_size
+    return [perm[i * batch_size : (i + 1) * batch_size] for i in range(k)]
+
+
+def _make_head(
+    train: FeatureSet, cfg: AdapterTrainConfig, t: torch.Tensor, params: CroftParams, scale: float
+) -> AdapterHead:
+    head = AdapterHead(
+        train.class_names, train.dim, scale, ratio=cfg.ratio, ratio_text=cfg.ratio_text,
+        eval_ratio=None if cfg.eval_ratio < 0 else cfg.eval_ratio,
+        eval_ratio_text=None if cfg.eval_ratio_text < 0 else cfg.eval_ratio_text,
+        dtype=cfg.dtype,
+    )
+    wi, wt, wg = (m.detach() for m in params.matrices())
+    head.text.copy_(t.detach())
+    head.fc_i.copy_(wi)
+    head.fc_t.copy_(wt)
+    head.generator.copy_(wg)
+    return head.to(t.device)
+
+
+def resolve_scale(train: FeatureSet, cfg: AdapterTrainConfig) -> float:
+    """The logit scale: the config's if set (> 0), else the backbone's from the feature file."""
+    return float(cfg.logit_scale) if cfg.logit_scale > 0 else float(train.logit_scale)
+
+
+def fit_adapter(
+    train: FeatureSet,
+    val: FeatureSet | None,
+    cfg: AdapterTrainConfig,
+    step_fn: Any,
+    *,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+    residual: bool = False,
+) -> FitResult:
+    """Train the adapter with ``step_fn`` for ``cfg.epochs`` epochs; select on validation.
+
+    Epoch ``e`` uses view ``e mod V`` of every training image. The learning rate is set
+    per epoch (:func:`lr_at_epoch`). With ``val`` and ``selection='val_acc'``, the head of
+    the first epoch with the best validation accuracy is returned.
+    """
+    train.require_labels()
+    dtype = getattr(torch, cfg.dtype)
+    dev = torch.device(device)
+    feats = train.features.to(dev, dtype)
+    y = train.labels.to(dev)
+    t = class_text_features(train.require_text(), cfg.ensemble).to(dev, dtype)
+    scale = resolve_scale(train, cfg)
+    if val is not None:
+        if val.dim != train.dim or val.class_names != train.class_names:
+            raise CroftError(
+                f"{val.source}: validation features must share the training classes and "
+                f"feature dimension ({train.dim})"
+            )
+        xv = val.eval_features().to(dev, dtype)
+        yv = val.labels.to(dev)
+    params = CroftParams(train.dim, dtype, residual=residual).to(dev)
+    opt_a, opt_g = make_optimizers(params, cfg, lr_at_epoch(cfg, 0))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    history: list[dict[str, float]] = []
+    best: tuple[float, int, AdapterHead] | None = None
+    bar = _progress(cfg.epochs, progress)
+    for epoch in range(cfg.epochs):
+        lr = lr_at_epoch(cfg, epoch)
+        for opt in (opt_a, opt_g):
+            for group in opt.param_groups:
+                group["lr"] = lr
+        x_epoch = feats if feats.dim() == 2 else feats[:, epoch % feats.shape[1]]
+        t0 = time.perf_counter()
+        losses = [
+            step_fn(params, opt_a, opt_g, x_epoch[idx.to(dev)], y[idx.to(dev)], t, cfg, scale)
+            for idx in _batches(len(train), cfg.batch_size, gen)
+        ]
+        rec: dict[str, float] = {
+            "epoch": float(epoch),
+            "lr": lr,
+            "loss": sum(s.loss for s in losses) / len(losses),
+            "loss_ce": sum(s.loss_ce for s in losses) / len(losses),
+            "loss1": sum(s.loss1 for s in losses) / len(losses),
+            "loss2": sum(s.loss2 for s in losses) / len(losses),
+            "seconds": time.perf_counter() - t0,
+        }
+        if not math.isfinite(rec["loss"]):
+            raise CroftError(
+                f"training diverged at epoch {epoch} (loss {rec['loss']}); lower lr or lambda2"
+            )
+        head = _make_head(train, cfg, t, params, scale)
+        if val is not None:
+            with torch.no_grad():
+                rec["val_acc"] = float((head.logits(xv).argmax(1) == yv).float().mean())
+            if cfg.selection == "val_acc" and (best is None or rec["val_acc"] > best[0]):
+                best = (rec["val_acc"], epoch, head)
+        history.append(rec)
+        if bar is not None:
+            bar.set_postfix(loss=f"{rec['loss']:.3f}", val=f"{rec.get('val_acc', float('nan')):.3f}")
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    if best is not None:
+        return FitResult(best[2], history, best[1])
+    return FitResult(_make_head(train, cfg, t, params, scale), history, cfg.epochs - 1)
+
+
+def _progress(total: int, enabled: bool):  # noqa: ANN202
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="epochs", unit="ep", leave=False)
+
+
+@register_method(
+    "croft", CroftConfig, "CRoFT adapters + covariate generator + energy-gradient penalty"
+)
+def fit_croft(
+    train: FeatureSet,
+    val: FeatureSet | None,
+    cfg: CroftConfig,
+    *,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> FitResult:
+    """Fit CRoFT (``cfg.variant`` selects ``official`` or ``paper``)."""
+    step = official_step if cfg.variant == "official" else paper_step
+    result = fit_adapter(
+        train, val, cfg, step, device=device, progress=progress, residual=cfg.variant == "paper"
+    )
+    result.head.meta = {"method": "croft", "variant": cfg.variant, "config": asdict(cfg)}
+    return result
+
+
+@register_method("ce_adapter", AdapterTrainConfig, "CRoFT's adapters trained with cross-entropy only")
+def fit_ce_adapter(
+    train: FeatureSet,
+    val: FeatureSet | None,
+    cfg: AdapterTrainConfig,
+    *,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> FitResult:
+    """CE-only adapter: CRoFT's adapter and schedule without generator or penalty."""
+    result = fit_adapter(train, val, cfg, ce_step, device=device, progress=progress)
+    result.head.meta = {"method": "ce_adapter", "config": asdict(cfg)}
+    return result

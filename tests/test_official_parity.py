@@ -73,7 +73,11 @@ def test_official_step_matches_golden(name: str) -> None:
 
     def close(actual, expected, what):
         np.testing.assert_allclose(
-            np.asarray(actual), np.asarray(expected), rtol=RTOL, atol=ATOL, err_msg=f"{name}: {what}"
+            np.asarray(actual),
+            np.asarray(expected),
+            rtol=RTOL,
+            atol=ATOL,
+            err_msg=f"{name}: {what}",
         )
 
     close([r.gen_losses for r in records], case["gen_losses"], "gen_losses")

@@ -152,7 +152,9 @@ class FeatureSet:
             if not bool(torch.isfinite(t).all()):
                 raise CroftError(f"{where}: text_features contain NaN or inf")
         if not (math.isfinite(self.logit_scale) and self.logit_scale > 0):
-            raise CroftError(f"{where}: logit_scale must be a positive number, got {self.logit_scale}")
+            raise CroftError(
+                f"{where}: logit_scale must be a positive number, got {self.logit_scale}"
+            )
 
     def require_labels(self) -> None:
         """Training data: every label must be a known class and every class present."""

@@ -180,7 +180,5 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
         if isinstance(default, float):
             return float(text)
     except ValueError:
-        raise CroftError(
-            f"option {key}={text!r} is not a valid {type(default).__name__}"
-        ) from None
+        raise CroftError(f"option {key}={text!r} is not a valid {type(default).__name__}") from None
     return value

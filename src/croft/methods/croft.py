@@ -222,8 +222,11 @@ def official_step(
     loss = loss_ce + (loss1 if cfg.wccf else 0.0) + cfg.lambda2 * loss2
     step_all(loss)
     return StepLosses(
-        float(loss.detach()), float(loss_ce.detach()), float(loss1.detach()),
-        float(loss2.detach()), gen_losses,
+        float(loss.detach()),
+        float(loss_ce.detach()),
+        float(loss1.detach()),
+        float(loss2.detach()),
+        gen_losses,
     )
 
 
@@ -288,8 +291,11 @@ def paper_step(
     loss.backward()
     opt_a.step()
     return StepLosses(
-        float(loss.detach()), float(loss_ce.detach()), float(loss1.detach()),
-        float(loss2.detach()), gen_losses,
+        float(loss.detach()),
+        float(loss_ce.detach()),
+        float(loss1.detach()),
+        float(loss2.detach()),
+        gen_losses,
     )
 
 
@@ -328,7 +334,11 @@ def _make_head(
     train: FeatureSet, cfg: AdapterTrainConfig, t: torch.Tensor, params: CroftParams, scale: float
 ) -> AdapterHead:
     head = AdapterHead(
-        train.class_names, train.dim, scale, ratio=cfg.ratio, ratio_text=cfg.ratio_text,
+        train.class_names,
+        train.dim,
+        scale,
+        ratio=cfg.ratio,
+        ratio_text=cfg.ratio_text,
         eval_ratio=None if cfg.eval_ratio < 0 else cfg.eval_ratio,
         eval_ratio_text=None if cfg.eval_ratio_text < 0 else cfg.eval_ratio_text,
         dtype=cfg.dtype,
@@ -416,7 +426,9 @@ def fit_adapter(
                 best = (rec["val_acc"], epoch, head)
         history.append(rec)
         if bar is not None:
-            bar.set_postfix(loss=f"{rec['loss']:.3f}", val=f"{rec.get('val_acc', float('nan')):.3f}")
+            bar.set_postfix(
+                loss=f"{rec['loss']:.3f}", val=f"{rec.get('val_acc', float('nan')):.3f}"
+            )
             bar.update(1)
     if bar is not None:
         bar.close()
@@ -453,7 +465,9 @@ def fit_croft(
     return result
 
 
-@register_method("ce_adapter", AdapterTrainConfig, "CRoFT's adapters trained with cross-entropy only")
+@register_method(
+    "ce_adapter", AdapterTrainConfig, "CRoFT's adapters trained with cross-entropy only"
+)
 def fit_ce_adapter(
     train: FeatureSet,
     val: FeatureSet | None,

@@ -1,0 +1,36 @@
+"""Methods: fit a head on cached features. Importing this package registers them all."""
+
+from croft.methods import croft as _croft  # noqa: F401  (registers croft, ce_adapter)
+from croft.methods import zeroshot as _zeroshot  # noqa: F401
+from croft.methods.base import (
+    HEADS,
+    METHODS,
+    FitResult,
+    FittedHead,
+    MethodSpec,
+    make_config,
+    register_head,
+    register_method,
+)
+from croft.methods.io import load_head, save_head
+
+__all__ = [
+    "HEADS",
+    "METHODS",
+    "FitResult",
+    "FittedHead",
+    "MethodSpec",
+    "fit",
+    "load_head",
+    "make_config",
+    "register_head",
+    "register_method",
+    "save_head",
+]
+
+
+def fit(method: str, train, val=None, *, device="cpu", progress=False, **options):  # noqa: ANN001, ANN201
+    """Fit ``method`` (a registered name) with ``options`` overriding its config defaults."""
+    spec = METHODS.get(method)
+    cfg = make_config(spec.config_cls, options)
+    return spec.fit(train, val, cfg, device=device, progress=progress)

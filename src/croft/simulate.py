@@ -56,7 +56,13 @@ class LodoTask:
     val: FeatureSet  # (M, D) source-domain validation
     test: FeatureSet  # (T, D) held-out domain, seen classes
     ood: FeatureSet  # (O, D) held-out domain, unseen classes (labels -1)
+    noise: FeatureSet  # (O, D) texture-like features near no class (labels -1)
     test_domain: str
+
+    @property
+    def ood_sets(self) -> dict[str, FeatureSet]:
+        """The two open-set kinds: semantic shift and texture-like noise."""
+        return {"unseen_classes": self.ood, "noise": self.noise}
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
@@ -134,6 +140,22 @@ class Simulator:
             source=f"<simulated {name}>",
         )
 
+    def _noise(self, n: int, domain: int, g: torch.Generator) -> FeatureSet:
+        """Texture-like features: the domain's style plus a random direction, no object."""
+        cfg = self.cfg
+        feats = self.shifts[domain] + 1.2 * _unit(torch.randn(n, cfg.dim, generator=g))
+        labels = torch.full((n,), -1, dtype=torch.long)
+        return FeatureSet(
+            features=feats,
+            labels=labels,
+            domains=torch.full((n,), domain, dtype=torch.long),
+            class_names=list(self.class_names),
+            domain_names=list(self.domain_names),
+            logit_scale=cfg.logit_scale,
+            extra={"synthetic": True, "split": "noise"},
+            source="<simulated noise>",
+        )
+
     def lodo(self, test_domain: int, seed: int) -> LodoTask:
         """A leave-one-domain-out task; ``seed`` draws the samples, the world stays fixed."""
         cfg = self.cfg
@@ -146,6 +168,7 @@ class Simulator:
             val=self._set(cfg.val_per_class, src, 0, g, "val"),
             test=self._set(cfg.test_per_class, [test_domain], 0, g, "test"),
             ood=self._set(cfg.ood_per_class, [test_domain], 0, g, "ood", unseen=True),
+            noise=self._noise(cfg.ood_per_class * cfg.unseen_classes, test_domain, g),
             test_domain=self.domain_names[test_domain],
         )
 

@@ -64,7 +64,7 @@ class AdapterHead(FittedHead):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Adapted unit-norm image features ``z_I`` ``(N, D)``."""
-        return adapt_image(x, self.fc_i, self._ratios()[0])
+        return adapt_image(self.cast(x), self.fc_i, self._ratios()[0])
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.logit_scale * self.embed(x) @ self.text_embedding().T

@@ -69,6 +69,13 @@ class FittedHead(nn.Module):
                 return t.dtype
         return torch.float32
 
+    def cast(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` on the head's device and in its dtype (heads accept any float input)."""
+        ref = next(iter(list(self.buffers()) + list(self.parameters())), None)
+        if ref is None:
+            return x
+        return x.to(device=ref.device, dtype=ref.dtype)
+
     def check_features(self, x: torch.Tensor) -> torch.Tensor:
         """Validate ``(N, D)`` input and cast it to the head's dtype and device."""
         if x.dim() != 2 or x.shape[1] != self.feature_dim:

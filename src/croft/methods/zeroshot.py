@@ -38,7 +38,7 @@ class ZeroShotHead(FittedHead):
         return {"dtype": self.dtype_name}
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(x, dim=-1)
+        return F.normalize(self.cast(x), dim=-1)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.logit_scale * self.embed(x) @ self.text.T

@@ -1,0 +1,1 @@
+"""Protocols: run grids of (method × held-out domain × seed) and aggregate them."""

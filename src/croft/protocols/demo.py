@@ -1,0 +1,125 @@
+"""``croft demo`` on the feature-space simulator (SYNTHETIC features, no images).
+
+Setup-II shaped: leave-one-domain-out over 4 simulated domains × 3 seeds, 16 shots per
+class over the source domains, 4 augmented views, validation-epoch selection; zero-shot,
+a CE-only adapter and CRoFT (official and paper), evaluated on held-out-domain accuracy
+and on open-set detection of unseen classes and texture-like noise with the energy and
+KNN scores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from croft.protocols.lodo import MethodRun, Task, run_grid, summary_numbers, summary_table
+from croft.simulate import SimConfig, Simulator
+
+SCORES = ("energy", "knn")
+OOD_NAMES = ("unseen_classes", "noise")
+
+
+def demo_methods(lr: float = 0.01) -> list[MethodRun]:
+    """The demo's rows. ``lr`` is raised from the authors' 0.002 because the simulated
+    runs have ~3 batches per epoch (the authors' PACS runs too, on real features)."""
+    return [
+        MethodRun("zeroshot", "zeroshot"),
+        MethodRun("ce_adapter", "ce_adapter", {"lr": lr}),
+        MethodRun("croft_official", "croft", {"lr": lr}),
+        MethodRun("croft_paper", "croft", {"lr": lr, "variant": "paper", "lambda2": 1.0}),
+    ]
+
+
+def run_synthetic_demo(
+    out_dir: str | os.PathLike[str],
+    *,
+    seeds: tuple[int, ...] = (1, 2, 3),
+    sim: SimConfig | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run the synthetic demo into ``out_dir``; returns the summary (means per method)."""
+    sim = sim or SimConfig()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    methods = demo_methods()
+    simulator = Simulator(sim)
+    config = {
+        "kind": "synthetic features (croft.simulate)",
+        "simulator": asdict(sim),
+        "seeds": list(seeds),
+        "methods": [asdict(m) for m in methods],
+        "scores": list(SCORES),
+        "knn": {"k": 1, "bank": "training features (view 0)"},
+    }
+    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
+
+    def tasks():  # noqa: ANN202
+        for seed in seeds:
+            for dom in range(sim.domains):
+                t = simulator.lodo(dom, seed)
+                yield Task(t.test_domain, seed, t.train, t.val, t.test, t.ood_sets)
+
+    total = len(seeds) * sim.domains * len(methods)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, desc="demo runs", unit="run")
+    t0 = time.perf_counter()
+    records = run_grid(
+        tasks(), methods, out, scores=SCORES, on_result=(lambda r: bar.update(1)) if bar else None
+    )
+    if bar is not None:
+        bar.close()
+    table = summary_table(records, OOD_NAMES, scores=SCORES)
+    summary = summary_numbers(records, OOD_NAMES, SCORES)
+    elapsed = time.perf_counter() - t0
+    verdict = verdict_lines(summary)
+    report = [
+        "# croft demo (synthetic features)",
+        "",
+        "Features come from croft.simulate, not from images: this run shows the pipeline",
+        f"and the protocol. {len(seeds)} seeds x {sim.domains} held-out domains, mean ± std in %.",
+        "",
+        "```",
+        table,
+        "```",
+        "",
+        *verdict,
+        "",
+        f"{len(records)} runs in {elapsed:.1f} s on {platform.machine()} ({os.cpu_count()} CPUs).",
+    ]
+    (out / "report.md").write_text("\n".join(report) + "\n")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
+    return {"table": table, "summary": summary, "verdict": verdict, "seconds": elapsed}
+
+
+def verdict_lines(summary: dict[str, dict[str, float]]) -> list[str]:
+    """Honest comparisons of CRoFT (official) with zero-shot and the CE-only adapter."""
+    lines = []
+    c = summary.get("croft_official")
+    if c is None:
+        return lines
+    for other in ("zeroshot", "ce_adapter"):
+        o = summary.get(other)
+        if o is None:
+            continue
+        acc = "beats" if c["accuracy"] > o["accuracy"] else "does not beat"
+        lines.append(
+            f"- held-out accuracy: CRoFT {acc} {other} "
+            f"({100 * c['accuracy']:.1f} vs {100 * o['accuracy']:.1f})"
+        )
+        for ood in OOD_NAMES:
+            a, b = c[f"{ood}/energy/auroc"], o[f"{ood}/energy/auroc"]
+            fa, fb = c[f"{ood}/energy/fpr95_id_pos"], o[f"{ood}/energy/fpr95_id_pos"]
+            word = "beats" if a > b else "does not beat"
+            lines.append(
+                f"- {ood}, energy: CRoFT {word} {other} on AUROC ({100 * a:.1f} vs {100 * b:.1f}), "
+                f"FPR95 {100 * fa:.1f} vs {100 * fb:.1f} (lower is better)"
+            )
+    return lines

@@ -1,0 +1,83 @@
+"""SHA-256 of weight files, cached so gigabytes are hashed once.
+
+The cache is a small JSON file, ``$CROFT_CACHE_DIR/sha256.json`` (default
+``~/.cache/croft/sha256.json``), keyed by absolute path and valid while the file's size
+and modification time are unchanged. It is rewritten atomically (temporary file +
+``os.replace``); an unreadable cache is ignored and rebuilt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+CACHE_ENV = "CROFT_CACHE_DIR"
+_CHUNK = 1 << 20
+
+
+def cache_dir() -> Path:
+    """Directory for croft's small caches (``$CROFT_CACHE_DIR`` or ``~/.cache/croft``)."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "croft"
+
+
+def _cache_file() -> Path:
+    return cache_dir() / "sha256.json"
+
+
+def _hash_file(path: Path) -> str:
+    """Hash the whole file (no cache)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_cache(file: Path) -> dict[str, dict]:
+    try:
+        data = json.loads(file.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_cache(file: Path, data: dict[str, dict]) -> None:
+    tmp: str | None = None
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".sha256.", suffix=".tmp", dir=file.parent)
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=0, sort_keys=True)
+        os.replace(tmp, file)
+    except OSError:  # a read-only home must not stop a run; the hash is simply not cached
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of ``path``, from the cache when (path, size, mtime) are unchanged."""
+    p = Path(path).resolve()
+    st = p.stat()
+    key = str(p)
+    cache = _cache_file()
+    entries = _read_cache(cache)
+    hit = entries.get(key)
+    if (
+        isinstance(hit, dict)
+        and hit.get("size") == st.st_size
+        and hit.get("mtime_ns") == st.st_mtime_ns
+        and isinstance(hit.get("sha256"), str)
+    ):
+        return hit["sha256"]
+    digest = _hash_file(p)
+    entries = _read_cache(cache)  # re-read: another process may have added entries meanwhile
+    entries = {k: v for k, v in entries.items() if os.path.exists(k)}  # forget deleted files
+    entries[key] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
+    _write_cache(cache, entries)
+    return digest

@@ -86,3 +86,19 @@ def test_load_errors(tmp_path) -> None:
     save_file({"features": torch.zeros(2, 2)}, str(foreign))
     with pytest.raises(CroftError, match="croft_schema"):
         load_features(foreign)
+
+
+def test_equal_content_gives_equal_bytes(tmp_path) -> None:
+    """safetensors orders its metadata arbitrarily; save_features makes the header canonical."""
+    fs = _fs()
+    a = save_features(fs, tmp_path / "a.safetensors").read_bytes()
+    b = save_features(
+        _fs(
+            features=fs.features,
+            labels=fs.labels,
+            domains=fs.domains,
+            text_features=fs.text_features,
+        ),
+        tmp_path / "b.safetensors",
+    ).read_bytes()
+    assert a == b

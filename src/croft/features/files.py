@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -179,9 +180,41 @@ class FeatureSet:
         return self.text_features
 
 
+def canonical_safetensors(raw: bytes) -> bytes:
+    """The same safetensors bytes with a deterministic header (sorted metadata and tensor
+    entries): safetensors writes its metadata map in an arbitrary order per process, so two
+    writes of equal content could differ in bytes; after this they are equal."""
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + n])
+    out: dict[str, Any] = {}
+    meta = header.pop("__metadata__", None)
+    if meta is not None:
+        out["__metadata__"] = dict(sorted(meta.items()))
+    for name in sorted(header):
+        out[name] = header[name]
+    text = json.dumps(out, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + raw[8 + n :]
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temp file beside ``path``, fsync, then rename over ``path``."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if tmp.exists():
+            tmp.unlink()
+        raise
+
+
 def save_features(fs: FeatureSet, path: str | os.PathLike[str]) -> Path:
-    """Write ``fs`` to ``path`` atomically (temp file + rename). Returns the path."""
-    from safetensors.torch import save_file
+    """Write ``fs`` to ``path`` atomically; equal content gives equal bytes. Returns the path."""
+    from safetensors.torch import save
 
     fs.validate()
     path = Path(path)
@@ -202,9 +235,7 @@ def save_features(fs: FeatureSet, path: str | os.PathLike[str]) -> Path:
         "logit_scale": json.dumps(float(fs.logit_scale)),
         "extra": json.dumps(fs.extra, sort_keys=True),
     }
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, canonical_safetensors(save(tensors, metadata=meta)))
     return path
 
 

@@ -97,12 +97,14 @@ def test_demo_grid_resumes(tmp_path) -> None:
     sim = SimConfig(dim=16, classes=3, unseen_classes=2, domains=2, shots=4, test_per_class=10)
     out = tmp_path / "demo"
     first = run_synthetic_demo(out, seeds=(1,), sim=sim, progress=False)
-    runs = sorted(p.relative_to(out) for p in (out / "runs").rglob("*.json"))
-    assert len(runs) == 4 * 2
-    # interrupted run: drop one result; the rerun recomputes only that one, same numbers
-    victim = out / runs[3]
+    done = sorted((out / "runs").rglob("metrics.json"))
+    assert len(done) == 4 * 2
+    for name in ("config.json", "env.json", "scores.npz"):
+        assert (done[0].parent / name).is_file()
+    # a run killed before its metrics.json: the rerun recomputes only that one
+    victim = done[3]
     victim.unlink()
-    stamp = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*.json")}
+    stamp = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("metrics.json")}
     second = run_synthetic_demo(out, seeds=(1,), sim=sim, progress=False)
     assert victim.is_file()
     assert all(p.stat().st_mtime_ns == t for p, t in stamp.items())

@@ -61,6 +61,7 @@ def evaluate(
     score_params: Mapping[str, Mapping[str, Any]] | None = None,
     bank: FeatureSet | None = None,
     id_correct_only: bool = False,
+    extra_sets: Mapping[str, FeatureSet] | None = None,
 ) -> Evaluation:
     """Accuracy of ``head`` on ``id_set`` and detection of each OOD set.
 
@@ -68,6 +69,8 @@ def evaluate(
     embeddings come from the head (adapted features for adapter methods).
     ``id_correct_only`` keeps only correctly classified ID samples as positives (the
     authors' energy evaluator, CROFT_SPEC §5.2); the default keeps all ID samples.
+    ``extra_sets`` (e.g. source-domain validation data) are scored for plots only:
+    ``per_sample["extra/<name>/<score>"]``.
     """
     for name in scores:
         SCORES.get(name)  # unknown score: one clear error before any work
@@ -114,6 +117,10 @@ def evaluate(
         }
         for n in scores:
             result.per_sample[f"ood/{ood_name}/{n}"] = ood_scores[n]
+    for extra_name, fs in (extra_sets or {}).items():
+        extra_scores, _ = score_all(fs)
+        for n in scores:
+            result.per_sample[f"extra/{extra_name}/{n}"] = extra_scores[n]
     return result
 
 

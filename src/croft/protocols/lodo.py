@@ -1,8 +1,10 @@
 """Leave-one-domain-out runs (Setup-II shaped): fit, evaluate, keep every result.
 
-Each (method, held-out domain, seed) run writes one JSON file atomically as soon as it
-finishes; a rerun skips the files that exist, so an interrupted grid resumes where it
-stopped and loses at most the run in flight.
+Each (method, held-out domain, seed) run gets a directory
+``runs/<label>/<domain>_seed<seed>/`` holding ``config.json`` (the resolved method
+config), ``scores.npz`` (per-sample scores), ``env.json`` (versions, commit, device) and,
+written last, ``metrics.json``. A rerun skips runs whose ``metrics.json`` exists, so an
+interrupted grid resumes where it stopped and loses at most the run in flight.
 """
 
 from __future__ import annotations
@@ -52,6 +54,16 @@ def _write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def _write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npz")
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def run_dir(out_dir: str | os.PathLike[str], label: str, domain: str, seed: int) -> Path:
+    return Path(out_dir) / "runs" / label / f"{domain}_seed{seed}"
+
+
 def run_grid(
     tasks: Iterable[Task],
     methods: Sequence[MethodRun],
@@ -65,21 +77,27 @@ def run_grid(
     out = Path(out_dir)
     for m in methods:  # validate every method and option before any work
         make_config(METHODS.get(m.method).config_cls, dict(m.options))
+    from dataclasses import asdict
+
+    from croft.provenance import environment
+
     records = []
     for task in tasks:
         for m in methods:
-            path = out / "runs" / m.label / f"{task.test_domain}_seed{task.seed}.json"
-            if path.is_file():
-                rec = json.loads(path.read_text())
+            rdir = run_dir(out, m.label, task.test_domain, task.seed)
+            done = rdir / "metrics.json"
+            if done.is_file():
+                rec = json.loads(done.read_text())
             else:
                 spec = METHODS.get(m.method)
                 options = {"seed": task.seed, **m.options}
-                if "seed" not in {f for f in spec.config_cls.__dataclass_fields__}:
+                if "seed" not in spec.config_cls.__dataclass_fields__:
                     options.pop("seed")
                 cfg = make_config(spec.config_cls, options)
                 t0 = time.perf_counter()
                 fitted = spec.fit(task.train, task.val, cfg)
                 fit_s = time.perf_counter() - t0
+                extra = {"source_val": task.val} if task.val is not None else {}
                 ev = evaluate(
                     fitted.head,
                     task.test,
@@ -87,6 +105,7 @@ def run_grid(
                     scores=scores,
                     score_params=score_params,
                     bank=task.bank if task.bank is not None else task.train,
+                    extra_sets=extra,
                 )
                 rec = {
                     "label": m.label,
@@ -96,9 +115,15 @@ def run_grid(
                     "seed": task.seed,
                     "selected_epoch": fitted.selected_epoch,
                     "fit_seconds": fit_s,
+                    "scores": list(scores),
+                    "ood_sets": list(task.ood_sets),
                     **ev.to_dict(),
                 }
-                _write_json(path, rec)
+                rdir.mkdir(parents=True, exist_ok=True)
+                _write_json(rdir / "config.json", {"method": m.method, "config": asdict(cfg)})
+                _write_json(rdir / "env.json", environment())
+                _write_npz(rdir / "scores.npz", ev.per_sample)
+                _write_json(done, rec)
             records.append(rec)
             if on_result is not None:
                 on_result(rec)

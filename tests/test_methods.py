@@ -104,3 +104,13 @@ def test_croft_beats_zero_shot_on_the_simulator() -> None:
         aurocs.append(ev_cr.detection["unseen_classes"]["energy"]["auroc"])
     assert min(gains) > 0.01, gains
     assert min(aurocs) > 0.7, aurocs
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("variant", ["official", "paper"])
+def test_croft_trains_in_half_precision(small_task, dtype, variant) -> None:
+    res = M.fit("croft", small_task.train, small_task.val, epochs=2, dtype=dtype, variant=variant)
+    assert res.head.fc_i.dtype == getattr(torch, dtype)
+    logits = res.head.logits(small_task.test.features)
+    assert logits.dtype == getattr(torch, dtype) and bool(torch.isfinite(logits).all())
+    assert all(h["loss"] == h["loss"] for h in res.history)  # no NaN

@@ -52,6 +52,40 @@ def collect_runs(runs_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return records
 
 
+def select_records(
+    records: Sequence[Mapping[str, Any]], rule: str = "val_acc"
+) -> list[dict[str, Any]]:
+    """One grid point per (method, held-out domain, seed).
+
+    Grid points are labelled ``method[key=value,...]``. ``val_acc`` (default) keeps the
+    point with the best source-validation accuracy (ties: the first in label order);
+    ``oracle`` keeps the best held-out TEST accuracy and labels the row ``method (oracle)``,
+    so that test-set selection can never pass unnoticed.
+    """
+    if rule not in ("val_acc", "oracle"):
+        raise CroftError(f"selection rule {rule!r}: use val_acc or oracle")
+    groups: dict[tuple[str, str, int], list[Mapping[str, Any]]] = {}
+    for r in records:
+        group = r["label"].split("[", 1)[0]
+        groups.setdefault((group, r["test_domain"], r["seed"]), []).append(r)
+    out = []
+    for (group, _, _), members in groups.items():
+        gridded = any("[" in m["label"] for m in members)
+        if not gridded:
+            out.extend(dict(m) for m in members)
+            continue
+        key = "accuracy" if rule == "oracle" else "val_accuracy"
+        if any(m.get(key) is None for m in members):
+            raise CroftError(f"{group}: runs without {key}; cannot select among grid points")
+        best = max(sorted(members, key=lambda m: m["label"]), key=lambda m: m[key])
+        chosen = dict(best)
+        chosen["selected_from"] = best["label"]
+        chosen["selection"] = rule
+        chosen["label"] = f"{group} (oracle)" if rule == "oracle" else group
+        out.append(chosen)
+    return out
+
+
 def _labels(records: Sequence[Mapping[str, Any]]) -> list[str]:
     return list(dict.fromkeys(r["label"] for r in records))
 
@@ -129,9 +163,13 @@ def write_report(
     out_dir: str | os.PathLike[str] | None = None,
     *,
     plots: bool = True,
+    selection: str = "val_acc",
 ) -> dict[str, Any]:
-    """Write ``report.md``, ``*.csv``, ``*.tex`` (and ``plots/*.png``) into ``out_dir``."""
-    records = collect_runs(runs_dir)
+    """Write ``report.md``, ``*.csv``, ``*.tex`` (and ``plots/*.png``) into ``out_dir``.
+
+    Grid points are reduced with :func:`select_records` (``selection``).
+    """
+    records = select_records(collect_runs(runs_dir), selection)
     out = Path(out_dir) if out_dir is not None else Path(runs_dir) / "report"
     out.mkdir(parents=True, exist_ok=True)
     scores = list(dict.fromkeys(s for r in records for o in r["detection"].values() for s in o))
@@ -139,9 +177,14 @@ def write_report(
     for s in scores:
         tables[f"detection_{s}"] = detection_table(records, s)
     md = [f"# croft report: {Path(runs_dir)}", "", f"{len(records)} runs.", ""]
-    oracle = [r for r in records if r.get("selection") == "oracle"]
-    if oracle:
-        md += ["**Oracle (test-set) selection was used for some runs; they are marked.**", ""]
+    if selection == "oracle":
+        md += ["**Oracle selection: grid points chosen on TEST accuracy (marked).**", ""]
+    chosen = sorted(
+        {f"{r['label']} <- {r['selected_from']}" for r in records if "selected_from" in r}
+    )
+    if chosen:
+        md += ["Grid points chosen (per held-out domain and seed):", ""]
+        md += [f"- {c}" for c in chosen] + [""]
     for name, (header, rows) in tables.items():
         title = (
             "Closed-set OOD generalisation: accuracy (%) on the held-out domain"

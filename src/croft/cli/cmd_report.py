@@ -16,6 +16,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("runs_dir", help="output directory of 'croft demo' or 'croft run'")
     p.add_argument("--out", help="report directory (default: RUNS_DIR/report)")
     p.add_argument("--no-plots", action="store_true", help="tables only")
+    p.add_argument(
+        "--select",
+        choices=["val_acc", "oracle"],
+        default="val_acc",
+        help="how to pick among grid points: source-validation accuracy (default) or the "
+        "test-set oracle (labelled '(oracle)' in every table)",
+    )
     p.set_defaults(func=run)
 
 
@@ -23,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from croft.report import write_report
     from croft.tables import render
 
-    result = write_report(args.runs_dir, args.out, plots=not args.no_plots)
+    result = write_report(args.runs_dir, args.out, plots=not args.no_plots, selection=args.select)
     for name, (header, rows) in result["tables"].items():
         print(f"{name}:")
         print(render(header, rows))

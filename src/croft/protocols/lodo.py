@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from croft.evaluation import evaluate
 from croft.features.files import FeatureSet
@@ -98,6 +99,11 @@ def run_grid(
                 fitted = spec.fit(task.train, task.val, cfg)
                 fit_s = time.perf_counter() - t0
                 extra = {"source_val": task.val} if task.val is not None else {}
+                val_acc = None
+                if task.val is not None:
+                    with torch.no_grad():
+                        pred = fitted.head.predict(task.val.eval_features())
+                    val_acc = float((pred.cpu() == task.val.labels).float().mean())
                 ev = evaluate(
                     fitted.head,
                     task.test,
@@ -115,6 +121,7 @@ def run_grid(
                     "seed": task.seed,
                     "selected_epoch": fitted.selected_epoch,
                     "fit_seconds": fit_s,
+                    "val_accuracy": val_acc,
                     "scores": list(scores),
                     "ood_sets": list(task.ood_sets),
                     **ev.to_dict(),

@@ -1,0 +1,144 @@
+"""``croft run``: a Setup-II-shaped experiment on generated image folders, end to end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from croft.cli.main import main
+from croft.errors import CroftError
+from croft.protocols.experiment import expand_methods, load_experiment
+from croft.report import collect_runs, select_records
+
+DOMAINS, CLASSES = ("art", "cartoon", "photo", "sketch"), ("cat", "dog", "fish")
+
+
+@pytest.fixture(autouse=True)
+def _env(tmp_path, monkeypatch):
+    monkeypatch.setenv("CROFT_CACHE_DIR", str(tmp_path / "cache"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _image(path: Path, colour: tuple[int, int, int], g: torch.Generator) -> None:
+    arr = (torch.rand(24, 24, 3, generator=g) * 60).to(torch.uint8)
+    arr[6:18, 6:18] = torch.tensor(colour, dtype=torch.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr.numpy()).save(path)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    """4 domains x 3 classes x 6 images, 2 OOD folders, a random tiny checkpoint, a YAML."""
+    from croft.backbones import TINY_VIT
+    from croft.backbones.openclip import open_clip_module
+
+    root = tmp_path_factory.mktemp("exp")
+    g = torch.Generator().manual_seed(0)
+    colours = {"cat": (200, 40, 40), "dog": (40, 200, 40), "fish": (40, 40, 200)}
+    for d in DOMAINS:
+        for c in CLASSES:
+            for k in range(6):
+                _image(root / "data" / d / c / f"{k}.png", colours[c], g)
+    for ood in ("textures", "objects"):
+        for c in ("a", "b"):
+            for k in range(5):
+                _image(root / ood / c / f"{k}.png", (120, 120, 40), g)
+    torch.manual_seed(0)
+    torch.save(open_clip_module().create_model(TINY_VIT).state_dict(), root / "tiny.pt")
+    (root / "exp.yaml").write_text(
+        f"""
+name: tiny_setup2
+backbone: openclip:{TINY_VIT}:tiny.pt
+data: {{root: data, layout: domainbed}}
+held_out: [art, photo]
+ood:
+  - {{name: textures, root: textures, layout: folder, options: {{ood: true}}}}
+  - {{name: objects, root: objects, layout: folder, options: {{ood: true}}}}
+shots: 2
+views: 2
+seeds: [1]
+batch_size: 16
+progress: false
+methods:
+  - {{label: zeroshot, method: zeroshot}}
+  - {{label: croft, method: croft, options: {{epochs: 2, lambda2: [0.0, 10.0]}}}}
+"""
+    )
+    return root
+
+
+def test_run_report_and_resume(world, tmp_path, capsys) -> None:
+    cfg = world / "exp.yaml"
+    out = tmp_path / "runs"
+    assert main(["run", str(cfg), "--out", str(out), "--quiet"]) == 0
+    done = sorted(out.rglob("metrics.json"))
+    # 2 held-out domains x 1 seed x (zeroshot + 2 grid points)
+    assert len(done) == 6
+    labels = {p.parent.parent.name for p in done}
+    assert labels == {"zeroshot", "croft[lambda2=0.0]", "croft[lambda2=10.0]"}
+    report = (out / "report" / "report.md").read_text()
+    assert "croft <- croft[lambda2=" in report
+    assert (out / "report" / "accuracy.csv").is_file()
+    assert (out / "report" / "detection_energy.tex").is_file()
+    assert (out / "report" / "plots" / "energy_distributions.png").is_file()
+    rec = collect_runs(out)[0]
+    assert set(rec["detection"]) == {"textures", "objects"}
+    assert rec["val_accuracy"] is not None
+    printed = capsys.readouterr().out
+    assert "accuracy:" in printed and "6 runs" in printed
+    # kill simulation: one run lost its metrics.json; rerun recomputes it alone
+    victim = done[2]
+    victim.unlink()
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("metrics.json")}
+    assert main(["run", str(cfg), "--out", str(out), "--quiet", "--no-report"]) == 0
+    assert victim.is_file()
+    assert all(p.stat().st_mtime_ns == t for p, t in before.items())
+
+
+def test_selection_rules_on_fixed_records() -> None:
+    def rec(label, dom, val, test):
+        return {
+            "label": label,
+            "test_domain": dom,
+            "seed": 1,
+            "val_accuracy": val,
+            "accuracy": test,
+            "detection": {},
+        }
+
+    records = [
+        rec("croft[l=1]", "a", 0.9, 0.5),
+        rec("croft[l=2]", "a", 0.8, 0.7),
+        rec("zeroshot", "a", 0.6, 0.6),
+    ]
+    by_val = {r["label"]: r for r in select_records(records)}
+    assert by_val["croft"]["selected_from"] == "croft[l=1]" and by_val["croft"]["accuracy"] == 0.5
+    assert by_val["zeroshot"]["accuracy"] == 0.6
+    oracle = {r["label"]: r for r in select_records(records, "oracle")}
+    assert oracle["croft (oracle)"]["selected_from"] == "croft[l=2]"
+    with pytest.raises(CroftError, match="selection rule"):
+        select_records(records, "test")
+
+
+def test_grid_expansion_and_config_errors(world, tmp_path) -> None:
+    cfg = load_experiment(world / "exp.yaml", ["shots=3", "methods.1.options.lambda1=[1, 2]"])
+    assert cfg.shots == 3
+    labels = [m.label for m in expand_methods(cfg.methods)]
+    assert "croft[lambda1=2,lambda2=10.0]" in labels and len(labels) == 5
+    assert Path(cfg.data.root).is_absolute()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((world / "exp.yaml").read_text() + "shotz: 4\n")
+    with pytest.raises(CroftError, match="unknown key.s. shotz"):
+        load_experiment(bad)
+    with pytest.raises(CroftError, match="sampling 'random'"):
+        load_experiment(world / "exp.yaml", ["sampling=random"])
+    with pytest.raises(CroftError, match="expected KEY=VALUE"):
+        load_experiment(world / "exp.yaml", ["shots"])
+    with pytest.raises(CroftError, match="does not exist"):
+        load_experiment(tmp_path / "none.yaml")

@@ -24,6 +24,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="output directory (default: runs/<name>)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--no-report", action="store_true", help="skip the report at the end")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="only validate the config and every dataset layout it names (no extraction)",
+    )
     p.set_defaults(func=run)
 
 
@@ -35,6 +40,14 @@ def run(args: argparse.Namespace) -> int:
     from croft.tables import render
 
     cfg = load_experiment(args.config, args.set)
+    if args.check:
+        from croft.protocols.experiment import check_experiment
+
+        problems = check_experiment(cfg)
+        for line in problems:
+            print(line)
+        print(f"{cfg.name}: {'OK' if not problems else f'{len(problems)} problem(s)'}")
+        return 1 if problems else 0
     out = Path(args.out or Path("runs") / cfg.name)
     result = run_experiment(cfg, out, progress=not args.quiet)
     print(f"{len(result['records'])} runs in {out}")

@@ -219,6 +219,27 @@ def expand_methods(methods: Sequence[MethodGrid]) -> list[MethodRun]:
     return runs
 
 
+def check_experiment(cfg: ExperimentConfig) -> list[str]:
+    """Every problem with the config's data (``croft data check`` on each dataset)."""
+    from croft.data import check_layout
+    from croft.methods import METHODS, make_config
+
+    problems = []
+    for m in expand_methods(cfg.methods):
+        try:
+            make_config(METHODS.get(m.method).config_cls, dict(m.options))
+        except CroftError as exc:
+            problems.append(f"method {m.label}: {exc}")
+    specs = [("data", cfg.data)] + [(f"ood {o.name}", o) for o in cfg.ood]
+    for what, spec in specs:
+        try:
+            found = check_layout(spec.root, spec.layout, **spec.options)
+        except CroftError as exc:
+            found = [str(exc)]
+        problems += [f"{what} ({spec.root}, layout {spec.layout}): {p}" for p in found]
+    return problems
+
+
 # ------------------------------------------------------------------------------ tasks
 @dataclass
 class TaskRecords:

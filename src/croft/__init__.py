@@ -12,13 +12,35 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from typing import TYPE_CHECKING
+
 from croft.errors import CroftError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import os
+
+    import torch
+
+    from croft.backbones import Backbone
+    from croft.predict import Predictor
 
 __all__ = ["CroftError", "__version__", "load"]
 
 
-def load(path: str):  # noqa: ANN201 - returns croft.methods.FittedHead
-    """Load a fitted head saved by :func:`croft.methods.save_head` (a directory)."""
-    from croft.methods.io import load_head
+def load(
+    path: str | os.PathLike[str],
+    *,
+    backbone: str | Backbone | None = None,
+    device: str | torch.device = "cpu",
+    lazy: bool = True,
+) -> Predictor:
+    """Load a fitted head directory as a :class:`croft.predict.Predictor`.
 
-    return load_head(path)
+    ``croft.load(dir).predict([paths or PIL images])`` gives one prediction per image;
+    ``.head`` is the :class:`croft.methods.FittedHead`. The backbone (``backbone`` spec,
+    default the one stored in head.json) is loaded and checked on first image prediction
+    (``lazy=False``: now).
+    """
+    from croft.predict import load_predictor
+
+    return load_predictor(path, backbone=backbone, device=device, lazy=lazy)

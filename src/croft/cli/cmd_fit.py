@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
         "prompts": [tpl.format(c) for tpl in train.templates[:1] for c in train.class_names],
         "train_features": str(Path(args.train).resolve()),
         "backbone": train.extra.get("backbone"),
+        "backbone_spec": train.extra.get("backbone_spec"),
     }
     if val is not None:
         extra["ood_threshold"] = {

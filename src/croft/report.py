@@ -7,6 +7,8 @@ Reads every ``metrics.json`` below a runs directory (as written by
   over seeds, and the average over domains;
 * open-set detection: methods × OOD sets, FPR95 (↓), AUROC (↑) and AUPR-in (↑) per score,
   mean ± std over held-out domains × seeds;
+* Setup-I (records with ``shifted_accuracy``): methods × (ID test, each covariate-shifted
+  set, their average), accuracy mean ± std over seeds;
 
 as Markdown, CSV and LaTeX; and plots from ``scores.npz``: energy-score distributions of
 ID (source validation), covariate-shifted (held-out domain) and open-set data, ROC
@@ -105,6 +107,38 @@ def accuracy_table(records: Sequence[Mapping[str, Any]]) -> tuple[list[str], lis
     return header, rows
 
 
+def setup1_accuracy_table(
+    records: Sequence[Mapping[str, Any]],
+) -> tuple[list[str], list[list[str]]]:
+    """Setup-I: methods × (ID, each shifted set, shifted average), mean ± std over seeds (%)."""
+    with_shift = [r for r in records if "shifted_accuracy" in r]
+    shifted = list(
+        dict.fromkeys(
+            n for r in with_shift for n in (*r.get("shifted_sets", ()), *r["shifted_accuracy"])
+        )
+    )
+    header = ["method", "ID", *shifted, "shifted avg"]
+    rows = []
+    for lab in _labels(with_shift):
+        rs = [r for r in with_shift if r["label"] == lab]
+        row = [lab, mean_std([r["accuracy"] for r in rs])]
+        for n in shifted:
+            row.append(
+                mean_std([r["shifted_accuracy"][n] for r in rs if n in r["shifted_accuracy"]])
+            )
+        row.append(
+            mean_std(
+                [
+                    float(np.mean(list(r["shifted_accuracy"].values())))
+                    for r in rs
+                    if r["shifted_accuracy"]
+                ]
+            )
+        )
+        rows.append(row)
+    return header, rows
+
+
 def detection_table(
     records: Sequence[Mapping[str, Any]], score: str = "energy"
 ) -> tuple[list[str], list[list[str]]]:
@@ -123,6 +157,12 @@ def detection_table(
                 row.append(mean_std(vals))
         rows.append(row)
     return header, rows
+
+
+_SETUP1_TITLE = (
+    "Setup-I: accuracy (%) on the ID classes, ID test and covariate-shifted sets, "
+    "mean ± std over seeds"
+)
 
 
 def to_csv(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -174,6 +214,8 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     scores = list(dict.fromkeys(s for r in records for o in r["detection"].values() for s in o))
     tables = {"accuracy": accuracy_table(records)}
+    if any("shifted_accuracy" in r for r in records):
+        tables["setup1_accuracy"] = setup1_accuracy_table(records)
     for s in scores:
         tables[f"detection_{s}"] = detection_table(records, s)
     md = [f"# croft report: {Path(runs_dir)}", "", f"{len(records)} runs.", ""]
@@ -189,6 +231,8 @@ def write_report(
         title = (
             "Closed-set OOD generalisation: accuracy (%) on the held-out domain"
             if name == "accuracy"
+            else _SETUP1_TITLE
+            if name == "setup1_accuracy"
             else f"Open-set OOD detection, {name.split('_', 1)[1]} score (%), "
             "mean ± std over held-out domains × seeds"
         )
@@ -227,7 +271,12 @@ def write_plots(records: Sequence[Mapping[str, Any]], out_dir: Path) -> list[str
         fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.4), squeeze=False, sharey=False)
         for ax, (rec, s) in zip(axes[0], loaded, strict=True):
             groups = [("ID (source val)", s.get("extra/source_val/energy"))]
-            groups.append((f"covariate shift ({rec['test_domain']})", s.get("id/energy")))
+            if rec.get("protocol") == "imagenet":  # Setup-I: ID test, then the shifted sets
+                groups.append(("ID test", s.get("id/energy")))
+                for sname in rec.get("shifted_sets", []):
+                    groups.append((f"covariate shift: {sname}", s.get(f"shifted/{sname}/energy")))
+            else:
+                groups.append((f"covariate shift ({rec['test_domain']})", s.get("id/energy")))
             for o in rec["detection"]:
                 groups.append((f"open-set: {o}", s.get(f"ood/{o}/energy")))
             for name, vals in groups:

@@ -1,5 +1,9 @@
 """Leave-one-domain-out runs (Setup-II shaped): fit, evaluate, keep every result.
 
+Setup-I (ImageNet class split) runs use the same machinery: a :class:`Task` may also
+carry covariate-shifted test sets (``shifted``, accuracy only, recorded as
+``shifted_accuracy``) and a separate ID set for detection (``detection_id``).
+
 Each (method, held-out domain, seed) run gets a directory
 ``runs/<label>/<domain>_seed<seed>/`` holding ``config.json`` (the resolved method
 config), ``scores.npz`` (per-sample scores), ``env.json`` (versions, commit, device) and,
@@ -20,9 +24,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from croft.evaluation import evaluate
+from croft.errors import CroftError
+from croft.evaluation import evaluate, head_outputs
 from croft.features.files import FeatureSet
 from croft.methods import METHODS, make_config
+from croft.methods.base import FittedHead
 from croft.tables import mean_std, render
 
 
@@ -37,6 +43,11 @@ class Task:
     test: FeatureSet
     ood_sets: dict[str, FeatureSet]
     bank: FeatureSet | None = None  # KNN bank; default: the training features (view 0)
+    # Setup-I additions (empty / None: Setup-II behaviour)
+    shifted: dict[str, FeatureSet] = field(default_factory=dict)  # accuracy only
+    shifted_classes: dict[str, list[int]] = field(default_factory=dict)  # allowed predictions
+    detection_id: FeatureSet | None = None  # ID positives for detection; default: ``test``
+    meta: dict[str, Any] = field(default_factory=dict)  # merged into each record
 
 
 @dataclass(frozen=True)
@@ -63,6 +74,42 @@ def _write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
 
 def run_dir(out_dir: str | os.PathLike[str], label: str, domain: str, seed: int) -> Path:
     return Path(out_dir) / "runs" / label / f"{domain}_seed{seed}"
+
+
+def restricted_predictions(
+    logits: torch.Tensor, allowed: Sequence[int] | torch.Tensor | None = None
+) -> torch.Tensor:
+    """Argmax over the ``allowed`` class indices only (all classes when ``None``).
+
+    The CoOp/CLIP protocol for ImageNet-A/-R: classes without images in the dataset can
+    never be predicted (their logits are set to ``-inf``).
+    """
+    if allowed is None:
+        return logits.argmax(dim=1)
+    keep = torch.as_tensor(allowed, dtype=torch.long, device=logits.device)
+    if keep.numel() == 0:
+        raise CroftError("restricted_predictions: no allowed class")
+    masked = torch.full_like(logits, float("-inf"))
+    masked[:, keep] = logits[:, keep]
+    return masked.argmax(dim=1)
+
+
+def _shifted_eval(
+    head: FittedHead, sets: Mapping[str, FeatureSet], classes: Mapping[str, Sequence[int]]
+) -> tuple[dict[str, float], dict[str, int], dict[str, np.ndarray]]:
+    """Accuracy on each covariate-shifted set, plus per-sample predictions and energies."""
+    acc: dict[str, float] = {}
+    sizes: dict[str, int] = {}
+    per: dict[str, np.ndarray] = {}
+    for name, fs in sets.items():
+        logits = head_outputs(head, fs.eval_features()).logits.cpu()
+        pred = restricted_predictions(logits, classes.get(name))
+        acc[name] = float((pred == fs.labels).float().mean())
+        sizes[name] = len(fs)
+        per[f"shifted/{name}/pred"] = pred.numpy()
+        per[f"shifted/{name}/labels"] = fs.labels.numpy()
+        per[f"shifted/{name}/energy"] = torch.logsumexp(logits.double(), dim=1).numpy()
+    return acc, sizes, per
 
 
 def run_grid(
@@ -104,15 +151,21 @@ def run_grid(
                     with torch.no_grad():
                         pred = fitted.head.predict(task.val.eval_features())
                     val_acc = float((pred.cpu() == task.val.labels).float().mean())
-                ev = evaluate(
-                    fitted.head,
-                    task.test,
-                    task.ood_sets,
-                    scores=scores,
-                    score_params=score_params,
-                    bank=task.bank if task.bank is not None else task.train,
-                    extra_sets=extra,
-                )
+                common = {
+                    "scores": scores,
+                    "score_params": score_params,
+                    "bank": task.bank if task.bank is not None else task.train,
+                }
+                if task.detection_id is None:
+                    ev = evaluate(fitted.head, task.test, task.ood_sets, **common, extra_sets=extra)
+                else:  # accuracy on the test set, detection against another ID set
+                    ev = evaluate(fitted.head, task.test, {}, **common, extra_sets=extra)
+                    det = evaluate(fitted.head, task.detection_id, task.ood_sets, **common)
+                    ev.detection = det.detection
+                    for key, value in det.per_sample.items():
+                        if key.startswith("id/"):
+                            key = "detection_id/" + key[3:]
+                        ev.per_sample[key] = value
                 rec = {
                     "label": m.label,
                     "method": m.method,
@@ -126,6 +179,15 @@ def run_grid(
                     "ood_sets": list(task.ood_sets),
                     **ev.to_dict(),
                 }
+                if task.detection_id is not None:
+                    rec["n_detection_id"] = len(task.detection_id)
+                if task.shifted:
+                    acc, sizes, per = _shifted_eval(fitted.head, task.shifted, task.shifted_classes)
+                    rec["shifted_accuracy"] = acc
+                    rec["shifted_sets"] = list(task.shifted)  # table order (JSON sorts keys)
+                    rec["shifted_n"] = sizes
+                    ev.per_sample.update(per)
+                rec.update(task.meta)
                 rdir.mkdir(parents=True, exist_ok=True)
                 _write_json(rdir / "config.json", {"method": m.method, "config": asdict(cfg)})
                 _write_json(rdir / "env.json", environment())

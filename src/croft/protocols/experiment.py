@@ -509,6 +509,7 @@ def _run_tasks(
         scores=cfg.scores,
         score_params={"knn": {"k": cfg.knn_k}} if "knn" in cfg.scores else None,
         on_result=(lambda r: bar.update(1)) if bar else None,
+        device=cfg.device,
     )
     if bar is not None:
         bar.close()

@@ -120,6 +120,7 @@ def run_grid(
     scores: Sequence[str] = ("energy", "knn"),
     score_params: Mapping[str, Mapping[str, Any]] | None = None,
     on_result: Callable[[dict[str, Any]], None] | None = None,
+    device: str = "cpu",
 ) -> list[dict[str, Any]]:
     """Fit and evaluate every method on every task; returns all result records."""
     out = Path(out_dir)
@@ -143,7 +144,7 @@ def run_grid(
                     options.pop("seed")
                 cfg = make_config(spec.config_cls, options)
                 t0 = time.perf_counter()
-                fitted = spec.fit(task.train, task.val, cfg)
+                fitted = spec.fit(task.train, task.val, cfg, device=device)
                 fit_s = time.perf_counter() - t0
                 extra = {"source_val": task.val} if task.val is not None else {}
                 val_acc = None

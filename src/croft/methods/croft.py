@@ -321,7 +321,7 @@ def ce_step(
 
 
 # --------------------------------------------------------------------------- fit loop
-def _batches(n_rows: int, batch_size: int, gen: torch.Generator) -> list[torch.Tensor]:
+def epoch_batches(n_rows: int, batch_size: int, gen: torch.Generator) -> list[torch.Tensor]:
     """Shuffled batches; ``drop_last`` when there is at least one full batch (Dassl)."""
     perm = torch.randperm(n_rows, generator=gen)
     if n_rows < batch_size:
@@ -393,7 +393,7 @@ def fit_adapter(
     torch.manual_seed(cfg.seed)
     history: list[dict[str, float]] = []
     best: tuple[float, int, AdapterHead] | None = None
-    bar = _progress(cfg.epochs, progress)
+    bar = epoch_progress(cfg.epochs, progress)
     for epoch in range(cfg.epochs):
         lr = lr_at_epoch(cfg, epoch)
         for opt in (opt_a, opt_g):
@@ -403,7 +403,7 @@ def fit_adapter(
         t0 = time.perf_counter()
         losses = [
             step_fn(params, opt_a, opt_g, x_epoch[idx.to(dev)], y[idx.to(dev)], t, cfg, scale)
-            for idx in _batches(len(train), cfg.batch_size, gen)
+            for idx in epoch_batches(len(train), cfg.batch_size, gen)
         ]
         rec: dict[str, float] = {
             "epoch": float(epoch),
@@ -437,7 +437,7 @@ def fit_adapter(
     return FitResult(_make_head(train, cfg, t, params, scale), history, cfg.epochs - 1)
 
 
-def _progress(total: int, enabled: bool):  # noqa: ANN202
+def epoch_progress(total: int, enabled: bool):  # noqa: ANN202
     if not enabled:
         return None
     from tqdm.auto import tqdm

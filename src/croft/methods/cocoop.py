@@ -1,0 +1,146 @@
+"""CoCoOp (Zhou et al., CVPR 2022): CoOp's context plus an image-conditioned bias.
+
+A meta-net ``π = Linear(D, D/16) – ReLU – Linear(D/16, W)`` maps the L2-normalised image
+feature to a bias added to every context token: image ``i`` gets the prompts
+``[SOS] (ctx_1 + π(x̂_i)) … (ctx_M + π(x̂_i)) [class] . [EOS]``, and its logits are
+``s · x̂_i · n(g(prompt_ic))ᵀ``. The context and meta-net are trained with cross-entropy;
+the text encoder is frozen.
+
+Deviations from the authors' CoCoOp as CROFT_SPEC §6 describes it:
+
+* the meta-net runs in fp32 (the authors': fp16);
+* batch size 32 for every backbone (the authors' ViT config has 4, RN50 32);
+* cached features, view ``e mod V`` in epoch ``e``, croft's schedule, best validation epoch.
+
+Cost: ``B·C`` text-encoder forwards and backwards per training step, and ``C`` forwards
+per predicted image: the head keeps only the context and meta-net; it needs the text
+tower at prediction time (attached, or loaded lazily from the recorded backbone spec on
+first use, see :class:`~croft.methods.prompting.TowerHead`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from croft.errors import CroftError
+from croft.features.files import FeatureSet
+from croft.methods.base import FitResult, register_head, register_method
+from croft.methods.coop import PromptConfig, check_tower_dim
+from croft.methods.prompting import (
+    ClassPrompts,
+    TextTower,
+    TowerHead,
+    frozen,
+    init_context,
+    resolve_text_tower,
+)
+from croft.methods.training import (
+    Batch,
+    config_dict,
+    frozen_copy,
+    resolve_logit_scale,
+    train_epochs,
+)
+
+
+@dataclass
+class CoCoOpConfig(PromptConfig):
+    """CoCoOp options: CoOp's plus the meta-net's reduction (hidden width ``D // 16``)."""
+
+    meta_reduction: int = 16
+
+    def check(self) -> None:
+        super().check()
+        if self.meta_reduction < 1:
+            raise CroftError("meta_reduction must be at least 1")
+
+
+@register_head
+class CoCoOpHead(TowerHead):
+    """Parameters: ``ctx`` ``(M, W)``, ``meta_net`` (``Linear(D, H)``, ReLU, ``Linear(H, W)``).
+
+    Logits ``(N, C)``: ``s · n(x_i) · n(g([SOS] ctx + π(n(x_i)) [class_c] . [EOS]))ᵀ``.
+    """
+
+    head_name = "cocoop"
+
+    def __init__(
+        self,
+        class_names: list[str],
+        feature_dim: int,
+        logit_scale: float,
+        n_ctx: int = 16,
+        width: int = 512,
+        hidden: int = 32,
+        backbone: str = "",
+    ) -> None:
+        super().__init__(class_names, feature_dim, logit_scale, backbone)
+        self.ctx = nn.Parameter(torch.zeros(n_ctx, width))
+        self.meta_net = nn.Sequential(
+            nn.Linear(feature_dim, hidden), nn.ReLU(), nn.Linear(hidden, width)
+        )
+
+    def spec(self) -> dict[str, Any]:
+        return {
+            "n_ctx": int(self.ctx.shape[0]),
+            "width": int(self.ctx.shape[1]),
+            "hidden": int(self.meta_net[0].out_features),
+            "backbone": self.backbone,
+        }
+
+    def image_context(self, x: torch.Tensor) -> torch.Tensor:
+        bias = self.meta_net(F.normalize(x, dim=-1))  # (N, W)
+        return self.ctx[None] + bias[:, None]
+
+
+@register_method(
+    "cocoop", CoCoOpConfig, "CoCoOp: CoOp context plus an image-conditioned meta-net bias"
+)
+def fit_cocoop(
+    train: FeatureSet,
+    val: FeatureSet | None,
+    cfg: CoCoOpConfig,
+    *,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+    text_tower: TextTower | None = None,
+) -> FitResult:
+    """Fit context and meta-net; the head needs the text tower to predict (attached here)."""
+    dev = torch.device(device)
+    tower, spec = resolve_text_tower(
+        "cocoop", cfg.backbone, train, text_tower or cfg.text_tower, dev
+    )
+    check_tower_dim(tower, train)
+    scale = resolve_logit_scale(train, cfg.logit_scale)
+    torch.manual_seed(cfg.seed)
+    with frozen(tower):
+        ctx0 = init_context(tower, cfg.n_ctx, cfg.ctx_init, cfg.init_std, dev)
+        hidden = max(1, train.dim // cfg.meta_reduction)
+        head = CoCoOpHead(
+            train.class_names, train.dim, scale, ctx0.shape[0], ctx0.shape[1], hidden, spec
+        ).to(dev)
+        with torch.no_grad():
+            head.ctx.copy_(ctx0)
+        prompts = ClassPrompts(tower, train.class_names, ctx0.shape[0], dev)
+        head.attach_text_tower(tower, prompts)
+
+        def loss_fn(b: Batch) -> torch.Tensor:
+            return F.cross_entropy(head.logits(b.x.float()), b.y)
+
+        result = train_epochs(
+            train,
+            val,
+            cfg,
+            list(head.parameters()),
+            loss_fn,
+            lambda: frozen_copy(head),
+            device=dev,
+            progress=progress,
+        )
+    result.head.meta = {"method": "cocoop", "config": config_dict(cfg)}
+    return result

@@ -1,0 +1,114 @@
+"""CoOp (Zhou et al., IJCV 2022): learned context vectors through the frozen text encoder.
+
+Prompt ``[SOS] ctx_1 … ctx_M [class name] . [EOS]`` with ``M = n_ctx`` context vectors
+shared by all classes (generic context, CSC off), class token at the end. Only the
+context is trained, with cross-entropy on ``s · n(x) · n(g(prompt_c))ᵀ``; the text
+encoder ``g`` is frozen. After fitting the prompts are fixed, so the head is just the
+class text features (:class:`~croft.methods.prompting.PromptTextHead`, no tower needed).
+
+Deviations from the authors' CoOp as CROFT_SPEC §6 describes it:
+
+* runs in the tower's precision with an fp32 context (the authors' default ``PREC=fp16``
+  kept CLIP in half precision);
+* trains on cached features (epoch ``e`` uses augmented view ``e mod V``) with croft's
+  per-epoch warm-up + cosine schedule and best-validation-epoch selection;
+* ``ctx_init`` (words) is optional as in the CoOp paper; default random ``N(0, 0.02²)``.
+
+Cost: every step encodes ``C`` prompts (forward and backward through the text encoder);
+for a ViT-B/16-size text tower (12 layers, width 512, 77 tokens) see
+``benchmarks/baselines_fit.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from croft.errors import CroftError
+from croft.features.files import FeatureSet
+from croft.methods.base import FitResult, register_method
+from croft.methods.prompting import (
+    ClassPrompts,
+    TextTower,
+    frozen,
+    init_context,
+    prompt_text_head,
+    resolve_text_tower,
+)
+from croft.methods.training import (
+    BaselineTrainConfig,
+    Batch,
+    config_dict,
+    resolve_logit_scale,
+    train_epochs,
+)
+
+
+@dataclass
+class PromptConfig(BaselineTrainConfig):
+    """Prompt-learner options shared by CoOp, CoCoOp and DPLCLIP."""
+
+    backbone: str = ""  # backbone spec; empty: the training features' extra['backbone_spec']
+    n_ctx: int = 16
+    ctx_init: str = ""  # words to initialise the context (sets n_ctx); empty: random
+    init_std: float = 0.02
+    text_tower: Any = None  # a TextTower object to use instead of loading ``backbone``
+
+    def check(self) -> None:
+        super().check()
+        if self.n_ctx < 1:
+            raise CroftError("n_ctx must be at least 1")
+
+
+@dataclass
+class CoOpConfig(PromptConfig):
+    """CoOp options (defaults: CROFT_SPEC §6, 16 generic context vectors)."""
+
+
+def check_tower_dim(tower: TextTower, train: FeatureSet) -> None:
+    if int(tower.dim) != train.dim:
+        raise CroftError(
+            f"{train.source}: the text tower gives {tower.dim}-d features but the image "
+            f"features are {train.dim}-d; use the backbone the features were extracted with"
+        )
+
+
+@register_method(
+    "coop", CoOpConfig, "CoOp: 16 learned prompt context vectors through the frozen text encoder"
+)
+def fit_coop(
+    train: FeatureSet,
+    val: FeatureSet | None,
+    cfg: CoOpConfig,
+    *,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+    text_tower: TextTower | None = None,
+) -> FitResult:
+    """Fit the context; the head holds the learned prompts' class text features ``(C, D)``."""
+    dev = torch.device(device)
+    tower, spec = resolve_text_tower("coop", cfg.backbone, train, text_tower or cfg.text_tower, dev)
+    check_tower_dim(tower, train)
+    scale = resolve_logit_scale(train, cfg.logit_scale)
+    torch.manual_seed(cfg.seed)
+    with frozen(tower):
+        ctx = nn.Parameter(init_context(tower, cfg.n_ctx, cfg.ctx_init, cfg.init_std, dev))
+        prompts = ClassPrompts(tower, train.class_names, ctx.shape[0], dev)
+
+        def loss_fn(b: Batch) -> torch.Tensor:
+            text = F.normalize(prompts.encode(ctx), dim=-1)
+            logits = scale * F.normalize(b.x.float(), dim=-1) @ text.T
+            return F.cross_entropy(logits, b.y)
+
+        def snapshot():  # noqa: ANN202
+            return prompt_text_head(train.class_names, prompts.encode(ctx), ctx, scale, spec)
+
+        result = train_epochs(
+            train, val, cfg, [ctx], loss_fn, snapshot, device=dev, progress=progress
+        )
+    result.head.meta = {"method": "coop", "config": config_dict(cfg)}
+    return result

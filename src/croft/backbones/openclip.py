@@ -430,10 +430,17 @@ def _tag_preprocess(arch: str) -> dict[str, Any] | None:
 class OpenClipBackbone(Backbone):
     """An open_clip ``CLIP``/``CustomTextCLIP`` model (also built from OpenAI weights)."""
 
-    def __init__(self, model: nn.Module, *, tokenizer_arch: str | None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        tokenizer_arch: str | None,
+        tokenizer: Any = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(model, **kwargs)
         self._tokenizer_arch = tokenizer_arch
-        self._tokenizer: Any = None
+        self._tokenizer: Any = tokenizer
 
     def _logit_scale_param(self) -> torch.Tensor:
         return self.model.logit_scale
@@ -472,6 +479,31 @@ class OpenClipBackbone(Backbone):
         return self._tokenizer(list(texts)).long()
 
 
+def _sidecar(path: Path) -> dict[str, Any]:
+    """The ``open_clip_config.json`` beside a checkpoint, or ``{}``."""
+    sibling = path.parent / "open_clip_config.json"
+    if not sibling.is_file():
+        return {}
+    try:
+        doc = json.loads(sibling.read_text())
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _sidecar_tokenizer(side: dict[str, Any], path: Path | None) -> Any:
+    """A :class:`WordTokenizer` when the sidecar describes one, else ``None`` (BPE)."""
+    tok = side.get("tokenizer")
+    if not isinstance(tok, dict) or tok.get("kind", "word") != "word" or "vocab" not in tok:
+        return None
+    from croft.backbones.word_tokenizer import WordTokenizer
+
+    try:
+        return WordTokenizer(tok["vocab"], int(tok.get("context_length", 12)))
+    except (TypeError, ValueError) as exc:
+        raise CroftError(f"the tokenizer in the config beside {path} is invalid: {exc}") from None
+
+
 def load_openclip(
     spec: str,
     arch: str,
@@ -481,7 +513,19 @@ def load_openclip(
     quick_gelu: bool | None,
     precision: str,
 ) -> OpenClipBackbone:
-    """``openclip:ARCH:PATH`` (``path``) or ``openclip:ARCH@TAG`` (``tag``; downloads)."""
+    """``openclip:ARCH:PATH`` (``path``) or ``openclip:ARCH@TAG`` (``tag``; downloads).
+
+    A checkpoint with an ``open_clip_config.json`` beside it that carries ``model_cfg`` (and
+    ``architecture``) registers that architecture when it is unknown, and one that carries a
+    ``tokenizer`` of kind ``word`` is tokenized with :class:`WordTokenizer`.
+    """
+    side = _sidecar(path) if path is not None else {}
+    if (
+        archs.get_config(arch) is None
+        and isinstance(side.get("model_cfg"), dict)
+        and side.get("architecture", arch) == arch
+    ):
+        archs.register_architecture(arch, side["model_cfg"])
     config = archs.require_config(arch, spec)
     oc = open_clip_module()
     pp: dict[str, Any] | None
@@ -514,6 +558,7 @@ def load_openclip(
     return OpenClipBackbone(
         model,
         tokenizer_arch=archs.base_name(arch),
+        tokenizer=_sidecar_tokenizer(side, path),
         name=arch,
         dim=config["embed_dim"],
         preprocess=_preprocess(config["vision_cfg"].get("image_size", 224), pp),

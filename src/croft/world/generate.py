@@ -1,0 +1,244 @@
+"""Render the downstream world and write it in the usual dataset layouts.
+
+``generate_world(out, preset="demo", seed=0)`` writes::
+
+    out/world.json                      manifest (written last: marks a complete world)
+    out/images/<domain>/<class>/<img>.png        ID images; ``out/images`` is a DomainBed root
+    out/test_on_<domain>.json           Dassl/CoOp split (PACS-style root ``out``):
+                                        {"train"|"val"|"test": [[relpath, label, classname]]},
+                                        relpath relative to images/, test = that domain,
+                                        train/val = the other domains (per class and domain
+                                        the last ``val_fraction`` of images go to val)
+    out/ood_classes/<domain>/<class>/<img>.png   held-out object classes (semantic shift)
+    out/ood_textures/<kind>/<img>.png            textures and noise (DTD-like)
+    out/captions.json                   {path relative to out: caption}
+
+Every image comes from its own random stream ``(seed, set, domain, class, index)``, so a
+seed gives the same world in any order, and the folder is reused when its manifest
+matches (same version, config and seed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from croft.errors import CroftError
+from croft.world.captions import describe
+from croft.world.config import WORLD_VERSION, WorldConfig, world_preset
+from croft.world.render import render_object, render_texture
+
+__all__ = ["WorldImage", "generate_world", "generator_digest", "iter_world", "read_world"]
+
+MANIFEST = "world.json"
+_SET_ID, _SET_OOD, _SET_TEX = 1, 2, 3
+
+
+@dataclass
+class WorldImage:
+    """One rendered image and what it shows."""
+
+    image: np.ndarray  # uint8 (H, W, 3)
+    kind: str  # "id", "ood_class" or "texture"
+    name: str  # class name or texture kind
+    domain: str  # style ("" for textures)
+    index: int
+    caption: str
+
+    @property
+    def relpath(self) -> str:
+        """Path of the image file relative to the world root."""
+        if self.kind == "id":
+            return (
+                f"images/{self.domain}/{self.name}/{self.domain}_{self.name}_{self.index:04d}.png"
+            )
+        if self.kind == "ood_class":
+            return (
+                f"ood_classes/{self.domain}/{self.name}/"
+                f"{self.domain}_{self.name}_{self.index:04d}.png"
+            )
+        return f"ood_textures/{self.name}/{self.name}_{self.index:04d}.png"
+
+
+def iter_world(
+    cfg: WorldConfig, seed: int = 0, kinds: tuple[str, ...] = ("id", "ood_class", "texture")
+) -> Iterator[WorldImage]:
+    """Render the world's images in a fixed order (ID, held-out classes, textures)."""
+    size = cfg.image_size
+    if "id" in kinds:
+        for di, d in enumerate(cfg.domains):
+            for ci, c in enumerate(cfg.id_classes):
+                for k in range(cfg.per_class):
+                    rng = np.random.default_rng([seed, _SET_ID, di, ci, k])
+                    img, colour = render_object(c, d, rng, size)
+                    yield WorldImage(img, "id", c, d, k, describe(d, c, colour))
+    if "ood_class" in kinds:
+        for di, d in enumerate(cfg.domains):
+            for ci, c in enumerate(cfg.ood_classes):
+                for k in range(cfg.ood_per_class):
+                    rng = np.random.default_rng([seed, _SET_OOD, di, ci, k])
+                    img, colour = render_object(c, d, rng, size)
+                    yield WorldImage(img, "ood_class", c, d, k, describe(d, c, colour))
+    if "texture" in kinds:
+        for ti, t in enumerate(cfg.textures):
+            for k in range(cfg.textures_per_kind):
+                rng = np.random.default_rng([seed, _SET_TEX, ti, k])
+                yield WorldImage(
+                    render_texture(t, rng, size), "texture", t, "", k, f"a {t} texture"
+                )
+
+
+def _split_files(cfg: WorldConfig, items: list[WorldImage]) -> dict[str, dict[str, list]]:
+    n_val = max(1, round(cfg.per_class * cfg.val_fraction))
+    n_train = cfg.per_class - n_val
+    rows: dict[str, dict[str, list]] = {d: {"train": [], "val": []} for d in cfg.domains}
+    for it in items:
+        if it.kind != "id":
+            continue
+        label = cfg.id_classes.index(it.name)
+        row = [it.relpath[len("images/") :], label, it.name]
+        rows[it.domain]["train" if it.index < n_train else "val"].append(row)
+    out = {}
+    for held in cfg.domains:
+        src = [d for d in cfg.domains if d != held]
+        out[held] = {
+            "train": [r for d in src for r in rows[d]["train"]],
+            "val": [r for d in src for r in rows[d]["val"]],
+            "test": rows[held]["train"] + rows[held]["val"],
+        }
+    return out
+
+
+def generator_digest() -> str:
+    """sha256 (16 hex digits) of the generator's source: any change regenerates worlds."""
+    import hashlib
+
+    h = hashlib.sha256()
+    here = Path(__file__).resolve().parent
+    for name in ("shapes.py", "render.py", "captions.py", "config.py", "generate.py"):
+        h.update((here / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _fingerprint(cfg: WorldConfig, seed: int) -> dict[str, Any]:
+    doc = {
+        "croft_world": WORLD_VERSION,
+        "generator": generator_digest(),
+        "seed": seed,
+        "config": cfg.to_dict(),
+    }
+    return json.loads(json.dumps(doc))  # as read back from world.json (lists, not tuples)
+
+
+def read_world(root: str | Path) -> dict[str, Any]:
+    """The manifest of a generated world folder."""
+    path = Path(root) / MANIFEST
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CroftError(
+            f"{root} is not a generated croft world (no readable {MANIFEST}): {exc}"
+        ) from exc
+
+
+def _write(tmp: Path, cfg: WorldConfig, seed: int, preset: str | None) -> dict[str, Any]:
+    from PIL import Image
+
+    items = list(iter_world(cfg, seed))
+    captions: dict[str, str] = {}
+    for it in items:
+        path = tmp / it.relpath
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(it.image).save(path, compress_level=1)
+        captions[it.relpath] = it.caption
+    for held, split in _split_files(cfg, items).items():
+        (tmp / f"test_on_{held}.json").write_text(json.dumps(split))
+    (tmp / "captions.json").write_text(json.dumps(captions, indent=0))
+    counts = {k: sum(it.kind == k for it in items) for k in ("id", "ood_class", "texture")}
+    manifest = {
+        **_fingerprint(cfg, seed),
+        "preset": preset,
+        "id_classes": list(cfg.id_classes),
+        "domains": list(cfg.domains),
+        "ood_classes": list(cfg.ood_classes),
+        "textures": list(cfg.textures),
+        "counts": counts,
+        "layout": {
+            "domainbed_root": "images",
+            "pacs_splits": [f"test_on_{d}.json" for d in cfg.domains],
+            "ood_classes_root": "ood_classes",
+            "ood_textures_root": "ood_textures",
+            "captions": "captions.json",
+        },
+    }
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    return manifest
+
+
+def generate_world(
+    out: str | Path,
+    preset: str = "demo",
+    seed: int = 0,
+    *,
+    config: WorldConfig | None = None,
+    overwrite: bool = False,
+    log: Any = None,
+) -> dict[str, Any]:
+    """Write the world into ``out`` (or reuse it when it already holds the same world).
+
+    The world is written to a temporary sibling folder and renamed into place, so ``out``
+    is either absent, a complete old world, or a complete new one. Returns the manifest.
+    """
+    cfg = config if config is not None else world_preset(preset)
+    cfg.validate()
+    out = Path(out)
+    if out.exists():
+        old: dict[str, Any] = {}
+        if (out / MANIFEST).is_file():
+            try:
+                old = json.loads((out / MANIFEST).read_text())
+            except ValueError:
+                old = {}
+            if all(old.get(k) == v for k, v in _fingerprint(cfg, seed).items()):
+                if log:
+                    log(f"world already generated in {out} (seed {seed}); reusing it")
+                return old
+        if "croft_world" in old:  # another generated world (seed, config or version): replace
+            if log:
+                log(f"replacing the other world in {out}")
+        elif not overwrite and (not out.is_dir() or any(out.iterdir())):
+            raise CroftError(
+                f"{out} exists and holds something else than this world; "
+                "pass --overwrite or choose another folder"
+            )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    t0 = time.monotonic()
+    try:
+        manifest = _write(tmp, cfg, seed, preset if config is None else None)
+        if out.exists():
+            trash = out.parent / f".{out.name}.old-{os.getpid()}"
+            os.replace(out, trash)
+            os.replace(tmp, out)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if log:
+        c = manifest["counts"]
+        log(
+            f"wrote the world to {out} in {time.monotonic() - t0:.1f} s: {c['id']} ID images "
+            f"({len(cfg.domains)} domains), {c['ood_class']} held-out-class and "
+            f"{c['texture']} texture images"
+        )
+    return manifest

@@ -114,6 +114,10 @@ def load_backbone(
     else:
         _check_file(p)
     if p.arch is not None:
+        if p.kind == "openclip" and p.path is not None:
+            from croft.backbones.openclip import register_sidecar_architecture
+
+            register_sidecar_architecture(p.arch, p.path)
         archs.require_config(p.arch, spec)
 
     if p.kind == "hf":

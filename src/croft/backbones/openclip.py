@@ -491,6 +491,15 @@ def _sidecar(path: Path) -> dict[str, Any]:
     return doc if isinstance(doc, dict) else {}
 
 
+def register_sidecar_architecture(arch: str, path: Path) -> None:
+    """Register ``arch`` from the ``model_cfg`` beside ``path`` when it is not known yet."""
+    if archs.get_config(arch) is not None:
+        return
+    side = _sidecar(path)
+    if isinstance(side.get("model_cfg"), dict) and side.get("architecture", arch) == arch:
+        archs.register_architecture(arch, side["model_cfg"])
+
+
 def _sidecar_tokenizer(side: dict[str, Any], path: Path | None) -> Any:
     """A :class:`WordTokenizer` when the sidecar describes one, else ``None`` (BPE)."""
     tok = side.get("tokenizer")
@@ -520,12 +529,8 @@ def load_openclip(
     ``tokenizer`` of kind ``word`` is tokenized with :class:`WordTokenizer`.
     """
     side = _sidecar(path) if path is not None else {}
-    if (
-        archs.get_config(arch) is None
-        and isinstance(side.get("model_cfg"), dict)
-        and side.get("architecture", arch) == arch
-    ):
-        archs.register_architecture(arch, side["model_cfg"])
+    if path is not None:
+        register_sidecar_architecture(arch, path)
     config = archs.require_config(arch, spec)
     oc = open_clip_module()
     pp: dict[str, Any] | None

@@ -16,13 +16,7 @@ from croft.report import collect_runs, select_records
 DOMAINS, CLASSES = ("art", "cartoon", "photo", "sketch"), ("cat", "dog", "fish")
 
 
-@pytest.fixture(autouse=True)
-def _env(tmp_path, monkeypatch):
-    monkeypatch.setenv("CROFT_CACHE_DIR", str(tmp_path / "cache"))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 
 def _image(path: Path, colour: tuple[int, int, int], g: torch.Generator) -> None:

@@ -38,13 +38,7 @@ BAD = {"art/cat/empty.png", "photo/dog/text.png"}
 TEMPLATES = ["a photo of a {}.", "a sketch of a {}."]
 
 
-@pytest.fixture(autouse=True)
-def _env(tmp_path, monkeypatch):
-    monkeypatch.setenv("CROFT_CACHE_DIR", str(tmp_path / "croft-cache"))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny model: one thread is fastest and matches torchrun ranks
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 
 @pytest.fixture(scope="module")

@@ -22,13 +22,7 @@ NAMES = [f"class{i}" for i in range(10)]
 SHIFTED = ("imagenet_v2", "imagenet_sketch", "imagenet_a", "imagenet_r")
 
 
-@pytest.fixture(autouse=True)
-def _env(tmp_path, monkeypatch):
-    monkeypatch.setenv("CROFT_CACHE_DIR", str(tmp_path / "cache"))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 
 def _images(folder: Path, label: int, n: int, g: torch.Generator) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -26,3 +28,21 @@ def isolated_cache(tmp_path, monkeypatch):
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpts(tmp_path_factory) -> tuple[Path, Path]:
+    """Two random-init checkpoints of the tiny test architecture (seeds 0 and 1), ``.pt``."""
+    pytest.importorskip("open_clip")
+    from croft.backbones import TINY_VIT
+    from croft.backbones.openclip import open_clip_module
+
+    oc = open_clip_module()
+    folder = tmp_path_factory.mktemp("ckpt")
+    paths = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        path = folder / f"tiny{seed}.pt"
+        torch.save(oc.create_model(TINY_VIT).state_dict(), path)
+        paths.append(path)
+    return paths[0], paths[1]

@@ -42,20 +42,9 @@ pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 
 @pytest.fixture(scope="module")
-def ckpts(tmp_path_factory) -> tuple[Path, Path]:
-    """Two random-init tiny checkpoints (seeds 0 and 1)."""
-    pytest.importorskip("open_clip")
-    from croft.backbones.openclip import open_clip_module
-
-    oc = open_clip_module()
-    folder = tmp_path_factory.mktemp("ckpt")
-    paths = []
-    for seed in (0, 1):
-        torch.manual_seed(seed)
-        path = folder / f"tiny{seed}.pt"
-        torch.save(oc.create_model(TINY_VIT).state_dict(), path)
-        paths.append(path)
-    return paths[0], paths[1]
+def ckpts(tiny_ckpts) -> tuple[Path, Path]:
+    """Two random-init tiny checkpoints (seeds 0 and 1), shared via conftest."""
+    return tiny_ckpts
 
 
 @pytest.fixture(scope="module")

@@ -30,20 +30,18 @@ from torch import nn
 from croft.errors import CroftError
 from croft.features.files import FeatureSet
 from croft.methods.base import FitResult, register_head, register_method
-from croft.methods.coop import PromptConfig, check_tower_dim
+from croft.methods.coop import PromptConfig, prepare_prompt_fit
 from croft.methods.prompting import (
     ClassPrompts,
     TextTower,
     TowerHead,
     frozen,
     init_context,
-    resolve_text_tower,
 )
 from croft.methods.training import (
     Batch,
     config_dict,
     frozen_copy,
-    resolve_logit_scale,
     train_epochs,
 )
 
@@ -111,13 +109,7 @@ def fit_cocoop(
     text_tower: TextTower | None = None,
 ) -> FitResult:
     """Fit context and meta-net; the head needs the text tower to predict (attached here)."""
-    dev = torch.device(device)
-    tower, spec = resolve_text_tower(
-        "cocoop", cfg.backbone, train, text_tower or cfg.text_tower, dev
-    )
-    check_tower_dim(tower, train)
-    scale = resolve_logit_scale(train, cfg.logit_scale)
-    torch.manual_seed(cfg.seed)
+    dev, tower, spec, scale = prepare_prompt_fit("cocoop", cfg, train, text_tower, device)
     with frozen(tower):
         ctx0 = init_context(tower, cfg.n_ctx, cfg.ctx_init, cfg.init_std, dev)
         hidden = max(1, train.dim // cfg.meta_reduction)

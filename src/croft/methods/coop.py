@@ -77,6 +77,19 @@ def check_tower_dim(tower: TextTower, train: FeatureSet) -> None:
         )
 
 
+def prepare_prompt_fit(
+    name: str, cfg: Any, train: FeatureSet, text_tower: Any, device: str | torch.device
+) -> tuple[torch.device, Any, str, float]:
+    """The shared start of every prompt learner's fit: ``(device, tower, backbone spec,
+    logit scale)``, with the tower checked against the features and the seed set."""
+    dev = torch.device(device)
+    tower, spec = resolve_text_tower(name, cfg.backbone, train, text_tower or cfg.text_tower, dev)
+    check_tower_dim(tower, train)
+    scale = resolve_logit_scale(train, cfg.logit_scale)
+    torch.manual_seed(cfg.seed)
+    return dev, tower, spec, scale
+
+
 @register_method(
     "coop", CoOpConfig, "CoOp: 16 learned prompt context vectors through the frozen text encoder"
 )
@@ -90,11 +103,7 @@ def fit_coop(
     text_tower: TextTower | None = None,
 ) -> FitResult:
     """Fit the context; the head holds the learned prompts' class text features ``(C, D)``."""
-    dev = torch.device(device)
-    tower, spec = resolve_text_tower("coop", cfg.backbone, train, text_tower or cfg.text_tower, dev)
-    check_tower_dim(tower, train)
-    scale = resolve_logit_scale(train, cfg.logit_scale)
-    torch.manual_seed(cfg.seed)
+    dev, tower, spec, scale = prepare_prompt_fit("coop", cfg, train, text_tower, device)
     with frozen(tower):
         ctx = nn.Parameter(init_context(tower, cfg.n_ctx, cfg.ctx_init, cfg.init_std, dev))
         prompts = ClassPrompts(tower, train.class_names, ctx.shape[0], dev)

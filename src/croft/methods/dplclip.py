@@ -41,20 +41,18 @@ from torch import nn
 from croft.errors import CroftError
 from croft.features.files import FeatureSet
 from croft.methods.base import FitResult, FittedHead, register_head, register_method
-from croft.methods.coop import PromptConfig, check_tower_dim
+from croft.methods.coop import PromptConfig, prepare_prompt_fit
 from croft.methods.prompting import (
     ClassPrompts,
     TextTower,
     TowerHead,
     frozen,
     prompt_text_head,
-    resolve_text_tower,
 )
 from croft.methods.training import (
     Batch,
     config_dict,
     frozen_copy,
-    resolve_logit_scale,
     train_epochs,
 )
 
@@ -162,13 +160,7 @@ def fit_dplclip(
     text_tower: TextTower | None = None,
 ) -> FitResult:
     """Fit the prompt MLP with per-domain prompts; the head follows ``cfg.test_prompt``."""
-    dev = torch.device(device)
-    tower, spec = resolve_text_tower(
-        "dplclip", cfg.backbone, train, text_tower or cfg.text_tower, dev
-    )
-    check_tower_dim(tower, train)
-    scale = resolve_logit_scale(train, cfg.logit_scale)
-    torch.manual_seed(cfg.seed)
+    dev, tower, spec, scale = prepare_prompt_fit("dplclip", cfg, train, text_tower, device)
     with frozen(tower):
         width = int(tower.token_embedding(tower.tokenize(["X"]).to(dev)).shape[-1])
         head = DPLCLIPHead(

@@ -10,10 +10,9 @@ Layers, lowest first (a lower layer never imports a higher one):
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from typing import TYPE_CHECKING
 
+from croft._version import __version__
 from croft.errors import CroftError
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -33,7 +33,7 @@ def environment(device: str = "cpu") -> dict[str, Any]:
     import numpy
     import torch
 
-    from croft import __version__
+    from croft._version import __version__
 
     env: dict[str, Any] = {
         "croft": __version__,

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from croft.backbones.preprocess import Preprocess
 from croft.errors import CroftError
+from croft.fileio import canonical_hash
 
 if TYPE_CHECKING:
     import torch
@@ -209,8 +210,7 @@ class Backbone(abc.ABC):
 
     def fingerprint_hash(self) -> str:
         """Hex SHA-256 of the canonical JSON of :meth:`fingerprint`."""
-        text = json.dumps(self.fingerprint(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()
+        return canonical_hash(self.fingerprint())
 
     def __repr__(self) -> str:
         return (

@@ -12,17 +12,11 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
-CACHE_ENV = "CROFT_CACHE_DIR"
+from croft.fileio import atomic_write_json, cache_dir
+
 _CHUNK = 1 << 20
-
-
-def cache_dir() -> Path:
-    """Directory for croft's small caches (``$CROFT_CACHE_DIR`` or ``~/.cache/croft``)."""
-    env = os.environ.get(CACHE_ENV)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "croft"
 
 
 def _cache_file() -> Path:
@@ -47,17 +41,9 @@ def _read_cache(file: Path) -> dict[str, dict]:
 
 
 def _write_cache(file: Path, data: dict[str, dict]) -> None:
-    tmp: str | None = None
-    try:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".sha256.", suffix=".tmp", dir=file.parent)
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=0, sort_keys=True)
-        os.replace(tmp, file)
-    except OSError:  # a read-only home must not stop a run; the hash is simply not cached
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+    # a read-only home must not stop a run; the hash is simply not cached
+    with contextlib.suppress(OSError):
+        atomic_write_json(file, data, indent=0)
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:

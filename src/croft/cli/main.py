@@ -16,7 +16,7 @@ import pkgutil
 import sys
 from collections.abc import Sequence
 
-from croft import __version__
+from croft._version import __version__
 from croft.errors import CroftError
 
 

@@ -10,9 +10,9 @@ from collections import defaultdict
 from pathlib import Path, PurePosixPath
 from typing import NamedTuple
 
-from croft.data._io import read_json
 from croft.data._scan import Problems, examples, plural
 from croft.errors import CroftError
+from croft.fileio import read_json
 
 SPLIT_KEYS = ("train", "val", "test")
 

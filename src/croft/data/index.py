@@ -14,7 +14,6 @@ Saved form (``DatasetIndex.save``), JSON::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections import Counter
@@ -23,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from croft.data._io import atomic_write_text, read_json
 from croft.errors import CroftError
+from croft.fileio import atomic_write_text, canonical_hash, read_json
 
 SCHEMA = "croft.index/1"
 
@@ -187,8 +186,7 @@ class DatasetIndex:
             "domain_names": self.domain_names,
             "records": [r.as_row() for r in self.records],
         }
-        text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+        return canonical_hash(payload)
 
     # --------------------------------------------------------------------- I/O
     def save(self, path: str | os.PathLike[str]) -> Path:

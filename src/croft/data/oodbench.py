@@ -29,11 +29,11 @@ from collections import defaultdict
 from pathlib import Path, PurePosixPath
 
 from croft.data._dassl import SPLIT_KEYS, parse_split_file, report_mismatched, report_missing
-from croft.data._io import atomic_write_text
 from croft.data._scan import Problems, Stop, norm_name, plural, require_dir, subfolders
 from croft.data.folders import read_domainbed
 from croft.data.index import DatasetIndex, Record
 from croft.errors import CroftError
+from croft.fileio import atomic_write_text
 
 _SPLITS_FIX = "create it with `croft data splits ROOT` (croft.data.generate_lodo_splits)"
 _REGEN_FIX = "regenerate the split files with `croft data splits ROOT --overwrite`"

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from croft.errors import CroftError
+from croft.fileio import atomic_write_bytes
 
 SCHEMA = "croft.features/1"
 
@@ -195,21 +196,6 @@ def canonical_safetensors(raw: bytes) -> bytes:
     text = json.dumps(out, separators=(",", ":"), ensure_ascii=False).encode()
     text += b" " * (-len(text) % 8)
     return struct.pack("<Q", len(text)) + text + raw[8 + n :]
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temp file beside ``path``, fsync, then rename over ``path``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if tmp.exists():
-            tmp.unlink()
-        raise
 
 
 def save_features(fs: FeatureSet, path: str | os.PathLike[str]) -> Path:

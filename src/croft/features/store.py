@@ -54,10 +54,10 @@ from croft.features.extract import (
 )
 from croft.features.files import (
     FeatureSet,
-    atomic_write_bytes,
     canonical_safetensors,
     save_features,
 )
+from croft.fileio import atomic_write_bytes, cache_dir, canonical_json
 
 if TYPE_CHECKING:
     from croft.backbones import Backbone
@@ -82,13 +82,10 @@ class ExtractionInterrupted(KeyboardInterrupt):
 
 def default_cache_dir() -> Path:
     """``$CROFT_CACHE_DIR/features`` or ``~/.cache/croft/features``."""
-    from croft.backbones.hashing import cache_dir
-
     return cache_dir() / "features"
 
 
-def _canonical(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+_canonical = canonical_json
 
 
 def store_key(
@@ -341,12 +338,9 @@ def extract_features(
 
 
 def _version() -> str:
-    try:
-        from croft import __version__
+    from croft._version import __version__
 
-        return str(__version__)
-    except ImportError:  # pragma: no cover
-        return "unknown"
+    return str(__version__)
 
 
 def _raise_strict(skipped: list[dict[str, Any]]) -> None:

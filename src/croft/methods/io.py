@@ -15,22 +15,17 @@ from typing import Any
 import torch
 
 from croft.errors import CroftError
+from croft.fileio import atomic_write_text, atomic_write_with
 from croft.methods.base import HEADS, FittedHead
 
 FORMAT = "croft.head/1"
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def save_head(head: FittedHead, directory: str | os.PathLike[str], **extra: Any) -> Path:
     """Write ``head`` to ``directory`` (created); ``extra`` is merged into the JSON metadata."""
     from safetensors.torch import save_file
 
-    from croft import __version__
+    from croft._version import __version__
 
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
@@ -46,9 +41,9 @@ def save_head(head: FittedHead, directory: str | os.PathLike[str], **extra: Any)
         **head.meta,
         **extra,
     }
-    _atomic_write(out / "head.safetensors", lambda p: save_file(tensors, str(p)))
+    atomic_write_with(out / "head.safetensors", lambda p: save_file(tensors, str(p)))
     text = json.dumps(meta, indent=2, sort_keys=True, default=str)
-    _atomic_write(out / "head.json", lambda p: p.write_text(text))
+    atomic_write_text(out / "head.json", text)
     return out
 
 

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from croft.fileio import cache_dir
 from croft.protocols.experiment import DataSpec, ExperimentConfig, MethodGrid, run_experiment
 
 OOD_NAMES = ("held_out_classes", "textures")
@@ -53,8 +54,7 @@ def demo_methods(full: bool = True, cocoop: bool = True) -> list[MethodGrid]:
 
 def world_dir(seed: int = 0, preset: str = "demo") -> Path:
     """Where the demo world is cached (``$CROFT_CACHE_DIR`` or ``~/.cache/croft``)."""
-    base = Path(os.environ.get("CROFT_CACHE_DIR") or Path.home() / ".cache" / "croft")
-    return base / "world" / f"{preset}-seed{seed}"
+    return cache_dir() / "world" / f"{preset}-seed{seed}"
 
 
 def demo_config(

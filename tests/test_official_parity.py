@@ -1,8 +1,9 @@
 """Replay every golden case of the authors' training step (float64, rtol 1e-6, atol 1e-9).
 
-Cases come from the directory in ``CROFT_GOLDEN_DIR`` (default:
-``../shared/golden/croft-official`` next to the repository), from ``cases.json``
-settings alone.
+Cases come from ``tests/golden/croft-official`` (vendored; its README describes the
+arrays), or from the directory in ``CROFT_GOLDEN_DIR`` when set, so other case sets can
+be replayed. Each case is rebuilt from its ``cases.json`` settings alone. The step itself
+is described in ``docs/authors-step.md``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 from croft.methods.croft import CroftConfig, CroftParams, make_optimizers, official_step
 from croft.methods.croft_core import adapter_forward
 
-DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "golden" / "croft-official"
+DEFAULT_DIR = Path(__file__).resolve().parent / "golden" / "croft-official"
 GOLDEN_DIR = Path(os.environ.get("CROFT_GOLDEN_DIR", DEFAULT_DIR))
 RTOL, ATOL = 1e-6, 1e-9
 

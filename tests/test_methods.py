@@ -14,7 +14,7 @@ from croft.simulate import SimConfig, Simulator
 
 
 def test_croft_at_init_equals_zero_shot(small_task) -> None:
-    """Identity adapters: CRoFT's logits are zero-shot CLIP's (CROFT_SPEC §1.4)."""
+    """Identity adapters: CRoFT's logits are zero-shot CLIP's (docs/authors-step.md#forward)."""
     zs = M.fit("zeroshot", small_task.train).head
     init = M.fit("croft", small_task.train, epochs=1, lr=0.0, warmup_lr=0.0).head
     x = small_task.test.features
@@ -29,7 +29,7 @@ def test_template_ensemble_normalises_then_averages() -> None:
 
 
 def test_lr_schedule_matches_the_authors() -> None:
-    """CROFT_SPEC §8.2 item 7: 1e-5, then 2e-3, ..., 2e-3·(1+cos(28π/30))/2 at epoch 29."""
+    """docs/authors-step.md#schedule: 1e-5, then 2e-3, ..., 2e-3·(1+cos(28π/30))/2 at epoch 29."""
     cfg = CroftConfig()
     assert lr_at_epoch(cfg, 0) == pytest.approx(1e-5)
     assert lr_at_epoch(cfg, 1) == pytest.approx(2e-3)

@@ -103,11 +103,15 @@ def register_head(cls: type[FittedHead]) -> type[FittedHead]:
 
 @dataclass
 class FitResult:
-    """What a method returns: the selected head and the training history."""
+    """What a method returns: the selected head, the training history and, for methods
+    trained by :func:`croft.methods.loop.run_epochs`, the ``selection`` record (see
+    :func:`croft.methods.loop.selection_record` for its keys; empty for methods that do not
+    train epochs)."""
 
     head: FittedHead
     history: list[dict[str, float]] = field(default_factory=list)
     selected_epoch: int | None = None
+    selection: dict[str, Any] = field(default_factory=dict)
 
 
 class FitFn(Protocol):

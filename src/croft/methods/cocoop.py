@@ -31,6 +31,7 @@ from croft.errors import CroftError
 from croft.features.files import FeatureSet
 from croft.methods.base import FitResult, register_head, register_method
 from croft.methods.coop import PromptConfig, prepare_prompt_fit
+from croft.methods.loop import Batch, frozen_copy
 from croft.methods.prompting import (
     ClassPrompts,
     TextTower,
@@ -38,12 +39,7 @@ from croft.methods.prompting import (
     frozen,
     init_context,
 )
-from croft.methods.training import (
-    Batch,
-    config_dict,
-    frozen_copy,
-    train_epochs,
-)
+from croft.methods.training import config_dict, train_epochs
 
 
 @dataclass

@@ -31,6 +31,7 @@ from torch import nn
 from croft.errors import CroftError
 from croft.features.files import FeatureSet
 from croft.methods.base import FitResult, register_method
+from croft.methods.loop import Batch, resolve_logit_scale
 from croft.methods.prompting import (
     ClassPrompts,
     TextTower,
@@ -39,13 +40,7 @@ from croft.methods.prompting import (
     prompt_text_head,
     resolve_text_tower,
 )
-from croft.methods.training import (
-    BaselineTrainConfig,
-    Batch,
-    config_dict,
-    resolve_logit_scale,
-    train_epochs,
-)
+from croft.methods.training import BaselineTrainConfig, config_dict, train_epochs
 
 
 @dataclass

@@ -35,8 +35,6 @@ weight ``lambda_c`` (1, as in the code).
 
 from __future__ import annotations
 
-import math
-import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -57,6 +55,15 @@ from croft.methods.croft_core import (
     per_sample_energy_grad_sq,
     same_label_mask,
 )
+from croft.methods.loop import (
+    Batch,
+    Trainable,
+    TrainConfig,
+    check_val,
+    lr_at_epoch,
+    resolve_logit_scale,
+    run_epochs,
+)
 from croft.methods.text import class_text_features
 from croft.methods.text import eps_normalize as n
 
@@ -65,35 +72,21 @@ REDUCTIONS = ("setup1", "setup2")
 
 
 @dataclass
-class AdapterTrainConfig:
-    """Optimisation settings shared by CRoFT and the CE-only adapter (authors' defaults)."""
+class AdapterTrainConfig(TrainConfig):
+    """The residual adapter's options on top of the shared :class:`TrainConfig` (CRoFT and the
+    CE-only adapter; the authors' defaults). ``eval_ratio < 0``: use ``ratio`` at
+    prediction time (likewise ``eval_ratio_text``)."""
 
-    epochs: int = 30
-    batch_size: int = 32
-    lr: float = 0.002
-    momentum: float = 0.9
-    weight_decay: float = 0.1
-    warmup_epochs: int = 1
-    warmup_lr: float = 1e-5
     ratio: float = 0.2
     ratio_text: float = 0.5
-    eval_ratio: float = -1.0  # < 0: use ``ratio`` at prediction time
+    eval_ratio: float = -1.0
     eval_ratio_text: float = -1.0
     ensemble: bool = True
-    logit_scale: float = -1.0  # < 0: the backbone's scale stored in the feature file
-    selection: str = "val_acc"  # or "last"
-    seed: int = 1
-    dtype: str = "float32"
 
     def check(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1:
-            raise CroftError("epochs and batch_size must be at least 1")
+        super().check()
         if not 0.0 <= self.ratio <= 1.0 or not 0.0 <= self.ratio_text <= 1.0:
             raise CroftError("ratio and ratio_text must lie in [0, 1]")
-        if self.dtype not in ("float32", "float64", "float16", "bfloat16"):
-            raise CroftError(f"dtype {self.dtype!r}: use float32, float64, float16 or bfloat16")
-        if self.selection not in ("val_acc", "last"):
-            raise CroftError(f"selection {self.selection!r}: use 'val_acc' or 'last'")
 
 
 @dataclass
@@ -125,13 +118,6 @@ class CroftConfig(AdapterTrainConfig):
     def covariate_rows(self) -> bool:
         """Official worst-case branch live: WCCF on, the switch on, and ``gen_step > 0``."""
         return self.wccf and self.worst_case_branch and self.gen_step > 0
-
-
-def lr_at_epoch(cfg: AdapterTrainConfig, epoch: int) -> float:
-    """Constant warm-up, then ``lr·(1+cos(π(e-w)/E))/2`` (Dassl's wrapper, CROFT_SPEC §3.1)."""
-    if epoch < cfg.warmup_epochs:
-        return cfg.warmup_lr
-    return cfg.lr * (1.0 + math.cos(math.pi * (epoch - cfg.warmup_epochs) / cfg.epochs)) / 2.0
 
 
 # ------------------------------------------------------------------------------- state
@@ -321,15 +307,6 @@ def ce_step(
 
 
 # --------------------------------------------------------------------------- fit loop
-def epoch_batches(n_rows: int, batch_size: int, gen: torch.Generator) -> list[torch.Tensor]:
-    """Shuffled batches; ``drop_last`` when there is at least one full batch (Dassl)."""
-    perm = torch.randperm(n_rows, generator=gen)
-    if n_rows < batch_size:
-        return [perm]
-    k = n_rows // batch_size
-    return [perm[i * batch_size : (i + 1) * batch_size] for i in range(k)]
-
-
 def _make_head(
     train: FeatureSet, cfg: AdapterTrainConfig, t: torch.Tensor, params: CroftParams, scale: float
 ) -> AdapterHead:
@@ -351,11 +328,6 @@ def _make_head(
     return head.to(t.device)
 
 
-def resolve_scale(train: FeatureSet, cfg: AdapterTrainConfig) -> float:
-    """The logit scale: the config's if set (> 0), else the backbone's from the feature file."""
-    return float(cfg.logit_scale) if cfg.logit_scale > 0 else float(train.logit_scale)
-
-
 def fit_adapter(
     train: FeatureSet,
     val: FeatureSet | None,
@@ -366,83 +338,33 @@ def fit_adapter(
     progress: bool = False,
     residual: bool = False,
 ) -> FitResult:
-    """Train the adapter with ``step_fn`` for ``cfg.epochs`` epochs; select on validation.
+    """Train the adapter with ``step_fn`` in the shared loop (:func:`run_epochs`).
 
-    Epoch ``e`` uses view ``e mod V`` of every training image. The learning rate is set
-    per epoch (:func:`lr_at_epoch`). With ``val`` and ``selection='val_acc'``, the head of
-    the first epoch with the best validation accuracy is returned.
+    ``step_fn(params, opt_a, opt_g, x, y, t, cfg, scale) -> StepLosses`` updates the
+    adapter (and generator) on one batch; both optimisers follow the schedule.
     """
     train.require_labels()
+    check_val(train, val)
     dtype = getattr(torch, cfg.dtype)
     dev = torch.device(device)
-    feats = train.features.to(dev, dtype)
-    y = train.labels.to(dev)
     t = class_text_features(train.require_text(), cfg.ensemble).to(dev, dtype)
-    scale = resolve_scale(train, cfg)
-    if val is not None:
-        if val.dim != train.dim or val.class_names != train.class_names:
-            raise CroftError(
-                f"{val.source}: validation features must share the training classes and "
-                f"feature dimension ({train.dim})"
-            )
-        xv = val.eval_features().to(dev, dtype)
-        yv = val.labels.to(dev)
+    scale = resolve_logit_scale(train, cfg.logit_scale)
     params = CroftParams(train.dim, dtype, residual=residual).to(dev)
     opt_a, opt_g = make_optimizers(params, cfg, lr_at_epoch(cfg, 0))
-    gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    history: list[dict[str, float]] = []
-    best: tuple[float, int, AdapterHead] | None = None
-    bar = epoch_progress(cfg.epochs, progress)
-    for epoch in range(cfg.epochs):
-        lr = lr_at_epoch(cfg, epoch)
-        for opt in (opt_a, opt_g):
-            for group in opt.param_groups:
-                group["lr"] = lr
-        x_epoch = feats if feats.dim() == 2 else feats[:, epoch % feats.shape[1]]
-        t0 = time.perf_counter()
-        losses = [
-            step_fn(params, opt_a, opt_g, x_epoch[idx.to(dev)], y[idx.to(dev)], t, cfg, scale)
-            for idx in epoch_batches(len(train), cfg.batch_size, gen)
-        ]
-        rec: dict[str, float] = {
-            "epoch": float(epoch),
-            "lr": lr,
-            "loss": sum(s.loss for s in losses) / len(losses),
-            "loss_ce": sum(s.loss_ce for s in losses) / len(losses),
-            "loss1": sum(s.loss1 for s in losses) / len(losses),
-            "loss2": sum(s.loss2 for s in losses) / len(losses),
-            "seconds": time.perf_counter() - t0,
-        }
-        if not math.isfinite(rec["loss"]):
-            raise CroftError(
-                f"training diverged at epoch {epoch} (loss {rec['loss']}); lower lr or lambda2"
-            )
-        head = _make_head(train, cfg, t, params, scale)
-        if val is not None:
-            with torch.no_grad():
-                rec["val_acc"] = float((head.logits(xv).argmax(1) == yv).float().mean())
-            if cfg.selection == "val_acc" and (best is None or rec["val_acc"] > best[0]):
-                best = (rec["val_acc"], epoch, head)
-        history.append(rec)
-        if bar is not None:
-            bar.set_postfix(
-                loss=f"{rec['loss']:.3f}", val=f"{rec.get('val_acc', float('nan')):.3f}"
-            )
-            bar.update(1)
-    if bar is not None:
-        bar.close()
-    if best is not None:
-        return FitResult(best[2], history, best[1])
-    return FitResult(_make_head(train, cfg, t, params, scale), history, cfg.epochs - 1)
 
+    def step(b: Batch) -> dict[str, float]:
+        s = step_fn(params, opt_a, opt_g, b.x, b.y, t, cfg, scale)
+        return {"loss": s.loss, "loss_ce": s.loss_ce, "loss1": s.loss1, "loss2": s.loss2}
 
-def epoch_progress(total: int, enabled: bool):  # noqa: ANN202
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="epochs", unit="ep", leave=False)
+    model = Trainable(
+        params=list(params.parameters()),
+        optimizers=[opt_a, opt_g],
+        step=step,
+        snapshot=lambda: _make_head(train, cfg, t, params, scale),
+    )
+    hint = "lower lr or lambda2" if isinstance(cfg, CroftConfig) else "lower lr"
+    return run_epochs(train, val, cfg, model, device=dev, progress=progress, hint=hint)
 
 
 @register_method(

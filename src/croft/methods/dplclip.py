@@ -42,6 +42,7 @@ from croft.errors import CroftError
 from croft.features.files import FeatureSet
 from croft.methods.base import FitResult, FittedHead, register_head, register_method
 from croft.methods.coop import PromptConfig, prepare_prompt_fit
+from croft.methods.loop import Batch, frozen_copy
 from croft.methods.prompting import (
     ClassPrompts,
     TextTower,
@@ -49,12 +50,7 @@ from croft.methods.prompting import (
     frozen,
     prompt_text_head,
 )
-from croft.methods.training import (
-    Batch,
-    config_dict,
-    frozen_copy,
-    train_epochs,
-)
+from croft.methods.training import config_dict, train_epochs
 
 TEST_PROMPTS = ("image", "train_mean")
 

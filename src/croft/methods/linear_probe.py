@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from croft.errors import CroftError
 from croft.features.files import FeatureSet
 from croft.methods.base import FitResult, FittedHead, register_head, register_method
-from croft.methods.training import check_val, config_dict, parse_floats, resolve_logit_scale
+from croft.methods.loop import check_val, resolve_logit_scale
+from croft.methods.training import config_dict, parse_floats
 
 VIEWS = ("all", "mean", "first")
 DEFAULT_GRID = "0.001,0.003,0.01,0.03,0.1,0.3,1,3,10,30,100,300,1000"

@@ -41,16 +41,9 @@ from torch import nn
 from croft.errors import CroftError
 from croft.features.files import FeatureSet
 from croft.methods.base import FitResult, FittedHead, register_head, register_method
+from croft.methods.loop import Batch, check_val, frozen_copy, resolve_logit_scale
 from croft.methods.text import class_text_features
-from croft.methods.training import (
-    BaselineTrainConfig,
-    Batch,
-    check_val,
-    config_dict,
-    frozen_copy,
-    resolve_logit_scale,
-    train_epochs,
-)
+from croft.methods.training import BaselineTrainConfig, config_dict, train_epochs
 
 
 @dataclass

@@ -40,9 +40,10 @@ from croft.methods.adapter_head import AdapterHead
 from croft.methods.base import METHODS, FitResult, FittedHead, make_config, register_method
 from croft.methods.clip_adapter import ClipAdapterHead
 from croft.methods.linear_probe import LinearProbeHead
+from croft.methods.loop import check_val
 from croft.methods.prompting import PromptTextHead
 from croft.methods.tip_adapter import TipAdapterHead
-from croft.methods.training import check_val, config_dict, parse_floats
+from croft.methods.training import config_dict, parse_floats
 from croft.methods.zeroshot import ZeroShotHead, zeroshot_head
 
 
@@ -242,4 +243,4 @@ def fit_wise(
         "base": {"method": cfg.base, **head.meta},
         "selected": {"alpha": alphas[best[1]], "alpha_from": "validation" if use_val else "config"},
     }
-    return FitResult(out, fitted.history + history, fitted.selected_epoch)
+    return FitResult(out, fitted.history + history, fitted.selected_epoch, fitted.selection)

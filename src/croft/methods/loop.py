@@ -1,0 +1,366 @@
+"""The one training loop of every method that trains (CRoFT, CE adapter, the baselines).
+
+A method supplies a :class:`Trainable`: its trained parameters, its optimisers (one or
+several: CRoFT's official step owns two SGD optimisers that every loss steps), a
+``step(batch) -> {loss name: value}`` hook that updates the parameters on one batch, and a
+``snapshot()`` that returns a detached head of the current parameters. :func:`run_epochs`
+does everything else, identically for every method:
+
+* **schedule** (:func:`lr_at_epoch`): ``warmup_epochs`` epochs at the constant
+  ``warmup_lr``, then ``lr·(1 + cos(π(e − w)/E))/2``, set on every optimiser once per epoch;
+* **data**: epoch ``e`` uses cached view ``e mod V`` of every training image, batches are
+  shuffled by a generator seeded with ``seed`` and ``drop_last`` when one full batch exists;
+* **selection** (:class:`EpochSelector`, policy ``select_epoch``):
+
+  - ``best`` (default): the first epoch with the highest validation accuracy (strict
+    improvement), the last epoch without validation features;
+  - ``last``: the last epoch;
+  - ``best_after_warmup``: as ``best`` over the epochs after the warm-up (all epochs when
+    training ends within the warm-up);
+
+* **divergence**: training stops at the first non-finite step loss (or snapshot); the
+  selected head among the epochs completed so far is returned and flagged; with no
+  completed epoch a one-line :class:`~croft.errors.CroftError` names the likely cause. A
+  head with non-finite parameters is never returned;
+* **record**: per-epoch ``history`` (``epoch``, ``lr``, mean step losses, ``seconds``,
+  ``val_acc``) and the ``selection`` dict of :func:`selection_record`.
+
+The epoch logic (schedule, selector, record) is separate from the step and keeps its state
+in plain floats and tensors, so a batched engine that trains many members of one shape at
+once can reuse it member by member.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from croft.errors import CroftError
+from croft.features.files import FeatureSet
+from croft.methods.base import FitResult, FittedHead
+from croft.progress import progress as progress_bar
+
+log = logging.getLogger(__name__)
+
+POLICIES = ("best", "last", "best_after_warmup")
+SELECTION_ALIASES = {"val_acc": "best", "last": "last"}  # the old ``selection`` option
+DTYPES = ("float32", "float64", "float16", "bfloat16")
+KEPT_INIT_TOL = 1e-3  # param_change below this: the selected model is the initialisation
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings shared by every trained method (the authors' CRoFT defaults).
+
+    ``logit_scale < 0`` uses the backbone's scale stored in the feature file.
+    ``select_epoch`` is the selection policy (``best | last | best_after_warmup``);
+    ``selection`` is the old name of the option (``val_acc`` = ``best``, ``last``), still
+    accepted: when set it wins over ``select_epoch``.
+    """
+
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 0.002
+    momentum: float = 0.9
+    weight_decay: float = 0.1
+    warmup_epochs: int = 1
+    warmup_lr: float = 1e-5
+    logit_scale: float = -1.0
+    select_epoch: str = "best"
+    selection: str = ""
+    seed: int = 1
+    dtype: str = "float32"
+
+    def check(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise CroftError("epochs and batch_size must be at least 1")
+        if self.warmup_epochs < 0:
+            raise CroftError("warmup_epochs must be >= 0")
+        if self.dtype not in DTYPES:
+            raise CroftError(f"dtype {self.dtype!r}: use one of {', '.join(DTYPES)}")
+        select_policy(self)
+
+    @property
+    def policy(self) -> str:
+        """The effective selection policy (``selection`` alias resolved)."""
+        return select_policy(self)
+
+
+def select_policy(cfg: Any) -> str:
+    """``cfg``'s selection policy: the old ``selection`` alias when set, else ``select_epoch``."""
+    old = str(getattr(cfg, "selection", "") or "")
+    if old:
+        if old not in SELECTION_ALIASES and old not in POLICIES:
+            raise CroftError(
+                f"selection {old!r}: use select_epoch={'|'.join(POLICIES)} "
+                "(selection=val_acc|last is the old spelling)"
+            )
+        return SELECTION_ALIASES.get(old, old)
+    policy = str(getattr(cfg, "select_epoch", "best"))
+    if policy not in POLICIES:
+        raise CroftError(f"select_epoch {policy!r}: use one of {', '.join(POLICIES)}")
+    return policy
+
+
+# ----------------------------------------------------------------------------- schedule
+def lr_at_epoch(cfg: TrainConfig, epoch: int) -> float:
+    """Constant warm-up, then ``lr·(1+cos(π(e-w)/E))/2`` (Dassl's per-epoch wrapper)."""
+    if epoch < cfg.warmup_epochs:
+        return cfg.warmup_lr
+    return cfg.lr * (1.0 + math.cos(math.pi * (epoch - cfg.warmup_epochs) / cfg.epochs)) / 2.0
+
+
+def set_lr(optimizers: Sequence[torch.optim.Optimizer], lr: float) -> None:
+    for opt in optimizers:
+        for group in opt.param_groups:
+            group["lr"] = lr
+
+
+def epoch_batches(n_rows: int, batch_size: int, gen: torch.Generator) -> list[torch.Tensor]:
+    """Shuffled batches; ``drop_last`` when there is at least one full batch (Dassl)."""
+    perm = torch.randperm(n_rows, generator=gen)
+    if n_rows < batch_size:
+        return [perm]
+    k = n_rows // batch_size
+    return [perm[i * batch_size : (i + 1) * batch_size] for i in range(k)]
+
+
+# ------------------------------------------------------------------------ shared helpers
+@dataclass
+class Batch:
+    """One training batch: ``x`` ``(B, D)`` raw features of the epoch's view, ``y`` ``(B,)``,
+    ``domains`` ``(B,)`` or ``None``."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    domains: torch.Tensor | None
+
+
+def resolve_logit_scale(train: FeatureSet, logit_scale: float) -> float:
+    """The config's scale when > 0, else the backbone's from the feature file."""
+    return float(logit_scale) if logit_scale > 0 else float(train.logit_scale)
+
+
+def check_val(train: FeatureSet, val: FeatureSet | None) -> None:
+    """Refuse validation features whose classes or dimension differ from the training set's."""
+    if val is not None and (val.dim != train.dim or val.class_names != train.class_names):
+        raise CroftError(
+            f"{val.source}: validation features must share the training classes and "
+            f"feature dimension ({train.dim})"
+        )
+
+
+@torch.no_grad()
+def accuracy(head: FittedHead, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Top-1 accuracy of ``head`` on raw features ``x`` ``(N, D)``."""
+    return float((head.logits(head.check_features(x)).argmax(1) == y.to(x.device)).float().mean())
+
+
+def frozen_copy(head: FittedHead) -> FittedHead:
+    """A deep copy of ``head`` with every parameter detached from training."""
+    out = copy.deepcopy(head)
+    out.requires_grad_(False)
+    return out
+
+
+def all_finite(head: FittedHead) -> bool:
+    """Whether every floating tensor of ``head``'s state is finite."""
+    return all(
+        bool(torch.isfinite(t).all()) for t in head.state_dict().values() if t.is_floating_point()
+    )
+
+
+# ------------------------------------------------------------------------------ selection
+@dataclass
+class EpochSelector:
+    """The best-epoch rule, on plain numbers: feed every completed epoch to :meth:`offer`.
+
+    ``offer`` returns True when the epoch becomes the selected one (the caller then keeps
+    its head). ``best``: strictly higher validation accuracy than every earlier candidate
+    (so the first best epoch wins); ``last``: every epoch; ``best_after_warmup``: as
+    ``best`` but epochs inside the warm-up only count until a post-warm-up epoch arrives.
+    Without validation (``acc is None``) the last epoch is selected.
+    """
+
+    policy: str
+    warmup_epochs: int = 0
+    epoch: int | None = None
+    acc: float | None = None
+    _after_warmup: bool = False
+
+    def offer(self, epoch: int, acc: float | None) -> bool:
+        if self.policy == "last" or acc is None or self.epoch is None:
+            take = True
+        elif self.policy == "best_after_warmup" and epoch >= self.warmup_epochs:
+            take = not self._after_warmup or acc > (self.acc if self.acc is not None else -1.0)
+        elif self.policy == "best_after_warmup" and self._after_warmup:
+            take = False
+        else:
+            take = acc > (self.acc if self.acc is not None else -1.0)
+        if take:
+            self.epoch, self.acc = epoch, acc
+            self._after_warmup = epoch >= self.warmup_epochs
+        return take
+
+
+def param_change(init: Sequence[torch.Tensor], now: Sequence[torch.Tensor]) -> float:
+    """``‖θ − θ₀‖ / max(‖θ₀‖, 1)`` over all tensors together (Frobenius, float64)."""
+    num = sum(float((a.double() - b.double()).pow(2).sum()) for a, b in zip(now, init, strict=True))
+    den = sum(float(b.double().pow(2).sum()) for b in init)
+    return math.sqrt(num) / max(math.sqrt(den), 1.0)
+
+
+def selection_record(
+    policy: str,
+    warmup_epochs: int,
+    selected_epoch: int,
+    history: Sequence[Mapping[str, float]],
+    val_init: float | None,
+    change: float,
+    diverged_epoch: int | None,
+) -> dict[str, Any]:
+    """The JSON-able selection record (a contract: runs write it as ``metrics["selection"]``).
+
+    Keys: ``select_epoch`` (policy), ``selected_epoch``, ``val_init`` (validation accuracy of
+    the initial head, before any step), ``val_epoch0``, ``val_selected``, ``diverged``,
+    ``diverged_epoch``, ``param_change`` (``‖θ_sel − θ_init‖ / max(‖θ_init‖, 1)`` over the
+    trained parameters) and ``kept_init``: the selected model is effectively the
+    initialisation (selected within the warm-up epochs, or ``param_change <``
+    :data:`KEPT_INIT_TOL`).
+    """
+    val0 = history[0].get("val_acc") if history else None
+    val_sel = history[selected_epoch].get("val_acc") if history else None
+    return {
+        "select_epoch": policy,
+        "selected_epoch": int(selected_epoch),
+        "val_init": val_init,
+        "val_epoch0": val0,
+        "val_selected": val_sel,
+        "diverged": diverged_epoch is not None,
+        "diverged_epoch": diverged_epoch,
+        "param_change": change,
+        "kept_init": bool(selected_epoch < warmup_epochs or change < KEPT_INIT_TOL),
+    }
+
+
+# ----------------------------------------------------------------------------------- loop
+@dataclass
+class Trainable:
+    """What a method hands the loop.
+
+    ``params``: the trained tensors (for ``param_change``); ``optimizers``: every optimiser
+    whose learning rate follows the schedule; ``step(batch)``: one update, returning its
+    losses as floats (``"loss"`` first); ``snapshot()``: a detached head of the current
+    parameters; ``modules``: put in train mode during an epoch, eval mode otherwise.
+    """
+
+    params: Sequence[torch.Tensor]
+    optimizers: Sequence[torch.optim.Optimizer]
+    step: Callable[[Batch], Mapping[str, float]]
+    snapshot: Callable[[], FittedHead]
+    modules: Sequence[nn.Module] = field(default_factory=tuple)
+
+
+def _train_mode(modules: Sequence[nn.Module], on: bool) -> None:
+    for m in modules:
+        m.train(on)
+
+
+def _run_epoch(
+    model: Trainable,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    doms: torch.Tensor | None,
+    cfg: TrainConfig,
+    gen: torch.Generator,
+) -> tuple[dict[str, float], bool]:
+    """One epoch of steps; returns (mean losses, finite). Stops at a non-finite loss."""
+    dev = x.device
+    sums: dict[str, list[float]] = {}
+    _train_mode(model.modules, True)
+    try:
+        for idx in epoch_batches(x.shape[0], cfg.batch_size, gen):
+            idx = idx.to(dev)
+            losses = model.step(Batch(x[idx], y[idx], None if doms is None else doms[idx]))
+            for key, value in losses.items():
+                sums.setdefault(key, []).append(float(value))
+            if not all(math.isfinite(float(v)) for v in losses.values()):
+                return {k: v[-1] for k, v in sums.items()}, False
+    finally:
+        _train_mode(model.modules, False)
+    return {k: sum(v) / len(v) for k, v in sums.items()}, True
+
+
+def run_epochs(
+    train: FeatureSet,
+    val: FeatureSet | None,
+    cfg: TrainConfig,
+    model: Trainable,
+    *,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+    hint: str = "lower lr",
+) -> FitResult:
+    """Train ``model`` for ``cfg.epochs`` epochs on ``train``; select an epoch on ``val``.
+
+    ``hint`` completes the divergence message ("training diverged …; {hint}").
+    """
+    train.require_labels()
+    check_val(train, val)
+    policy = select_policy(cfg)
+    dev = torch.device(device)
+    feats = train.features.to(dev, getattr(torch, cfg.dtype))
+    labels = train.labels.to(dev)
+    doms = None if train.domains is None else train.domains.to(dev)
+    init = [p.detach().clone() for p in model.params]
+    gen = torch.Generator().manual_seed(cfg.seed)
+    with torch.no_grad():
+        head0 = model.snapshot()
+    val_init = None if val is None else accuracy(head0, val.eval_features(), val.labels)
+    selector = EpochSelector(policy, cfg.warmup_epochs)
+    kept: tuple[FittedHead, list[torch.Tensor]] | None = None
+    history: list[dict[str, float]] = []
+    diverged: int | None = None
+    bar = progress_bar(cfg.epochs, "epochs", "ep", enabled=progress, leave=False)
+    for epoch in range(cfg.epochs):
+        lr = lr_at_epoch(cfg, epoch)
+        set_lr(model.optimizers, lr)
+        x_epoch = feats if feats.dim() == 2 else feats[:, epoch % feats.shape[1]]
+        t0 = time.perf_counter()
+        losses, finite = _run_epoch(model, x_epoch, labels, doms, cfg, gen)
+        if finite:
+            with torch.no_grad():
+                head = model.snapshot()
+            finite = all_finite(head)
+        if not finite:
+            diverged = epoch
+            log.warning("training diverged at epoch %d (loss %s); %s", epoch, losses, hint)
+            break
+        rec: dict[str, float] = {"epoch": float(epoch), "lr": lr, **losses}
+        rec["seconds"] = time.perf_counter() - t0
+        if val is not None:
+            rec["val_acc"] = accuracy(head, val.eval_features(), val.labels)
+        history.append(rec)
+        if selector.offer(epoch, rec.get("val_acc")):
+            kept = (head, [p.detach().clone() for p in model.params])
+        bar.set_postfix(loss=f"{rec['loss']:.3f}", val=f"{rec.get('val_acc', math.nan):.3f}")
+        bar.update(1)
+    bar.close()
+    if kept is None or selector.epoch is None:
+        raise CroftError(
+            f"training diverged at epoch {diverged} before any epoch completed "
+            f"(non-finite loss); {hint}"
+        )
+    change = param_change(init, kept[1])
+    record = selection_record(
+        policy, cfg.warmup_epochs, selector.epoch, history, val_init, change, diverged
+    )
+    return FitResult(kept[0], history, selector.epoch, record)

@@ -10,7 +10,11 @@ Deviations from the authors' CoCoOp as CROFT_SPEC §6 describes it:
 
 * the meta-net runs in fp32 (the authors': fp16);
 * batch size 32 for every backbone (the authors' ViT config has 4, RN50 32);
-* cached features, view ``e mod V`` in epoch ``e``, croft's schedule, best validation epoch.
+* cached features, view ``e mod V`` in epoch ``e``, croft's schedule, best validation epoch;
+* with ``ctx_init`` (a phrase such as ``"a photo of a"``, as the authors' configs) the
+  meta-net's output layer also starts at zero, so the initial head is exactly zero-shot
+  CLIP with the template ``"<phrase> {class}."`` (the authors kept PyTorch's default
+  init there, which adds a random image bias from the start).
 
 Cost: ``B·C`` text-encoder forwards and backwards per training step, and ``C`` forwards
 per predicted image: the head keeps only the context and meta-net; it needs the text
@@ -114,6 +118,9 @@ def fit_cocoop(
         ).to(dev)
         with torch.no_grad():
             head.ctx.copy_(ctx0)
+            if cfg.ctx_init.strip():  # start from zero-shot with the phrase: no image bias yet
+                head.meta_net[-1].weight.zero_()
+                head.meta_net[-1].bias.zero_()
         prompts = ClassPrompts(tower, train.class_names, ctx0.shape[0], dev)
         head.attach_text_tower(tower, prompts)
 

@@ -49,7 +49,9 @@ class PromptConfig(BaselineTrainConfig):
 
     backbone: str = ""  # backbone spec; empty: the training features' extra['backbone_spec']
     n_ctx: int = 16
-    ctx_init: str = ""  # words to initialise the context (sets n_ctx); empty: random
+    # a phrase ("a photo of a") to start the context from (sets n_ctx; the initial head is
+    # then zero-shot with "<phrase> {class}."); empty: random N(0, init_std²)
+    ctx_init: str = ""
     init_std: float = 0.02
     text_tower: Any = None  # a TextTower object to use instead of loading ``backbone``
 

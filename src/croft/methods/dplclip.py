@@ -21,6 +21,11 @@ Test time (``test_prompt``):
   (all images, all views, dropout off), fixed after training; the head is then plain class
   text features (no tower at prediction).
 
+``ctx_init`` (a phrase such as ``"a photo of a"``; default empty: the authors' purely
+generated context): the context becomes ``phrase embeddings + h(x)`` with ``h``'s output
+layer starting at zero, so the initial head is exactly zero-shot CLIP with the template
+``"<phrase> {class}."`` and training learns a per-image offset from it.
+
 Other deviations: fp32 (authors: fp16); cached features with view ``e mod V`` in epoch
 ``e``, croft's schedule, best-validation-epoch selection (for ``train_mean`` the
 validation accuracy uses the epoch's training mean). Domains are the feature file's
@@ -48,6 +53,7 @@ from croft.methods.prompting import (
     TextTower,
     TowerHead,
     frozen,
+    init_context,
     prompt_text_head,
 )
 from croft.methods.training import config_dict, train_epochs
@@ -100,15 +106,19 @@ class DPLCLIPHead(TowerHead):
         mlp_depth: int = 3,
         dropout: float = 0.1,
         backbone: str = "",
+        base: bool = False,
     ) -> None:
         super().__init__(class_names, feature_dim, logit_scale, backbone)
         self.n_ctx, self.width = int(n_ctx), int(width)
         self.mlp_width, self.mlp_depth, self.dropout = int(mlp_width), int(mlp_depth), dropout
         self.mlp = prompt_mlp(feature_dim, n_ctx, width, mlp_width, mlp_depth, dropout)
+        self.base = bool(base)
+        if self.base:  # ctx_init: fixed phrase embeddings the generated context is added to
+            self.register_buffer("ctx_base", torch.zeros(n_ctx, width))
         self.eval()  # dropout off for prediction; training switches it on per epoch
 
     def spec(self) -> dict[str, Any]:
-        return {
+        out = {
             "n_ctx": self.n_ctx,
             "width": self.width,
             "mlp_width": self.mlp_width,
@@ -116,9 +126,11 @@ class DPLCLIPHead(TowerHead):
             "dropout": self.dropout,
             "backbone": self.backbone,
         }
+        return {**out, "base": True} if self.base else out
 
     def image_context(self, x: torch.Tensor) -> torch.Tensor:
-        return self.mlp(x).reshape(x.shape[0], self.n_ctx, self.width)
+        ctx = self.mlp(x).reshape(x.shape[0], self.n_ctx, self.width)
+        return ctx + self.ctx_base if self.base else ctx
 
 
 def _init_mlp(mlp: nn.Module) -> None:
@@ -158,20 +170,30 @@ def fit_dplclip(
     """Fit the prompt MLP with per-domain prompts; the head follows ``cfg.test_prompt``."""
     dev, tower, spec, scale = prepare_prompt_fit("dplclip", cfg, train, text_tower, device)
     with frozen(tower):
+        phrase = (
+            init_context(tower, cfg.n_ctx, cfg.ctx_init, 0.0, dev) if cfg.ctx_init.strip() else None
+        )
+        n_ctx = cfg.n_ctx if phrase is None else phrase.shape[0]
         width = int(tower.token_embedding(tower.tokenize(["X"]).to(dev)).shape[-1])
         head = DPLCLIPHead(
             train.class_names,
             train.dim,
             scale,
-            cfg.n_ctx,
+            n_ctx,
             width,
             cfg.mlp_width,
             cfg.mlp_depth,
             cfg.dropout,
             spec,
+            base=phrase is not None,
         ).to(dev)
         _init_mlp(head.mlp)
-        prompts = ClassPrompts(tower, train.class_names, cfg.n_ctx, dev)
+        if phrase is not None:  # start from zero-shot with the phrase
+            with torch.no_grad():
+                head.ctx_base.copy_(phrase)
+                head.mlp[-1].weight.zero_()
+                head.mlp[-1].bias.zero_()
+        prompts = ClassPrompts(tower, train.class_names, n_ctx, dev)
         head.attach_text_tower(tower, prompts)
         feats = train.features.to(dev, torch.float32)
         doms = None if train.domains is None else train.domains.to(dev)

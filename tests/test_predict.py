@@ -201,7 +201,7 @@ def test_backbone_mismatch_and_missing_spec(fitted, ckpts, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "weights_sha256" in err[0] and "--backbone" in err[0]
     with pytest.raises(CroftError, match="differs from the one this head was fitted on"):
-        load_predictor(head_dir, backbone=other)
+        load_predictor(head_dir, backbone=other, lazy=False)
     lazy = croft.load(head_dir, backbone=other)  # lazy: checked on first image prediction
     with pytest.raises(CroftError, match="weights_sha256"):
         lazy.predict(paths[:1])
@@ -214,3 +214,31 @@ def test_backbone_mismatch_and_missing_spec(fitted, ckpts, tmp_path, capsys):
     right = f"openclip:{TINY_VIT}:{ckpts[0]}"
     assert main(["predict", str(nospec), paths[0], "--backbone", right]) == 0
     capsys.readouterr()
+
+
+def test_fit_and_save_from_python_matches_croft_fit(fitted, ckpts, tmp_path):
+    """A head fitted and saved from Python carries what ``croft fit`` records and predicts
+    images with an OOD flag through ``croft.load``."""
+    from croft.methods import fit, fit_and_save, save_head
+
+    head_dir, fs, paths = fitted
+    cli = json.loads((head_dir / "head.json").read_text())
+    result, out = fit_and_save("zeroshot", fs, tmp_path / "py", fs)
+    meta = json.loads((out / "head.json").read_text())
+    for key in ("backbone_spec", "backbone", "prompts", "ood_threshold", "config", "method"):
+        assert meta[key] == cli[key], key
+    assert (out / "config.json").is_file()
+
+    # a trained method through fit + save_head: selection record and threshold included
+    trained = fit("ce_adapter", fs, fs, epochs=2, batch_size=4)
+    save_head(trained.head, tmp_path / "ce")
+    meta = json.loads((tmp_path / "ce" / "head.json").read_text())
+    assert meta["backbone_spec"] == f"openclip:{TINY_VIT}:{ckpts[0]}"
+    assert meta["selection"] == trained.selection and meta["selection"]["select_epoch"] == "best"
+    assert len(meta["history"]) == 2 and meta["ood_threshold"]["score"] == "energy"
+    pred = croft.load(tmp_path / "ce")
+    assert pred.threshold == pytest.approx(meta["ood_threshold"]["value"])
+    by_feats = pred.predict_features(fs.features[:3])
+    by_images = pred.predict(paths[:3])
+    assert all(isinstance(p.is_ood, bool) for p in by_feats + by_images)
+    assert [p.class_index for p in by_images] == trained.head.predict(fs.features[:3]).tolist()

@@ -20,8 +20,11 @@ import torch
 from croft.errors import CroftError
 from croft.features.files import FeatureSet
 from croft.methods.base import FittedHead
+from croft.methods.saving import energy_threshold
 from croft.metrics import accuracy, detection_metrics
 from croft.scores import SCORES, ScoreInputs
+
+__all__ = ["DEFAULT_SCORES", "Evaluation", "energy_threshold", "evaluate", "head_outputs"]
 
 DEFAULT_SCORES = ("energy", "mcm", "msp", "max_logit", "knn")
 
@@ -122,10 +125,3 @@ def evaluate(
         for n in scores:
             result.per_sample[f"extra/{extra_name}/{n}"] = extra_scores[n]
     return result
-
-
-def energy_threshold(head: FittedHead, id_val: FeatureSet, tpr: float = 0.95) -> float:
-    """Energy-score threshold keeping ``tpr`` of ``id_val`` (its ``1-tpr`` quantile)."""
-    with torch.no_grad():
-        e = torch.logsumexp(head.logits(head.check_features(id_val.eval_features())), dim=1)
-    return float(np.percentile(e.cpu().double().numpy(), 100.0 * (1.0 - tpr)))

@@ -302,7 +302,7 @@ def load_predictor(
     backbone: str | Backbone | None = None,
     device: str | torch.device = "cpu",
     precision: str | None = None,
-    lazy: bool = False,
+    lazy: bool = True,
 ) -> Predictor:
     """Load a head directory (``croft fit --out``) with its backbone.
 
@@ -310,7 +310,9 @@ def load_predictor(
         backbone: a spec string or a loaded backbone; default: ``backbone_spec`` of head.json.
         device: where the head and the backbone run.
         precision: backbone precision; default: the one the head's features were made with.
-        lazy: load and verify the backbone on first image prediction, not now.
+        lazy: load and verify the backbone on first image prediction (default, the same
+            as :func:`croft.load`; ``predict_features`` then needs no backbone); ``False``:
+            now, so a wrong or missing backbone fails here.
     """
     from croft.methods.io import load_head
 

@@ -1,4 +1,4 @@
-"""``croft fit``: feature files in, fitted head out."""
+"""``croft fit``: feature files in, fitted head out (:func:`croft.methods.fit_and_save`)."""
 
 from __future__ import annotations
 
@@ -25,41 +25,22 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-    from dataclasses import asdict
-    from pathlib import Path
+    from croft.methods import fit_and_save
 
-    from croft.evaluation import energy_threshold
-    from croft.features import load_features
-    from croft.methods import METHODS, make_config, save_head
-
-    spec = METHODS.get(args.method)
-    cfg = make_config(spec.config_cls, parse_sets(args.set))
-    train = load_features(args.train)
-    val = load_features(args.val) if args.val else None
-    result = spec.fit(train, val, cfg, device=args.device, progress=not args.quiet)
-    extra = {
-        "config": asdict(cfg),
-        "method": args.method,
-        "history": result.history,
-        "selected_epoch": result.selected_epoch,
-        "prompts": [tpl.format(c) for tpl in train.templates[:1] for c in train.class_names],
-        "train_features": str(Path(args.train).resolve()),
-        "backbone": train.extra.get("backbone"),
-        "backbone_spec": train.extra.get("backbone_spec"),
-    }
-    if val is not None:
-        extra["ood_threshold"] = {
-            "score": "energy",
-            "tpr": 0.95,
-            "value": energy_threshold(result.head, val),
-        }
-    out = save_head(result.head, args.out, **extra)
-    (out / "config.json").write_text(json.dumps(extra["config"], indent=2, sort_keys=True))
-    last = result.history[-1] if result.history else {}
+    result, out = fit_and_save(
+        args.method,
+        args.train,
+        args.out,
+        args.val,
+        device=args.device,
+        progress=not args.quiet,
+        options=parse_sets(args.set),
+    )
     msg = f"saved {args.method} head to {out}"
-    if result.selected_epoch is not None and "val_acc" in last:
-        best = result.history[result.selected_epoch]["val_acc"]
-        msg += f" (epoch {result.selected_epoch}, val acc {best:.3f})"
+    sel, last = result.selected_epoch, result.history[-1] if result.history else {}
+    if sel is not None and "val_acc" in last:
+        msg += f" (epoch {sel}, val acc {result.history[sel]['val_acc']:.3f})"
+        if result.selection.get("kept_init"):
+            msg += "; the selected model is its initialisation (training did not change it)"
     print(msg)
     return 0

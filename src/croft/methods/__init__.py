@@ -20,6 +20,8 @@ from croft.methods.base import (
     register_method,
 )
 from croft.methods.io import load_head, save_head
+from croft.methods.loop import TrainConfig
+from croft.methods.saving import energy_threshold, fit_and_save, fit_method
 
 __all__ = [
     "HEADS",
@@ -27,7 +29,10 @@ __all__ = [
     "FitResult",
     "FittedHead",
     "MethodSpec",
+    "TrainConfig",
+    "energy_threshold",
     "fit",
+    "fit_and_save",
     "load_head",
     "make_config",
     "register_head",
@@ -36,8 +41,12 @@ __all__ = [
 ]
 
 
-def fit(method: str, train, val=None, *, device="cpu", progress=False, **options):  # noqa: ANN001, ANN201
-    """Fit ``method`` (a registered name) with ``options`` overriding its config defaults."""
-    spec = METHODS.get(method)
-    cfg = make_config(spec.config_cls, options)
-    return spec.fit(train, val, cfg, device=device, progress=progress)
+def fit(method, train, val=None, *, device="cpu", progress=False, **options):  # noqa: ANN001, ANN201
+    """Fit ``method`` (a registered name) with ``options`` overriding its config defaults.
+
+    ``train``/``val`` are feature sets or feature files. The head's ``meta`` records the
+    provenance that ``croft fit`` writes (config, history, ``selection``, prompts, backbone,
+    and the OOD threshold when ``val`` is given), so ``save_head(result.head, dir)`` gives
+    a directory :func:`croft.load` can predict with; :func:`fit_and_save` does both.
+    """
+    return fit_method(method, train, val, device=device, progress=progress, options=options)

@@ -244,3 +244,24 @@ def test_layering_no_methods_import() -> None:
             for m in imported
             if m.startswith("croft.") and m not in ("croft.errors", "croft.registry")
         ], name
+
+
+def test_detectors_treat_every_score_alike() -> None:
+    from croft.scores import SCORES, Detector, ScoreInputs, energy, knn
+
+    g = torch.Generator().manual_seed(0)
+    bank = torch.randn(20, 8, generator=g)
+    emb, logits = torch.randn(5, 8, generator=g), torch.randn(5, 3, generator=g)
+    inputs = ScoreInputs(logits=logits, similarities=logits / 100, embeddings=emb)
+    dets = {n: SCORES.get(n).detector(**({"k": 3} if n == "knn" else {})) for n in SCORES.names()}
+    assert all(isinstance(d, Detector) for d in dets.values())
+    assert [n for n, d in dets.items() if d.needs_fit] == ["knn"]
+    with pytest.raises(CroftError, match="knn score needs a bank"):
+        dets["knn"].score(inputs)
+    for d in dets.values():  # one call for all: stateless detectors ignore the ID data
+        d.fit(ScoreInputs(embeddings=bank))
+    torch.testing.assert_close(dets["knn"].score(inputs), knn(emb, bank, k=3), rtol=0, atol=0)
+    torch.testing.assert_close(dets["energy"].score(inputs), energy(logits), rtol=0, atol=0)
+    assert torch.equal(SCORES.get("knn").detector().fit(bank).score(inputs), knn(emb, bank))
+    with pytest.raises(CroftError, match="no parameter"):
+        SCORES.get("energy").detector(k=3)

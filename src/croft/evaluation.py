@@ -22,9 +22,16 @@ from croft.features.files import FeatureSet
 from croft.methods.base import FittedHead
 from croft.methods.saving import energy_threshold
 from croft.metrics import accuracy, detection_metrics
-from croft.scores import SCORES, ScoreInputs
+from croft.scores import SCORES, Detector, ScoreInputs
 
-__all__ = ["DEFAULT_SCORES", "Evaluation", "energy_threshold", "evaluate", "head_outputs"]
+__all__ = [
+    "DEFAULT_SCORES",
+    "Evaluation",
+    "energy_threshold",
+    "evaluate",
+    "fit_detectors",
+    "head_outputs",
+]
 
 DEFAULT_SCORES = ("energy", "mcm", "msp", "max_logit", "knn")
 
@@ -53,6 +60,32 @@ def head_outputs(head: FittedHead, x: torch.Tensor, batch_size: int = 8192) -> S
         parts["similarities"].append(head.similarities(xb))
         parts["embeddings"].append(head.embed(xb))
     return ScoreInputs(**{k: torch.cat(v) for k, v in parts.items()})
+
+
+def fit_detectors(
+    head: FittedHead,
+    scores: Sequence[str],
+    score_params: Mapping[str, Mapping[str, Any]] | None = None,
+    bank: FeatureSet | None = None,
+) -> dict[str, Detector]:
+    """One fitted :class:`~croft.scores.Detector` per score name, in order.
+
+    Scores that need fitting (KNN) are fitted on the head's outputs of ``bank`` (ID
+    training or validation features; adapted embeddings for adapter heads); ``bank`` is
+    required only when such a score is requested and is not used otherwise.
+    """
+    params = {k: dict(v) for k, v in (score_params or {}).items() if k in scores}
+    detectors = {n: SCORES.get(n).detector(**params.get(n, {})) for n in scores}
+    stateful = [n for n, d in detectors.items() if d.needs_fit]
+    if stateful:
+        if bank is None:
+            raise CroftError(
+                f"the {stateful[0]} score needs a bank of ID features (pass --bank / bank=)"
+            )
+        bank_out = head_outputs(head, bank.eval_features())
+        for name in stateful:
+            detectors[name].fit(bank_out)
+    return detectors
 
 
 def evaluate(
@@ -84,17 +117,11 @@ def evaluate(
         )
     if bool((id_set.labels < 0).any()):
         raise CroftError(f"{id_set.source}: the ID set has unknown labels (-1); pass it as OOD")
-    params = {k: dict(v) for k, v in (score_params or {}).items() if k in scores}
-    bank_emb = None
-    if "knn" in scores:
-        if bank is None:
-            raise CroftError("the knn score needs a bank of ID features (pass --bank / bank=)")
-        bank_emb = head_outputs(head, bank.eval_features()).embeddings
+    detectors = fit_detectors(head, scores, score_params, bank)
 
     def score_all(fs: FeatureSet) -> tuple[dict[str, np.ndarray], torch.Tensor]:
         out = head_outputs(head, fs.eval_features())
-        out.bank = bank_emb
-        vals = {n: SCORES.get(n).compute(out, **params.get(n, {})) for n in scores}
+        vals = {n: d.score(out) for n, d in detectors.items()}
         return {n: v.detach().cpu().double().numpy() for n, v in vals.items()}, out.logits
 
     id_scores, id_logits = score_all(id_set)

@@ -16,6 +16,9 @@ Each score is a pure torch function returning one value per sample, shape ``(N,)
 
 :data:`SCORES` registers each one as a :class:`Score` with the uniform call
 ``score.compute(ScoreInputs(...), **params)``; :func:`compute_scores` runs several.
+``SCORES.get(name).detector(**params)`` gives a :class:`Detector`, the same two calls for
+every score: ``fit(id_inputs)`` (KNN keeps its bank; stateless scores ignore it) and
+``score(inputs)``.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from croft.registry import Registry
 
 __all__ = [
     "SCORES",
+    "Detector",
     "Score",
     "ScoreInputs",
     "compute_scores",
@@ -191,12 +195,22 @@ _INPUT_NAMES = tuple(f.name for f in dataclasses.fields(ScoreInputs))
 
 @dataclass(frozen=True)
 class Score:
-    """A registered score: the :class:`ScoreInputs` fields it reads and the function."""
+    """A registered score: the :class:`ScoreInputs` fields it reads and the function.
+
+    ``fit_on`` names the :class:`ScoreInputs` field of ID data the score is fitted on
+    (KNN: ``"embeddings"``, which becomes its ``bank``); ``None`` for stateless scores.
+    Callers use every score alike through :meth:`detector`.
+    """
 
     name: str
     needs: tuple[str, ...]
     fn: Callable[..., Tensor]
     summary: str
+    fit_on: str | None = None
+
+    def detector(self, **params: Any) -> Detector:
+        """A :class:`Detector` with these parameters (checked now)."""
+        return Detector(self, params)
 
     def params(self) -> list[str]:
         """Names of the keyword parameters ``compute`` accepts."""
@@ -223,20 +237,81 @@ class Score:
         return self.fn(*args, **params)
 
 
+class Detector:
+    """A score ready to apply: ``fit(id_inputs)`` then ``score(inputs)``, for every score.
+
+    Stateful scores (``Score.fit_on`` set, e.g. KNN) keep the fitted ID data (KNN's bank:
+    ``id_inputs.embeddings`` ``(M, D)``); for stateless scores ``fit`` does nothing, so a
+    caller fits every detector on the same ID data and never special-cases one.
+    ``score`` returns ``(N,)``, higher = more in-distribution.
+    """
+
+    def __init__(self, score: Score, params: Mapping[str, Any] | None = None) -> None:
+        self.spec, self.params = score, dict(params or {})
+        unknown = sorted(set(self.params) - set(score.params()))
+        if unknown:
+            raise CroftError(
+                f"score {score.name!r} has no parameter(s) {', '.join(unknown)}; "
+                f"known: {', '.join(score.params()) or 'none'}"
+            )
+        self.state: Tensor | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def needs_fit(self) -> bool:
+        return self.spec.fit_on is not None
+
+    def fit(self, id_inputs: ScoreInputs | Tensor) -> Detector:
+        """Keep what the score needs from ID data (a no-op for stateless scores)."""
+        if self.spec.fit_on is None:
+            return self
+        value = id_inputs if isinstance(id_inputs, Tensor) else getattr(id_inputs, self.spec.fit_on)
+        if value is None:
+            raise CroftError(f"score {self.name!r} is fitted on ID {self.spec.fit_on}; none given")
+        self.state = value
+        return self
+
+    def score(self, inputs: ScoreInputs) -> Tensor:
+        """Scores ``(N,)`` of ``inputs``; a stateful detector must be fitted first."""
+        if self.needs_fit:
+            if self.state is None:
+                raise CroftError(
+                    f"the {self.name} score needs a bank of ID features: call fit(...) first "
+                    "(evaluate: pass bank=)"
+                )
+            inputs = dataclasses.replace(inputs, bank=self.state)
+        return self.spec.compute(inputs, **self.params)
+
+
 SCORES: Registry[Score] = Registry("score")
 
 
-def _register(name: str, needs: tuple[str, ...], fn: Callable[..., Tensor], summary: str) -> None:
+def _register(
+    name: str,
+    needs: tuple[str, ...],
+    fn: Callable[..., Tensor],
+    summary: str,
+    fit_on: str | None = None,
+) -> None:
     if not set(needs) <= set(_INPUT_NAMES):
         raise RuntimeError(f"score {name!r} needs unknown inputs {needs}")
-    SCORES.register(name, summary)(Score(name, needs, fn, summary))
+    SCORES.register(name, summary)(Score(name, needs, fn, summary, fit_on))
 
 
 _register("energy", ("logits",), energy, "T * logsumexp(logits / T) (CRoFT's score)")
 _register("msp", ("logits",), msp, "maximum softmax probability")
 _register("max_logit", ("logits",), max_logit, "largest logit")
 _register("mcm", ("similarities",), mcm, "maximum softmax of cosine similarities / T")
-_register("knn", ("embeddings", "bank"), knn, "minus the distance to the k-th nearest ID feature")
+_register(
+    "knn",
+    ("embeddings", "bank"),
+    knn,
+    "minus the distance to the k-th nearest ID feature",
+    fit_on="embeddings",
+)
 
 
 def compute_scores(

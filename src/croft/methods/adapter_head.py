@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -68,3 +69,13 @@ class AdapterHead(FittedHead):
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.logit_scale * self.embed(x) @ self.text_embedding().T
+
+    @torch.no_grad()
+    def zero_shot_point(self, zs: FittedHead) -> FittedHead:
+        """Identity adapters and generator (the text is kept; it must be ``zs``'s)."""
+        head = copy.deepcopy(self)
+        self.require_same_text(self.text, zs)
+        eye = torch.eye(self.feature_dim, dtype=self.fc_i.dtype, device=self.fc_i.device)
+        for mat in (head.fc_i, head.fc_t, head.generator):
+            mat.copy_(eye)
+        return head

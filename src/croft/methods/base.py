@@ -58,6 +58,31 @@ class FittedHead(nn.Module):
     ) -> FittedHead:
         return cls(class_names, feature_dim, logit_scale, **spec)
 
+    def zero_shot_point(self, zs: FittedHead) -> FittedHead:
+        """The zero-shot head ``zs`` written in this head's family (WiSE's start ``θ₀``).
+
+        Returns a new head of this class, shapes and spec whose ``state_dict`` reproduces
+        zero-shot predictions, so that ``(1 − α)·θ₀ + α·θ`` is a path between the two.
+        Heads that cannot express zero-shot (they need the text tower) keep this default,
+        which refuses with one line.
+        """
+        able = [e.name for e in HEADS if e.obj.zero_shot_point is not FittedHead.zero_shot_point]
+        raise CroftError(
+            f"a {self.head_name!r} head cannot be interpolated with zero-shot; WiSE supports "
+            f"{', '.join(sorted(able))} heads"
+        )
+
+    def require_same_text(self, own: torch.Tensor, zs: FittedHead) -> None:
+        """Refuse ``zs`` unless its unit text features equal ``n(own)`` ``(C, D)``."""
+        a = nn.functional.normalize(own.float(), dim=-1)
+        b = getattr(zs, "text", torch.empty(0)).float().to(a.device)
+        if a.shape != b.shape or not torch.allclose(a, b, atol=1e-5):
+            raise CroftError(
+                f"the zero-shot head's text features differ from the {self.head_name} head's; "
+                "build the zero-shot head from the same text features with the same ensemble "
+                "setting"
+            )
+
     # --- shared -----------------------------------------------------------------------
     @property
     def num_classes(self) -> int:

@@ -16,6 +16,7 @@ templates come from the feature file, so the ``ImageNetOOD46`` KeyError cannot o
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,6 +81,15 @@ class ClipAdapterHead(FittedHead):
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.logit_scale * self.embed(x) @ F.normalize(self.text, dim=-1).T
+
+    @torch.no_grad()
+    def zero_shot_point(self, zs: FittedHead) -> FittedHead:
+        """Bottleneck weights 0: the output is then the zero-shot feature."""
+        head = copy.deepcopy(self)
+        self.require_same_text(self.text, zs)
+        head.fc1.weight.zero_()
+        head.fc2.weight.zero_()
+        return head
 
 
 @register_method(

@@ -15,6 +15,7 @@ search; the training rows are, by ``views``, every cached augmented view of ever
 
 from __future__ import annotations
 
+import copy
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -72,6 +73,14 @@ class LinearProbeHead(FittedHead):
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(x, dim=-1) @ self.weight.T + self.bias
+
+    @torch.no_grad()
+    def zero_shot_point(self, zs: FittedHead) -> FittedHead:
+        """``W = s · t`` (``t`` the zero-shot unit text), ``b = 0``."""
+        head = copy.deepcopy(self)
+        head.weight.copy_(zs.logit_scale * zs.text.to(head.weight))
+        head.bias.zero_()
+        return head
 
 
 def probe_rows(train: FeatureSet, views: str) -> tuple[np.ndarray, np.ndarray]:

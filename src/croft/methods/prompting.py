@@ -12,6 +12,7 @@ projection), so ``encode_text_embeddings(token_embedding(t), t) == encode_text(t
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol, runtime_checkable
@@ -235,6 +236,14 @@ class PromptTextHead(FittedHead):
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.logit_scale * F.normalize(x, dim=-1) @ F.normalize(self.text, dim=-1).T
+
+    @torch.no_grad()
+    def zero_shot_point(self, zs: FittedHead) -> FittedHead:
+        """The zero-shot text features (interpolation then runs in text-feature space,
+        since learned and hand-written prompts have different context shapes)."""
+        head = copy.deepcopy(self)
+        head.text.copy_(zs.text.to(head.text))
+        return head
 
 
 def prompt_text_head(

@@ -31,6 +31,7 @@ Deviations from the authors' code as CROFT_SPEC §6 describes it (bugs fixed):
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,6 +139,15 @@ class TipAdapterHead(FittedHead):
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         cache = self.cache_logits(self.affinity(x), self.beta)
         return self.zeroshot_logits(x) + self.alpha * cache
+
+    @torch.no_grad()
+    def zero_shot_point(self, zs: FittedHead) -> FittedHead:
+        """Cache weight ``α = 0`` and the training-free keys (``keys_init``)."""
+        head = copy.deepcopy(self)
+        self.require_same_text(self.text, zs)
+        head.alpha.zero_()
+        head.keys.copy_(head.keys_init)
+        return head
 
 
 def build_cache(train: FeatureSet, cfg: TipAdapterConfig | TipAdapterFConfig) -> TipAdapterHead:

@@ -15,10 +15,11 @@ a head ``θ₀`` of the fitted head's family (its "zero point", below); the path
   learned and hand-written prompts have different context shapes;
 * ``zeroshot``: itself.
 
-Families whose head keeps its own frozen text (adapter, clip_adapter, tip_adapter) need
-a zero-shot head built from the same text features (same templates and ``ensemble``);
-otherwise :func:`zero_point` refuses. Heads that need the text tower (CoCoOp, DPLCLIP
-``image``) have no zero point here.
+Each head family gives its zero point through :meth:`FittedHead.zero_shot_point`, so a new
+head joins WiSE by implementing that method. Families whose head keeps its own frozen text
+(adapter, clip_adapter, tip_adapter) need a zero-shot head built from the same text
+features (same templates and ``ensemble``); otherwise :func:`zero_point` refuses. Heads
+that need the text tower (CoCoOp, DPLCLIP ``image``) have no zero point here.
 
 Unlike WiSE-FT, which fine-tunes the whole model, only the head's few weights move.
 """
@@ -32,62 +33,22 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from croft.errors import CroftError
 from croft.features.files import FeatureSet
-from croft.methods.adapter_head import AdapterHead
 from croft.methods.base import METHODS, FitResult, FittedHead, make_config, register_method
-from croft.methods.clip_adapter import ClipAdapterHead
-from croft.methods.linear_probe import LinearProbeHead
 from croft.methods.loop import check_val
-from croft.methods.prompting import PromptTextHead
-from croft.methods.tip_adapter import TipAdapterHead
 from croft.methods.training import config_dict, parse_floats
 from croft.methods.zeroshot import ZeroShotHead, zeroshot_head
-
-
-def _same_text(own: torch.Tensor, zs: ZeroShotHead, name: str) -> None:
-    a = F.normalize(own.float(), dim=-1)
-    b = zs.text.float().to(a.device)
-    if a.shape != b.shape or not torch.allclose(a, b, atol=1e-5):
-        raise CroftError(
-            f"the zero-shot head's text features differ from the {name} head's; build the "
-            "zero-shot head from the same text features with the same ensemble setting"
-        )
+from croft.scores import energy
 
 
 @torch.no_grad()
 def zero_point(fitted: FittedHead, zs: ZeroShotHead) -> FittedHead:
-    """The zero-shot head written in ``fitted``'s family (same class, shapes and spec)."""
+    """The zero-shot head written in ``fitted``'s family (:meth:`FittedHead.zero_shot_point`)."""
     if fitted.class_names != zs.class_names or fitted.feature_dim != zs.feature_dim:
         raise CroftError("the zero-shot and fitted heads must share class names and feature dim")
-    head = copy.deepcopy(fitted)
-    if isinstance(head, ZeroShotHead):
-        head.text.copy_(zs.text)
-    elif isinstance(head, AdapterHead):
-        _same_text(head.text, zs, "adapter")
-        eye = torch.eye(head.feature_dim, dtype=head.fc_i.dtype, device=head.fc_i.device)
-        for m in (head.fc_i, head.fc_t, head.generator):
-            m.copy_(eye)
-    elif isinstance(head, ClipAdapterHead):
-        _same_text(head.text, zs, "clip_adapter")
-        head.fc1.weight.zero_()
-        head.fc2.weight.zero_()
-    elif isinstance(head, TipAdapterHead):
-        _same_text(head.text, zs, "tip_adapter")
-        head.alpha.zero_()
-        head.keys.copy_(head.keys_init)
-    elif isinstance(head, LinearProbeHead):
-        head.weight.copy_(zs.logit_scale * zs.text.to(head.weight))
-        head.bias.zero_()
-    elif isinstance(head, PromptTextHead):
-        head.text.copy_(zs.text.to(head.text))
-    else:
-        raise CroftError(
-            f"a {fitted.head_name!r} head cannot be interpolated with zero-shot; WiSE supports "
-            "adapter, clip_adapter, tip_adapter, linear_probe, prompt_text and zeroshot heads"
-        )
+    head = fitted.zero_shot_point(zs)
     head.meta = {}
     return head
 
@@ -125,11 +86,6 @@ def wise_path(zs: ZeroShotHead, fitted: FittedHead, alphas: Sequence[float]) -> 
     return heads
 
 
-def energy(logits: torch.Tensor) -> torch.Tensor:
-    """Energy score ``logsumexp(logits)`` ``(N,)``, higher = more in-distribution."""
-    return torch.logsumexp(logits.double(), dim=1)
-
-
 def auroc(id_scores: np.ndarray, ood_scores: np.ndarray) -> float:
     """AUROC with ID as the positive class (``croft.metrics.auroc`` when available)."""
     try:
@@ -161,8 +117,8 @@ def wise_report(
         row = {"alpha": float(alpha)}
         row["acc"] = float((logits.argmax(1).cpu() == test.labels).float().mean())
         if ood is not None:
-            s_ood = energy(head.logits(head.check_features(ood.eval_features())))
-            row["auroc"] = auroc(energy(logits).cpu().numpy(), s_ood.cpu().numpy())
+            s_ood = energy(head.logits(head.check_features(ood.eval_features())).double())
+            row["auroc"] = auroc(energy(logits.double()).cpu().numpy(), s_ood.cpu().numpy())
         rows.append(row)
     return rows
 

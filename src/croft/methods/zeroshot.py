@@ -8,6 +8,7 @@ With CRoFT's adapters at their identity initialisation, CRoFT's logits equal the
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -42,6 +43,13 @@ class ZeroShotHead(FittedHead):
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.logit_scale * self.embed(x) @ self.text.T
+
+    @torch.no_grad()
+    def zero_shot_point(self, zs: FittedHead) -> FittedHead:
+        """Itself, with ``zs``'s text."""
+        head = copy.deepcopy(self)
+        head.text.copy_(zs.text)
+        return head
 
 
 @dataclass

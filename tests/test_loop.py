@@ -10,6 +10,8 @@ import torch
 import croft.methods as M
 from baseline_world import CLASSES, TinyTextTower, World, make_world
 from croft.errors import CroftError
+from croft.methods.base import make_config
+from croft.methods.croft import CroftConfig
 from croft.methods.loop import KEPT_INIT_TOL, EpochSelector, TrainConfig, select_policy
 
 RECORD_KEYS = {
@@ -61,8 +63,10 @@ def test_selector_policies_on_plain_numbers() -> None:
 
 def test_old_selection_option_is_an_alias() -> None:
     assert select_policy(TrainConfig()) == "best"
-    assert select_policy(TrainConfig(selection="val_acc")) == "best"
-    assert select_policy(TrainConfig(selection="last", select_epoch="best")) == "last"
+    assert make_config(CroftConfig, {"selection": "val_acc"}).select_epoch == "best"
+    assert make_config(CroftConfig, {"selection": "last"}).select_epoch == "last"
+    with pytest.raises(CroftError, match="select_epoch"):
+        make_config(CroftConfig, {"selection": "oracle"})
     with pytest.raises(CroftError, match="select_epoch"):
         TrainConfig(select_epoch="oracle").check()
 

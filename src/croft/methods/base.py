@@ -177,12 +177,18 @@ def register_method(name: str, config_cls: type, summary: str) -> Callable[[Call
 def make_config(config_cls: type, overrides: dict[str, Any] | None = None) -> Any:
     """Build ``config_cls`` from defaults plus ``overrides``, checking names and types.
 
-    String values (from ``--set key=value``) are converted to the field's type.
+    String values (from ``--set key=value``) are converted to the field's type. Old option
+    names listed in the class's ``OPTION_ALIASES`` (``{old: (new, {old value: new value})}``)
+    are accepted.
     """
     overrides = dict(overrides or {})
     fields = {f.name: f for f in dataclasses.fields(config_cls)}
     kwargs: dict[str, Any] = {}
+    aliases = getattr(config_cls, "OPTION_ALIASES", {})
     for key, value in overrides.items():
+        if key in aliases and key not in fields:  # an old option name: its new name and value
+            key, values = aliases[key]
+            value = values.get(value, value) if isinstance(value, str) else value
         if key not in fields:
             raise CroftError(
                 f"unknown option {key!r} for {config_cls.__name__}; valid: {', '.join(fields)}"

@@ -38,7 +38,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -51,7 +51,6 @@ from croft.progress import progress as progress_bar
 log = logging.getLogger(__name__)
 
 POLICIES = ("best", "last", "best_after_warmup")
-SELECTION_ALIASES = {"val_acc": "best", "last": "last"}  # the old ``selection`` option
 DTYPES = ("float32", "float64", "float16", "bfloat16")
 KEPT_INIT_TOL = 1e-3  # param_change below this: the selected model is the initialisation
 
@@ -61,10 +60,14 @@ class TrainConfig:
     """Optimisation settings shared by every trained method (the authors' CRoFT defaults).
 
     ``logit_scale < 0`` uses the backbone's scale stored in the feature file.
-    ``select_epoch`` is the selection policy (``best | last | best_after_warmup``);
-    ``selection`` is the old name of the option (``val_acc`` = ``best``, ``last``), still
-    accepted: when set it wins over ``select_epoch``.
+    ``select_epoch`` is the selection policy (``best | last | best_after_warmup``). The old
+    option ``selection`` (``val_acc`` = ``best``, ``last``) is still accepted by
+    :func:`croft.methods.make_config` and becomes ``select_epoch``.
     """
+
+    OPTION_ALIASES: ClassVar[dict[str, tuple[str, dict[str, str]]]] = {
+        "selection": ("select_epoch", {"val_acc": "best"}),
+    }
 
     epochs: int = 30
     batch_size: int = 32
@@ -75,7 +78,6 @@ class TrainConfig:
     warmup_lr: float = 1e-5
     logit_scale: float = -1.0
     select_epoch: str = "best"
-    selection: str = ""
     seed: int = 1
     dtype: str = "float32"
 
@@ -88,22 +90,9 @@ class TrainConfig:
             raise CroftError(f"dtype {self.dtype!r}: use one of {', '.join(DTYPES)}")
         select_policy(self)
 
-    @property
-    def policy(self) -> str:
-        """The effective selection policy (``selection`` alias resolved)."""
-        return select_policy(self)
-
 
 def select_policy(cfg: Any) -> str:
-    """``cfg``'s selection policy: the old ``selection`` alias when set, else ``select_epoch``."""
-    old = str(getattr(cfg, "selection", "") or "")
-    if old:
-        if old not in SELECTION_ALIASES and old not in POLICIES:
-            raise CroftError(
-                f"selection {old!r}: use select_epoch={'|'.join(POLICIES)} "
-                "(selection=val_acc|last is the old spelling)"
-            )
-        return SELECTION_ALIASES.get(old, old)
+    """``cfg.select_epoch``, checked."""
     policy = str(getattr(cfg, "select_epoch", "best"))
     if policy not in POLICIES:
         raise CroftError(f"select_epoch {policy!r}: use one of {', '.join(POLICIES)}")

@@ -29,6 +29,8 @@ def test_fit_then_eval(files, tmp_path, capsys) -> None:
     assert meta["method"] == "croft" and meta["config"]["variant"] == "paper"
     assert meta["config"]["epochs"] == 4 and len(meta["history"]) == 4
     assert meta["ood_threshold"]["score"] == "energy"
+    assert meta["selection"]["select_epoch"] == "best"
+    assert meta["selection"]["selected_epoch"] == meta["selected_epoch"]
     assert json.loads((head / "config.json").read_text())["lambda2"] == 1000.0
     out = tmp_path / "m.json"
     argv = ["eval", str(head), "--id", str(files["test"]), "--ood", f"unseen={files['ood']}"]

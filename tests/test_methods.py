@@ -114,3 +114,23 @@ def test_croft_trains_in_half_precision(small_task, dtype, variant) -> None:
     logits = res.head.logits(small_task.test.features)
     assert logits.dtype == getattr(torch, dtype) and bool(torch.isfinite(logits).all())
     assert all(h["loss"] == h["loss"] for h in res.history)  # no NaN
+
+
+def test_evaluate_with_shared_fitted_detectors(small_task) -> None:
+    import numpy as np
+
+    from croft.evaluation import fit_detectors
+
+    task = small_task
+    head = M.fit("zeroshot", task.train).head
+    scores, params = ["energy", "knn"], {"knn": {"k": 2}}
+    plain = evaluate(
+        head, task.test, task.ood_sets, scores=scores, score_params=params, bank=task.train
+    )
+    dets = fit_detectors(head, scores, params, task.train)
+    shared = evaluate(head, task.test, task.ood_sets, detectors=dets)
+    assert shared.detection == plain.detection
+    for key, value in plain.per_sample.items():
+        np.testing.assert_array_equal(shared.per_sample[key], value)
+    with pytest.raises(CroftError, match="knn score needs a bank"):
+        fit_detectors(head, scores, params, None)

@@ -35,10 +35,13 @@ def load(
 ) -> Predictor:
     """Load a fitted head directory as a :class:`croft.predict.Predictor`.
 
-    ``croft.load(dir).predict([paths or PIL images])`` gives one prediction per image;
+    ``dir`` is written by ``croft fit`` or, from Python, by ``croft.methods.fit_and_save``
+    (or ``croft.methods.fit`` + ``save_head``). ``croft.load(dir).predict([paths or PIL
+    images])`` gives one prediction per image, with the OOD flag when the head stores a
+    threshold (fitted with validation features); ``.predict_features(x)`` takes features;
     ``.head`` is the :class:`croft.methods.FittedHead`. The backbone (``backbone`` spec,
     default the one stored in head.json) is loaded and checked on first image prediction
-    (``lazy=False``: now).
+    (``lazy=False``: now), the same default as :func:`croft.predict.load_predictor`.
     """
     from croft.predict import load_predictor
 

@@ -98,6 +98,7 @@ def evaluate(
     bank: FeatureSet | None = None,
     id_correct_only: bool = False,
     extra_sets: Mapping[str, FeatureSet] | None = None,
+    detectors: Mapping[str, Detector] | None = None,
 ) -> Evaluation:
     """Accuracy of ``head`` on ``id_set`` and detection of each OOD set.
 
@@ -106,9 +107,10 @@ def evaluate(
     ``id_correct_only`` keeps only correctly classified ID samples as positives (the
     authors' energy evaluator, CROFT_SPEC §5.2); the default keeps all ID samples.
     ``extra_sets`` (e.g. source-domain validation data) are scored for plots only:
-    ``per_sample["extra/<name>/<score>"]``.
+    ``per_sample["extra/<name>/<score>"]``. ``detectors`` (from :func:`fit_detectors`, e.g.
+    shared by several evaluations of one head) replace ``scores``/``score_params``/``bank``.
     """
-    for name in scores:
+    for name in scores if detectors is None else detectors:
         SCORES.get(name)  # unknown score: one clear error before any work
     if id_set.class_names != head.class_names:
         raise CroftError(
@@ -117,7 +119,9 @@ def evaluate(
         )
     if bool((id_set.labels < 0).any()):
         raise CroftError(f"{id_set.source}: the ID set has unknown labels (-1); pass it as OOD")
-    detectors = fit_detectors(head, scores, score_params, bank)
+    if detectors is None:
+        detectors = fit_detectors(head, scores, score_params, bank)
+    scores = list(detectors)
 
     def score_all(fs: FeatureSet) -> tuple[dict[str, np.ndarray], torch.Tensor]:
         out = head_outputs(head, fs.eval_features())

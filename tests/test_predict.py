@@ -242,3 +242,25 @@ def test_fit_and_save_from_python_matches_croft_fit(fitted, ckpts, tmp_path):
     by_images = pred.predict(paths[:3])
     assert all(isinstance(p.is_ood, bool) for p in by_feats + by_images)
     assert [p.class_index for p in by_images] == trained.head.predict(fs.features[:3]).tolist()
+
+
+def test_cli_out_csv_and_jsonl_files(fitted, root, tmp_path, capsys):
+    """``--out preds.csv|jsonl`` keeps what the table shows; a wrong suffix is one line."""
+    import csv
+
+    head_dir, _, paths = fitted
+    want = croft.load(head_dir).predict(paths)
+    out_csv, out_jsonl = tmp_path / "p" / "preds.csv", tmp_path / "preds.jsonl"
+    assert main(["predict", str(head_dir), str(root), "--out", str(out_csv)]) == 0
+    rows = list(csv.DictReader(out_csv.open()))
+    assert [r["source"] for r in rows] == paths
+    assert [r["class_name"] for r in rows] == [p.class_name for p in want]
+    assert float(rows[0]["energy"]) == pytest.approx(want[0].energy, rel=1e-6)
+    assert {r["is_ood"] for r in rows} <= {"True", "False"}
+    assert main(["predict", str(head_dir), paths[1], "--out", str(out_jsonl)]) == 0
+    (doc,) = [json.loads(line) for line in out_jsonl.read_text().splitlines()]
+    assert doc["source"] == paths[1] and doc["class_name"] == want[1].class_name
+    capsys.readouterr()
+    assert main(["predict", str(head_dir), paths[1], "--out", str(tmp_path / "p.txt")]) == 2
+    assert "name the file .csv or .jsonl" in capsys.readouterr().err
+    assert not (tmp_path / "p.txt").exists()

@@ -1,26 +1,25 @@
-"""Reports from run directories (never from logs): tables and plots.
+"""Reports from run directories (never from logs): tables, figures, the verdict.
 
-Reads every ``metrics.json`` below a runs directory (as written by
-:mod:`croft.protocols.lodo`) and renders, in the paper's layout:
+Reads every ``metrics.json`` below a runs directory (:func:`collect_runs`, the one place
+that reads runs), keeps one grid point per (method, held-out domain, seed)
+(:func:`select_records`), and writes into the report folder:
 
-* closed-set OOD generalisation: methods × held-out domains, accuracy mean ± std
-  over seeds, and the average over domains;
-* open-set detection: methods × OOD sets, FPR95 (↓), AUROC (↑) and AUPR-in (↑) per score,
-  mean ± std over held-out domains × seeds;
-* Setup-I (records with ``shifted_accuracy``): methods × (ID test, each covariate-shifted
-  set, their average), accuracy mean ± std over seeds;
-
-as Markdown, CSV and LaTeX; and plots from ``scores.npz``: energy-score distributions of
-ID (source validation), covariate-shifted (held-out domain) and open-set data, ROC
-curves, and accuracy against AUROC per method.
+* ``results.csv``: tidy, one row per run × metric (:func:`croft.tables.tidy_rows`), every
+  run read (grid points included, ``selected`` = kept by the selection);
+* per table ``NAME.csv`` (means in %, numbers only), ``NAME.tex`` (booktabs) and a
+  Markdown section: held-out accuracy (methods × held-out domains), open-set detection per
+  score (methods × OOD sets × ``fpr95_id_pos``/``auroc``/``aupr_in``), Setup-I accuracy;
+* figures (:mod:`croft.figures`), PNG and PDF;
+* ``report.md`` and ``report.html`` (one file, figures embedded): the tables, the grid
+  points chosen per (held-out domain, seed), which rows kept their initialisation, and
+  the verdict with paired bootstrap intervals (:mod:`croft.verdict`).
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,13 +27,17 @@ from typing import Any
 import numpy as np
 
 from croft.errors import CroftError
-from croft.tables import mean_std, render
+from croft.fileio import atomic_write_text
+from croft.tables import Cell, Table, tidy_rows, to_csv_text, to_latex, to_wide_csv
+from croft.verdict import status_lines, status_marks, training_status, verdict_lines
 
-METRICS = (("fpr95_id_pos", "FPR95↓"), ("auroc", "AUROC↑"), ("aupr_in", "AUPR↑"))
+DETECTION_METRICS = (("fpr95_id_pos", "min"), ("auroc", "max"), ("aupr_in", "max"))
+ARROW = {"min": "↓", "max": "↑"}
 
 
 def collect_runs(runs_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Every finished run below ``runs_dir`` (its ``metrics.json`` plus ``run_dir``)."""
+    """Every finished run below ``runs_dir``: its ``metrics.json`` plus ``run_dir`` and, when
+    the run has a ``config.json``, its resolved method config as ``run_config``."""
     root = Path(runs_dir)
     if not root.is_dir():
         raise CroftError(f"{root}: no such directory; pass the output directory of a run")
@@ -46,9 +49,18 @@ def collect_runs(runs_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
             raise CroftError(
                 f"{path}: not valid JSON ({exc}); delete it to rerun that run"
             ) from None
-        if "label" in rec and "accuracy" in rec:
-            rec["run_dir"] = str(path.parent)
-            records.append(rec)
+        if not (isinstance(rec, dict) and "label" in rec and "accuracy" in rec):
+            continue
+        rec["run_dir"] = str(path.parent)
+        cfg_path = path.parent / "config.json"
+        if cfg_path.is_file():
+            try:
+                cfg = json.loads(cfg_path.read_text())
+            except json.JSONDecodeError:
+                cfg = {}
+            if isinstance(cfg, dict) and isinstance(cfg.get("config"), dict):
+                rec["run_config"] = cfg["config"]
+        records.append(rec)
     if not records:
         raise CroftError(f"{root}: no finished runs (no metrics.json below it)")
     return records
@@ -62,7 +74,8 @@ def select_records(
     Grid points are labelled ``method[key=value,...]``. ``val_acc`` (default) keeps the
     point with the best source-validation accuracy (ties: the first in label order);
     ``oracle`` keeps the best held-out TEST accuracy and labels the row ``method (oracle)``,
-    so that test-set selection can never pass unnoticed.
+    so that test-set selection can never pass unnoticed. A kept point records
+    ``selected_from`` (its grid label) and ``selection_rule``.
     """
     if rule not in ("val_acc", "oracle"):
         raise CroftError(f"selection rule {rule!r}: use val_acc or oracle")
@@ -82,7 +95,7 @@ def select_records(
         best = max(sorted(members, key=lambda m: m["label"]), key=lambda m: m[key])
         chosen = dict(best)
         chosen["selected_from"] = best["label"]
-        chosen["selection"] = rule
+        chosen["selection_rule"] = rule
         chosen["label"] = f"{group} (oracle)" if rule == "oracle" else group
         out.append(chosen)
     return out
@@ -92,110 +105,164 @@ def _labels(records: Sequence[Mapping[str, Any]]) -> list[str]:
     return list(dict.fromkeys(r["label"] for r in records))
 
 
-def accuracy_table(records: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    """Methods × held-out domains (+ average): accuracy in %, mean ± std over seeds."""
-    domains = sorted({r["test_domain"] for r in records})
-    header = ["method", *domains, "avg"]
-    rows = []
-    for lab in _labels(records):
-        rs = [r for r in records if r["label"] == lab]
-        row = [lab]
-        for d in domains:
-            row.append(mean_std([r["accuracy"] for r in rs if r["test_domain"] == d]))
-        row.append(mean_std([r["accuracy"] for r in rs]))
-        rows.append(row)
-    return header, rows
-
-
-def setup1_accuracy_table(
+def _table(
+    name: str,
+    title: str,
     records: Sequence[Mapping[str, Any]],
-) -> tuple[list[str], list[list[str]]]:
-    """Setup-I: methods × (ID, each shifted set, shifted average), mean ± std over seeds (%)."""
-    with_shift = [r for r in records if "shifted_accuracy" in r]
-    shifted = list(
-        dict.fromkeys(
-            n for r in with_shift for n in (*r.get("shifted_sets", ()), *r["shifted_accuracy"])
-        )
-    )
-    header = ["method", "ID", *shifted, "shifted avg"]
+    groups: list[tuple[str, list[str]]],
+    better: list[str],
+    value: Any,
+) -> Table:
+    """A table whose cell ``(label, flat column j)`` holds ``value(record, j)`` per run."""
     rows = []
-    for lab in _labels(with_shift):
-        rs = [r for r in with_shift if r["label"] == lab]
-        row = [lab, mean_std([r["accuracy"] for r in rs])]
-        for n in shifted:
-            row.append(
-                mean_std([r["shifted_accuracy"][n] for r in rs if n in r["shifted_accuracy"]])
-            )
-        row.append(
-            mean_std(
-                [
-                    float(np.mean(list(r["shifted_accuracy"].values())))
-                    for r in rs
-                    if r["shifted_accuracy"]
-                ]
-            )
-        )
-        rows.append(row)
-    return header, rows
-
-
-def detection_table(
-    records: Sequence[Mapping[str, Any]], score: str = "energy"
-) -> tuple[list[str], list[list[str]]]:
-    """Methods × OOD sets × (FPR95, AUROC, AUPR-in) for one score, mean ± std in %."""
-    oods = list(dict.fromkeys(o for r in records for o in r["detection"]))
-    header = ["method"] + [f"{o} {name}" for o in oods for _, name in METRICS]
-    rows = []
+    ncol = sum(len(c) for _, c in groups)
     for lab in _labels(records):
         rs = [r for r in records if r["label"] == lab]
-        row = [lab]
-        for o in oods:
-            for key, _ in METRICS:
-                vals = [
-                    r["detection"][o][score][key] for r in rs if score in r["detection"].get(o, {})
-                ]
-                row.append(mean_std(vals))
-        rows.append(row)
-    return header, rows
+        cells = []
+        for j in range(ncol):
+            vals = [v for r in rs if (v := value(r, j)) is not None]
+            cells.append(Cell([float(v) for v in vals]))
+        rows.append((lab, cells))
+    return Table(name, title, groups, rows, better)
 
 
-_SETUP1_TITLE = (
-    "Setup-I: accuracy (%) on the ID classes, ID test and covariate-shifted sets, "
-    "mean ± std over seeds"
-)
-
-
-def to_csv(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buf.getvalue()
-
-
-def to_latex(header: Sequence[str], rows: Sequence[Sequence[str]], caption: str = "") -> str:
-    def esc(x: str) -> str:
-        return (
-            str(x)
-            .replace("_", r"\_")
-            .replace("±", r"$\pm$")
-            .replace("↓", r"$\downarrow$")
-            .replace("↑", r"$\uparrow$")
-            .replace("%", r"\%")
+def build_tables(records: Sequence[Mapping[str, Any]]) -> dict[str, Table]:
+    """The report's human tables (cells: per-run values), keyed by file stem."""
+    domains = sorted({r["test_domain"] for r in records})
+    cols = [*domains, "avg"]
+    tables = {
+        "accuracy": _table(
+            "accuracy",
+            "Closed-set OOD generalisation: accuracy (%) on the held-out domain, "
+            "mean ± std over seeds (avg: over held-out domains × seeds)",
+            records,
+            [("", cols)],
+            ["max"] * len(cols),
+            lambda r, j: (
+                r["accuracy"] if j == len(domains) or r["test_domain"] == domains[j] else None
+            ),
+        )
+    }
+    shifted_recs = [r for r in records if "shifted_accuracy" in r]
+    if shifted_recs:
+        names = list(
+            dict.fromkeys(
+                n
+                for r in shifted_recs
+                for n in (*r.get("shifted_sets", ()), *r["shifted_accuracy"])
+            )
         )
 
-    lines = [
-        r"\begin{table}[t]",
-        r"\centering",
-        r"\begin{tabular}{l" + "c" * (len(header) - 1) + "}",
-    ]
-    lines += [r"\toprule", " & ".join(esc(h) for h in header) + r" \\", r"\midrule"]
-    lines += [" & ".join(esc(c) for c in row) + r" \\" for row in rows]
-    lines += [r"\bottomrule", r"\end{tabular}"]
-    if caption:
-        lines.append(rf"\caption{{{esc(caption)}}}")
-    lines.append(r"\end{table}")
-    return "\n".join(lines) + "\n"
+        def setup1(r: Mapping[str, Any], j: int) -> float | None:
+            sa = r["shifted_accuracy"]
+            if j == 0:
+                return r["accuracy"]
+            if j <= len(names):
+                return sa.get(names[j - 1])
+            return float(np.mean(list(sa.values()))) if sa else None
+
+        header = ["ID", *names, "shifted avg"]
+        tables["setup1_accuracy"] = _table(
+            "setup1_accuracy",
+            "Setup-I: accuracy (%) on the ID classes, ID test and covariate-shifted sets, "
+            "mean ± std over seeds",
+            shifted_recs,
+            [("", header)],
+            ["max"] * len(header),
+            setup1,
+        )
+    oods = list(dict.fromkeys(o for r in records for o in r.get("detection", {})))
+    scores = list(
+        dict.fromkeys(s for r in records for o in r.get("detection", {}).values() for s in o)
+    )
+    for s in scores:
+        flat = [(o, m) for o in oods for m, _ in DETECTION_METRICS]
+
+        def det(r: Mapping[str, Any], j: int, s: str = s, flat: list = flat) -> float | None:
+            o, m = flat[j]
+            return r.get("detection", {}).get(o, {}).get(s, {}).get(m)
+
+        groups = [(o, [f"{m} {ARROW[b]}" for m, b in DETECTION_METRICS]) for o in oods]
+        tables[f"detection_{s}"] = _table(
+            f"detection_{s}",
+            f"Open-set OOD detection, {s} score (%), mean ± std over held-out domains × "
+            "seeds; fpr95_id_pos: FPR at 95% TPR with ID as positives; aupr_in: AUPR with "
+            "ID as positives",
+            records,
+            groups,
+            [b for _ in oods for _, b in DETECTION_METRICS],
+            det,
+        )
+    return tables
+
+
+def identical_row_notes(table: Table) -> list[str]:
+    """A note for every group of rows whose cells all print the same."""
+    seen: dict[tuple[str, ...], list[str]] = {}
+    for label, cells in table.rows:
+        if any(c.values for c in cells):
+            seen.setdefault(tuple(c.text() for c in cells), []).append(label)
+    notes = []
+    for labels in seen.values():
+        if len(labels) < 2:
+            continue
+        names = ", ".join(labels)
+        if table.name == "detection_knn":
+            src = (
+                "the zero-shot (frozen encoder) image features"
+                if "zeroshot" in labels
+                else "the same image features"
+            )
+            notes.append(
+                f"rows {names} are identical: the knn score uses only image "
+                f"features, and these methods pass it {src}"
+            )
+        else:
+            notes.append(f"rows {names} are identical to the printed digit")
+    return notes
+
+
+def chosen_points(records: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+    """``[method, held-out domain, seed, chosen grid point, its val accuracy]`` rows."""
+    rows = []
+    for r in sorted(records, key=lambda r: (r["label"], str(r["test_domain"]), str(r["seed"]))):
+        if "selected_from" in r:
+            va = r.get("val_accuracy")
+            rows.append(
+                [
+                    r["label"],
+                    str(r["test_domain"]),
+                    str(r["seed"]),
+                    r["selected_from"],
+                    "-" if va is None else f"{100 * va:.1f}",
+                ]
+            )
+    return rows
+
+
+def _write_tables(
+    out: Path, all_runs: Sequence[Mapping[str, Any]], records: Sequence[Mapping[str, Any]]
+) -> dict[str, Table]:
+    kept = {r.get("run_dir") for r in records}
+    tidy = tidy_rows(
+        all_runs,
+        {
+            str(r["run_dir"]): r["run_config"]
+            for r in all_runs
+            if "run_config" in r and "run_dir" in r
+        },
+    )
+    for row in tidy:
+        row["selected"] = row["run_dir"] in kept
+    atomic_write_text(out / "results.csv", to_csv_text(tidy))
+    marks, mark_notes = status_marks(training_status(records))
+    tables = build_tables(records)
+    for name, table in tables.items():
+        table.row_marks = marks
+        table.notes = [*identical_row_notes(table), *mark_notes]
+        atomic_write_text(out / f"{name}.csv", to_wide_csv(table))
+        atomic_write_text(out / f"{name}.tex", to_latex(table))
+    return tables
 
 
 def write_report(
@@ -204,136 +271,99 @@ def write_report(
     *,
     plots: bool = True,
     selection: str = "val_acc",
+    subject: str | None = None,
+    log_fpr: bool = False,
 ) -> dict[str, Any]:
-    """Write ``report.md``, ``*.csv``, ``*.tex`` (and ``plots/*.png``) into ``out_dir``.
+    """Write the report (see the module doc) into ``out_dir`` (default RUNS_DIR/report).
 
-    Grid points are reduced with :func:`select_records` (``selection``).
+    Returns ``{"out_dir", "tables": {name: (header, rows)}, "verdict", "plots", "records",
+    "runs"}``; ``records`` counts rows after grid selection, ``runs`` every run read.
     """
-    records = select_records(collect_runs(runs_dir), selection)
+    from croft.report_html import Doc
+
+    all_runs = collect_runs(runs_dir)
+    records = select_records(all_runs, selection)
     out = Path(out_dir) if out_dir is not None else Path(runs_dir) / "report"
     out.mkdir(parents=True, exist_ok=True)
-    scores = list(dict.fromkeys(s for r in records for o in r["detection"].values() for s in o))
-    tables = {"accuracy": accuracy_table(records)}
-    if any("shifted_accuracy" in r for r in records):
-        tables["setup1_accuracy"] = setup1_accuracy_table(records)
-    for s in scores:
-        tables[f"detection_{s}"] = detection_table(records, s)
-    md = [f"# croft report: {Path(runs_dir)}", "", f"{len(records)} runs.", ""]
-    if selection == "oracle":
-        md += ["**Oracle selection: grid points chosen on TEST accuracy (marked).**", ""]
-    chosen = sorted(
-        {f"{r['label']} <- {r['selected_from']}" for r in records if "selected_from" in r}
+    tables = _write_tables(out, all_runs, records)
+    verdict = verdict_lines(records, subject)
+    doc = Doc(f"croft report: {Path(runs_dir)}")
+    doc.p(
+        f"{len(all_runs)} runs read; {len(records)} after choosing one grid point per "
+        "(method, held-out domain, seed). Per-run numbers: results.csv."
     )
-    if chosen:
-        md += ["Grid points chosen (per held-out domain and seed):", ""]
-        md += [f"- {c}" for c in chosen] + [""]
-    for name, (header, rows) in tables.items():
-        title = (
-            "Closed-set OOD generalisation: accuracy (%) on the held-out domain"
-            if name == "accuracy"
-            else _SETUP1_TITLE
-            if name == "setup1_accuracy"
-            else f"Open-set OOD detection, {name.split('_', 1)[1]} score (%), "
-            "mean ± std over held-out domains × seeds"
-        )
-        md += [f"## {title}", "", render(header, rows, markdown=True), ""]
-        (out / f"{name}.csv").write_text(to_csv(header, rows))
-        (out / f"{name}.tex").write_text(to_latex(header, rows, title))
-    written: list[str] = []
+    if selection == "oracle":
+        doc.p("**Oracle selection: grid points chosen on TEST accuracy (marked).**")
+    doc.h2("Verdict")
+    doc.items(verdict or ["(no subject method to compare; pass subject=)"])
+    lines = status_lines(training_status(records))
+    if lines:
+        doc.h2("Did each method train?")
+        doc.items(lines)
+    points = chosen_points(records)
+    if points:
+        doc.h2("Grid points chosen (per held-out domain and seed)")
+        rule = "source-validation accuracy" if selection == "val_acc" else "TEST accuracy (oracle)"
+        doc.p(f"Chosen on {rule}.")
+        doc.table(["method", "held-out domain", "seed", "chosen", "val acc (%)"], points)
+        doc.p("Format: method <- grid point, e.g. " + f"{points[0][0]} <- {points[0][3]}.")
+    for table in tables.values():
+        doc.h2(table.title)
+        doc.result_table(table)
+    figs: list[dict[str, Any]] = []
     if plots:
-        written = write_plots(records, out / "plots")
-        if written:
-            md += ["## Plots", ""] + [f"![{Path(p).stem}](plots/{Path(p).name})" for p in written]
-    (out / "report.md").write_text("\n".join(md) + "\n")
-    return {"out_dir": str(out), "tables": tables, "plots": written, "records": len(records)}
+        from croft.figures import write_figures
+
+        figs = write_figures(records, out / "plots", log_fpr=log_fpr)
+        if figs:
+            doc.h2("Figures")
+            for f in figs:
+                doc.figure(Path(f["png"]), f"plots/{Path(f['png']).name}", f["caption"])
+    atomic_write_text(out / "report.md", doc.markdown())
+    atomic_write_text(out / "report.html", doc.html())
+    return {
+        "out_dir": str(out),
+        "tables": {name: t.as_pair() for name, t in tables.items()},
+        "verdict": verdict,
+        "plots": [f["png"] for f in figs],
+        "records": len(records),
+        "runs": len(all_runs),
+    }
 
 
-def write_plots(records: Sequence[Mapping[str, Any]], out_dir: Path) -> list[str]:
-    """Energy distributions and ROC curves of the first run of each method; acc vs AUROC."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import roc_curve
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    labels = _labels(records)
-    firsts = [next(r for r in records if r["label"] == lab) for lab in labels]
-    loaded = []
-    for rec in firsts:
-        path = Path(rec["run_dir"]) / "scores.npz"
-        if path.is_file():
-            with np.load(path) as z:
-                loaded.append((rec, {k: z[k] for k in z.files}))
-    if loaded:
-        n = len(loaded)
-        fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.4), squeeze=False, sharey=False)
-        for ax, (rec, s) in zip(axes[0], loaded, strict=True):
-            groups = [("ID (source val)", s.get("extra/source_val/energy"))]
-            if rec.get("protocol") == "imagenet":  # Setup-I: ID test, then the shifted sets
-                groups.append(("ID test", s.get("id/energy")))
-                for sname in rec.get("shifted_sets", []):
-                    groups.append((f"covariate shift: {sname}", s.get(f"shifted/{sname}/energy")))
-            else:
-                groups.append((f"covariate shift ({rec['test_domain']})", s.get("id/energy")))
-            for o in rec["detection"]:
-                groups.append((f"open-set: {o}", s.get(f"ood/{o}/energy")))
-            for name, vals in groups:
-                if vals is not None and len(vals):
-                    ax.hist(vals, bins=40, density=True, alpha=0.45, label=name)
-            ax.set_title(f"{rec['label']} (seed {rec['seed']})", fontsize=10)
-            ax.set_xlabel("energy score (higher = more ID)")
-        axes[0][0].set_ylabel("density")
-        axes[0][-1].legend(fontsize=7)
-        fig.tight_layout()
-        path = out_dir / "energy_distributions.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(str(path))
-
-        fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 3.4), squeeze=False)
-        for ax, (rec, s) in zip(axes[0], loaded, strict=True):
-            idv = s.get("id/energy")
-            for o in rec["detection"]:
-                oodv = s.get(f"ood/{o}/energy")
-                if idv is None or oodv is None:
-                    continue
-                y = np.r_[np.ones(len(idv)), np.zeros(len(oodv))]
-                fpr, tpr, _ = roc_curve(y, np.r_[idv, oodv])
-                auc = rec["detection"][o]["energy"]["auroc"]
-                ax.plot(fpr, tpr, label=f"{o} (AUROC {100 * auc:.1f})")
-            ax.plot([0, 1], [0, 1], "k:", lw=0.8)
-            ax.set_title(rec["label"], fontsize=10)
-            ax.set_xlabel("FPR (OOD accepted)")
-            ax.legend(fontsize=7, loc="lower right")
-        axes[0][0].set_ylabel("TPR (ID accepted)")
-        fig.tight_layout()
-        path = out_dir / "roc_energy.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(str(path))
-
-    oods = list(dict.fromkeys(o for r in records for o in r["detection"]))
-    if oods:
-        fig, ax = plt.subplots(figsize=(5, 4))
-        for lab in labels:
-            rs = [r for r in records if r["label"] == lab]
-            acc = 100 * np.mean([r["accuracy"] for r in rs])
-            for o, marker in zip(oods, "osD^v<>", strict=False):
-                vals = [
-                    r["detection"][o]["energy"]["auroc"]
-                    for r in rs
-                    if "energy" in r["detection"][o]
-                ]
-                if vals:
-                    ax.scatter(acc, 100 * np.mean(vals), marker=marker, label=f"{lab} / {o}")
-        ax.set_xlabel("held-out-domain accuracy (%)")
-        ax.set_ylabel("open-set AUROC, energy (%)")
-        ax.legend(fontsize=6)
-        fig.tight_layout()
-        path = out_dir / "accuracy_vs_auroc.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(str(path))
-    return written
+def export_head(
+    runs_dir: str | os.PathLike[str],
+    dest: str | os.PathLike[str],
+    *,
+    method: str,
+    domain: str | None = None,
+    seed: int | None = None,
+    selection: str = "val_acc",
+) -> Path:
+    """Copy the head (``RUN_DIR/head/``) of the run the report selects for ``method`` on
+    (``domain``, ``seed``) into ``dest`` (which must not exist or be empty)."""
+    records = select_records(collect_runs(runs_dir), selection)
+    picks = [r for r in records if r["label"] == method]
+    if not picks:
+        labels = ", ".join(_labels(records))
+        raise CroftError(f"no runs of {method!r} in {runs_dir}; choose one of: {labels}")
+    if domain is not None:
+        picks = [r for r in picks if str(r["test_domain"]) == str(domain)]
+    if seed is not None:
+        picks = [r for r in picks if str(r["seed"]) == str(seed)]
+    if len(picks) != 1:
+        have = ", ".join(sorted({f"{r['test_domain']}/seed {r['seed']}" for r in picks})) or "none"
+        raise CroftError(
+            f"{method}: {len(picks)} runs match (have: {have}); pick one with --domain and --seed"
+        )
+    src = Path(picks[0]["run_dir"]) / "head"
+    if not (src / "head.json").is_file():
+        raise CroftError(
+            f"{picks[0]['run_dir']}: the run stored no head (no head/head.json); "
+            "rerun it with a croft version that saves heads"
+        )
+    target = Path(dest)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise CroftError(f"{target} exists and is not empty; pass a new folder")
+    shutil.copytree(src, target, dirs_exist_ok=True)
+    return target

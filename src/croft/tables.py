@@ -1,17 +1,51 @@
-"""Plain-text and Markdown tables with mean ± std cells."""
+"""Tables: a tidy long format of run results, and the human tables derived from it.
+
+* :func:`tidy_rows` turns run records (``metrics.json`` dicts) into one row per run ×
+  metric with a numeric ``value`` (fractions in [0, 1], as in ``metrics.json``) and the
+  run's identity and config keys as columns; :func:`to_csv_text` writes them for pandas.
+* :class:`Table` is a human table of cells (mean, std, n over runs) with grouped columns;
+  :func:`to_markdown`, :func:`to_latex` and :func:`to_wide_csv` render it. Cells show
+  ``mean ± std`` in %, and just the mean when they hold one value.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import csv
+import io
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
+# columns every tidy row has, in this order; config keys follow as ``cfg.<key>``
+TIDY_COLUMNS = (
+    "label",
+    "method",
+    "test_domain",
+    "seed",
+    "split",
+    "set",
+    "score",
+    "metric",
+    "value",
+    "selected_from",
+    "selected_epoch",
+    "kept_init",
+    "diverged",
+    "run_dir",
+    "selected",
+)
+
 
 def mean_std(values: Sequence[float], percent: bool = True) -> str:
-    """``"84.3 ± 1.2"`` (×100 when ``percent``); ``"-"`` for no values."""
-    if not values:
+    """``"84.3 ± 1.2"`` (×100 when ``percent``); ``"84.3"`` for one value; ``"-"`` for none."""
+    if not len(values):
         return "-"
     a = np.asarray(values, dtype=float) * (100.0 if percent else 1.0)
+    if len(a) == 1:
+        return f"{a[0]:.1f}"
     return f"{a.mean():.1f} ± {a.std():.1f}"
 
 
@@ -30,3 +64,219 @@ def render(header: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool 
             sep = ["-" * w for w in widths]
             lines.append("| " + " | ".join(sep) + " |" if markdown else "  ".join(sep))
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- tidy long format
+
+
+def _run_columns(rec: Mapping[str, Any], config: Mapping[str, Any] | None) -> dict[str, Any]:
+    sel = rec.get("selection") if isinstance(rec.get("selection"), Mapping) else {}
+    cols: dict[str, Any] = {
+        "label": rec["label"],
+        "method": rec.get("method", ""),
+        "test_domain": rec.get("test_domain", ""),
+        "seed": rec.get("seed", ""),
+        "selected_from": rec.get("selected_from", ""),
+        "selected_epoch": sel.get("selected_epoch", rec.get("selected_epoch", "")),
+        "kept_init": sel.get("kept_init", ""),
+        "diverged": sel.get("diverged", ""),
+        "run_dir": rec.get("run_dir", ""),
+    }
+    for key, value in sorted((config or rec.get("options") or {}).items()):
+        if isinstance(value, (str, int, float, bool)) or value is None:
+            cols[f"cfg.{key}"] = value
+    return {k: ("" if v is None else v) for k, v in cols.items()}
+
+
+def tidy_rows(
+    records: Iterable[Mapping[str, Any]],
+    configs: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """One row per run × metric: ``split`` is ``test`` (held-out domain), ``source_val``,
+    ``shifted`` (Setup-I sets) or ``ood``; ``set`` names the data, ``score`` the OOD score.
+
+    ``configs`` maps a run's ``run_dir`` to its resolved config (default: its options).
+    """
+    rows: list[dict[str, Any]] = []
+    for rec in records:
+        base = _run_columns(rec, (configs or {}).get(str(rec.get("run_dir", ""))))
+
+        def add(
+            split: str, name: str, score: str, metric: str, value: Any, base: dict = base
+        ) -> None:
+            if value is None or not isinstance(value, (int, float)):
+                return
+            rows.append(
+                {
+                    **base,
+                    "split": split,
+                    "set": name,
+                    "score": score,
+                    "metric": metric,
+                    "value": float(value),
+                }
+            )
+
+        add("test", str(rec.get("test_domain", "")), "", "accuracy", rec.get("accuracy"))
+        add("source_val", "source_val", "", "accuracy", rec.get("val_accuracy"))
+        for name, acc in (rec.get("shifted_accuracy") or {}).items():
+            add("shifted", name, "", "accuracy", acc)
+        for ood, per_score in (rec.get("detection") or {}).items():
+            for score, metrics in per_score.items():
+                for metric, value in sorted(metrics.items()):
+                    add("ood", ood, score, metric, value)
+    return rows
+
+
+def to_csv_text(rows: Sequence[Mapping[str, Any]]) -> str:
+    """CSV of tidy rows: :data:`TIDY_COLUMNS`, then every ``cfg.*`` column (sorted)."""
+    extra = sorted({k for r in rows for k in r if k not in TIDY_COLUMNS})
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, [*TIDY_COLUMNS, *extra], restval="", lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in r.items()})
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------- human tables
+
+
+@dataclass
+class Cell:
+    """Values of one table cell (fractions); shown as % mean ± std over them."""
+
+    values: list[float] = field(default_factory=list)
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.values)) if self.values else math.nan
+
+    def text(self) -> str:
+        return mean_std(self.values)
+
+
+@dataclass
+class Table:
+    """A human table: rows of cells under grouped columns.
+
+    ``groups`` is ``[(group title or "", [column titles])]``; ``better[j]`` is ``"max"``,
+    ``"min"`` or ``""`` per flat column (the best mean is bold in LaTeX). ``row_marks``
+    appends a marker to a row label; ``notes`` are printed under the table.
+    """
+
+    name: str
+    title: str
+    groups: list[tuple[str, list[str]]]
+    rows: list[tuple[str, list[Cell]]]
+    better: list[str]
+    notes: list[str] = field(default_factory=list)
+    row_marks: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def columns(self) -> list[str]:
+        return [f"{g} {c}".strip() for g, cols in self.groups for c in cols]
+
+    def header(self) -> list[str]:
+        return ["method", *self.columns]
+
+    def text_rows(self) -> list[list[str]]:
+        return [
+            [label + self.row_marks.get(label, ""), *(c.text() for c in cells)]
+            for label, cells in self.rows
+        ]
+
+    def as_pair(self) -> tuple[list[str], list[list[str]]]:
+        """``(header, rows)`` of strings (the CLI's and :func:`render`'s form)."""
+        return self.header(), self.text_rows()
+
+
+def to_markdown(table: Table) -> str:
+    out = render(table.header(), table.text_rows(), markdown=True)
+    if table.notes:
+        out += "\n\n" + "\n".join(f"- {n}" for n in table.notes)
+    return out
+
+
+def to_wide_csv(table: Table) -> str:
+    """The table's means in % (numbers only; empty where a cell has no values)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(table.header())
+    for label, cells in table.rows:
+        writer.writerow([label, *("" if not c.values else f"{100 * c.mean:.4f}" for c in cells)])
+    return buf.getvalue()
+
+
+_LATEX_SUBS = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "±": r"$\pm$",
+    "×": r"$\times$",
+    "↓": r"$\downarrow$",
+    "↑": r"$\uparrow$",
+    "†": r"$^\dagger$",
+    "‡": r"$^\ddagger$",
+    "λ": r"$\lambda$",
+    "≥": r"$\geq$",
+    "≤": r"$\leq$",
+}
+
+
+def latex_escape(text: str) -> str:
+    """Escape LaTeX specials and map the symbols croft prints (± × ↓ ↑ † ‡ λ) to math."""
+    return "".join(_LATEX_SUBS.get(ch, ch) for ch in str(text))
+
+
+def best_rows(table: Table) -> list[int | None]:
+    best: list[int | None] = []
+    for j, rule in enumerate(table.better):
+        means = [(cells[j].mean, i) for i, (_, cells) in enumerate(table.rows) if cells[j].values]
+        if not rule or len(means) < 2:
+            best.append(None)
+            continue
+        pick = max(means) if rule == "max" else min(means)
+        best.append(pick[1])
+    return best
+
+
+def to_latex(table: Table, label_prefix: str = "tab:croft-") -> str:
+    """booktabs table: grouped headers (one per OOD set), best mean per column in bold."""
+    ncol = len(table.columns)
+    lines = [r"\begin{table}[t]", r"\centering", r"\begin{tabular}{l" + "c" * ncol + "}"]
+    lines.append(r"\toprule")
+    if any(g for g, _ in table.groups):
+        top, rules, start = ["method"], [], 2
+        for g, cols in table.groups:
+            top.append(rf"\multicolumn{{{len(cols)}}}{{c}}{{{latex_escape(g)}}}")
+            if g:
+                rules.append(rf"\cmidrule(lr){{{start}-{start + len(cols) - 1}}}")
+            start += len(cols)
+        lines.append(" & ".join(top) + r" \\")
+        lines.append(" ".join(rules))
+        sub = [""] + [c for _, cols in table.groups for c in cols]
+    else:
+        sub = table.header()
+    lines += [" & ".join(latex_escape(h) for h in sub) + r" \\", r"\midrule"]
+    best = best_rows(table)
+    for i, (label, row) in enumerate(zip(table.rows, table.text_rows(), strict=True)):
+        del label
+        cells = [latex_escape(row[0])]
+        for j, text in enumerate(row[1:]):
+            cell = latex_escape(text)
+            cells.append(rf"\textbf{{{cell}}}" if best[j] == i else cell)
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    caption = table.title + ("" if not table.notes else " " + " ".join(table.notes))
+    lines.append(rf"\caption{{{latex_escape(caption)}}}")
+    lines.append(rf"\label{{{label_prefix}{table.name.replace('_', '-')}}}")
+    lines.append(r"\end{table}")
+    return "\n".join(lines) + "\n"

@@ -8,7 +8,7 @@ import argparse
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "eval",
-        help="accuracy on an ID (shifted) set and open-set detection against OOD sets",
+        help="accuracy on an ID (shifted) set, and open-set detection against OOD sets if given",
         description="Evaluate a fitted head: accuracy on --id, and AUROC / FPR95 / AUPR of "
         "each score (higher = more in-distribution) for every --ood set.",
     )
@@ -19,7 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="NAME=FILE",
-        help="open-set OOD feature file (repeatable); NAME defaults to the file stem",
+        help="open-set OOD feature file (repeatable); NAME defaults to the file stem; "
+        "without any, only accuracy is reported",
     )
     p.add_argument("--bank", help="ID feature file for the KNN bank (e.g. the training file)")
     p.add_argument(
@@ -61,8 +62,6 @@ def run(args: argparse.Namespace) -> int:
         if not sep:
             name, path = Path(item).stem, item
         oods[name] = load_features(path)
-    if not oods:
-        raise CroftError("give at least one --ood NAME=FILE to measure detection")
     bank = load_features(args.bank) if args.bank else None
     params = {
         "knn": {"k": args.knn_k},
@@ -79,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
         id_correct_only=args.id_correct_only,
     )
     print(f"accuracy on {Path(args.id).name}: {100 * ev.accuracy:.2f}% ({ev.n_id} images)")
+    if not oods:
+        print("no --ood set given: accuracy only (add --ood NAME=FILE for detection)")
     rows = []
     for ood_name, per_score in ev.detection.items():
         for score, m in per_score.items():
@@ -92,7 +93,9 @@ def run(args: argparse.Namespace) -> int:
                     f"{100 * m['aupr_out']:.2f}",
                 ]
             )
-    print(render(["ood set", "score", "AUROC", "FPR95", "AUPR-in", "AUPR-out"], rows))
+    if rows:
+        header = ["ood set", "score", "auroc", "fpr95_id_pos", "aupr_in", "aupr_out"]
+        print(render(header, rows))
     if args.out:
         result = {
             "head": str(Path(args.head).resolve()),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from croft.cli.cmd_list import HelpOptionsAction
 from croft.cli.common import add_set_option, parse_sets
 
 
@@ -17,6 +18,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train", required=True, help="training feature file (.safetensors)")
     p.add_argument("--val", help="validation feature file (model selection, OOD threshold)")
     p.add_argument("--method", default="croft", help="registered method (croft list methods)")
+    p.add_argument(
+        "--help-options",
+        nargs="?",
+        metavar="METHOD",
+        action=HelpOptionsAction,
+        help="print the options of --method (given before it) or of METHOD, and exit",
+    )
     add_set_option(p)
     p.add_argument("--out", required=True, help="output directory for the fitted head")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1")

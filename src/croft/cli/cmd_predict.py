@@ -30,6 +30,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="backbone precision (default: that of the head's training features)",
     )
     p.add_argument("--format", choices=["table", "jsonl"], default="table", help="output format")
+    p.add_argument(
+        "--out",
+        metavar="FILE",
+        help="also write the predictions to FILE: .csv or .jsonl (by its suffix)",
+    )
     p.add_argument("--batch-size", type=int, default=64, help="images per forward (default 64)")
     p.add_argument(
         "--skip-bad",
@@ -79,6 +84,13 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise CroftError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.out:
+        from pathlib import Path
+
+        from croft.predict_io import FORMATS
+
+        if Path(args.out).suffix.lower() not in FORMATS:
+            raise CroftError(f"--out {args.out}: name the file .csv or .jsonl")
     paths = expand_images(args.images)
 
     from croft.data.images import BadImageError
@@ -130,4 +142,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"croft: {note}", file=sys.stderr)
     if skipped:
         print(f"croft: skipped {len(skipped)} unreadable file(s)", file=sys.stderr)
+    if args.out:
+        from croft.predict_io import write_predictions
+
+        path = write_predictions(preds, args.out)
+        print(f"croft: {len(preds)} predictions written to {path}", file=sys.stderr)
     return 0

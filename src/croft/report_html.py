@@ -1,0 +1,151 @@
+"""One report document, rendered twice: Markdown (``report.md``) and a self-contained
+HTML file (``report.html``, figures embedded as base64 PNG, no external resources)."""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from croft.tables import Table, render, to_markdown
+
+_CSS = """
+body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:0.5em 0;font-size:0.9em}
+th,td{border-bottom:1px solid #ccc;padding:0.2em 0.6em;text-align:right}
+th:first-child,td:first-child{text-align:left}
+thead tr:first-child th{border-bottom:1px solid #888}
+td.best{font-weight:bold}
+img{max-width:100%;height:auto;border:1px solid #eee}
+figcaption{font-size:0.9em;color:#555}
+ul.notes{font-size:0.9em;color:#444}
+"""
+
+
+def _inline(text: str) -> str:
+    """Escape, then turn ``**bold**`` pairs into <strong>."""
+    parts = html.escape(text).split("**")
+    return "".join(p if i % 2 == 0 else f"<strong>{p}</strong>" for i, p in enumerate(parts))
+
+
+class Doc:
+    """An ordered list of blocks: headings, paragraphs, bullet lists, tables, figures."""
+
+    def __init__(self, title: str) -> None:
+        self.title = title
+        self.blocks: list[tuple[str, Any]] = []
+
+    def h2(self, text: str) -> None:
+        self.blocks.append(("h2", text))
+
+    def p(self, text: str) -> None:
+        self.blocks.append(("p", text))
+
+    def items(self, lines: Sequence[str]) -> None:
+        self.blocks.append(("ul", [x[2:] if x.startswith("- ") else x for x in lines]))
+
+    def table(self, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+        self.blocks.append(("table", (list(header), [list(r) for r in rows])))
+
+    def result_table(self, table: Table) -> None:
+        self.blocks.append(("result", table))
+
+    def figure(self, png: Path, rel: str, caption: str) -> None:
+        self.blocks.append(("figure", (png, rel, caption)))
+
+    def markdown(self) -> str:
+        out = [f"# {self.title}", ""]
+        for kind, x in self.blocks:
+            if kind == "h2":
+                out += [f"## {x}", ""]
+            elif kind == "p":
+                out += [x, ""]
+            elif kind == "ul":
+                out += [f"- {line}" for line in x] + [""]
+            elif kind == "table":
+                out += [render(x[0], x[1], markdown=True), ""]
+            elif kind == "result":
+                out += [to_markdown(x), ""]
+            elif kind == "figure":
+                out += [f"![{x[2]}]({x[1]})", "", f"*{x[2]}*", ""]
+        return "\n".join(out)
+
+    def html(self) -> str:
+        body = [f"<h1>{html.escape(self.title)}</h1>"]
+        for kind, x in self.blocks:
+            if kind == "h2":
+                body.append(f"<h2>{html.escape(x)}</h2>")
+            elif kind == "p":
+                body.append(f"<p>{_inline(x)}</p>")
+            elif kind == "ul":
+                body.append("<ul>" + "".join(f"<li>{_inline(s)}</li>" for s in x) + "</ul>")
+            elif kind == "table":
+                body.append(_html_table([("", x[0])], x[1], flat_header=True))
+            elif kind == "result":
+                body.append(_result_html(x))
+            elif kind == "figure":
+                data = base64.b64encode(Path(x[0]).read_bytes()).decode("ascii")
+                body.append(
+                    f'<figure><img alt="{html.escape(x[2])}" src="data:image/png;base64,'
+                    f'{data}"><figcaption>{html.escape(x[2])}</figcaption></figure>'
+                )
+        return (
+            '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f"<title>{html.escape(self.title)}</title><style>{_CSS}</style></head>"
+            "<body>\n" + "\n".join(body) + "\n</body></html>\n"
+        )
+
+
+def _html_table(
+    groups: Sequence[tuple[str, Sequence[str]]],
+    rows: Sequence[Sequence[str]],
+    *,
+    flat_header: bool = False,
+    best: Sequence[int | None] = (),
+) -> str:
+    head = []
+    if flat_header:
+        head.append(
+            "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for _, hs in groups for h in hs) + "</tr>"
+        )
+    else:
+        if any(g for g, _ in groups):
+            top = '<tr><th rowspan="2">method</th>' + "".join(
+                f'<th colspan="{len(cols)}">{html.escape(g)}</th>' for g, cols in groups
+            )
+            head.append(top + "</tr>")
+            head.append(
+                "<tr>"
+                + "".join(f"<th>{html.escape(c)}</th>" for _, cols in groups for c in cols)
+                + "</tr>"
+            )
+        else:
+            cols = [c for _, cs in groups for c in cs]
+            head.append(
+                "<tr><th>method</th>"
+                + "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+                + "</tr>"
+            )
+    body = []
+    for i, row in enumerate(rows):
+        cells = []
+        for j, text in enumerate(row):
+            cls = ' class="best"' if j > 0 and j - 1 < len(best) and best[j - 1] == i else ""
+            cells.append(f"<td{cls}>{html.escape(str(text))}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><thead>{''.join(head)}</thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _result_html(table: Table) -> str:
+    from croft.tables import best_rows
+
+    out = _html_table(table.groups, table.text_rows(), best=best_rows(table))
+    if table.notes:
+        out += (
+            '<ul class="notes">'
+            + "".join(f"<li>{html.escape(n)}</li>" for n in table.notes)
+            + "</ul>"
+        )
+    return out

@@ -1,0 +1,309 @@
+"""``croft report`` outputs on hand-made run directories with known numbers.
+
+Runs: 2 held-out domains × 2 seeds of zeroshot, ce_adapter, coop (every run kept its
+initial prompt), clip_adapter (diverged once) and a 2-point croft grid; metrics.json with
+and without the ``selection`` record; scores.npz; croft runs store a head in ``head/``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from croft.cli.main import main
+from croft.errors import CroftError
+from croft.report import collect_runs, export_head, select_records, write_report
+from croft.tables import Cell, Table, tidy_rows, to_latex, to_markdown
+
+DOMAINS, SEEDS, OODS = ("photo", "sketch"), (1, 2), ("held_out_classes", "textures")
+# method -> (accuracy, energy auroc); croft gains 2 points of accuracy in every pair
+BASE = {
+    "zeroshot": (0.80, 0.70),
+    "ce_adapter": (0.81, 0.68),
+    "coop": (0.80, 0.70),
+    "clip_adapter": (0.79, 0.69),
+    "croft[lambda2=1.0]": (0.82, 0.70),
+    "croft[lambda2=10.0]": (0.60, 0.50),
+}
+
+
+def _write_run(root: Path, label: str, dom: str, seed: int, head=None) -> None:  # noqa: ANN001
+    acc, auroc = BASE[label]
+    jitter = 0.01 * (seed - 1) + (0.03 if dom == "sketch" else 0.0)
+    det = {
+        o: {
+            "energy": {"auroc": auroc + jitter, "fpr95_id_pos": 1 - auroc, "aupr_in": auroc},
+            "knn": {"auroc": 0.6, "fpr95_id_pos": 0.5, "aupr_in": 0.55},  # shared features
+        }
+        for o in OODS
+    }
+    method = label.split("[")[0]
+    rec = {
+        "label": label,
+        "method": method,
+        "options": {"lambda2": float(label.split("=")[1][:-1])} if "[" in label else {},
+        "test_domain": dom,
+        "seed": seed,
+        "accuracy": acc + jitter,
+        "val_accuracy": 0.9 if label == "croft[lambda2=1.0]" else 0.5 + acc / 10,
+        "selected_epoch": 0 if method == "coop" else 4,
+        "detection": det,
+    }
+    if method != "zeroshot":  # zeroshot: an older run without a selection record
+        diverged = method == "clip_adapter" and dom == "sketch" and seed == 2
+        rec["selection"] = {
+            "select_epoch": "best",
+            "selected_epoch": rec["selected_epoch"],
+            "val_init": 0.5,
+            "val_epoch0": 0.5,
+            "val_selected": rec["val_accuracy"],
+            "diverged": diverged,
+            "diverged_epoch": 3 if diverged else None,
+            "param_change": 0.0 if method == "coop" else 0.3,
+            "kept_init": method == "coop",
+        }
+    rdir = root / "runs" / label / f"{dom}_seed{seed}"
+    rdir.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    np.savez(
+        rdir / "scores.npz",
+        **{"id/energy": rng.normal(3, 1, 60), "extra/source_val/energy": rng.normal(4, 1, 40)},
+        **{f"ood/{o}/energy": rng.normal(1 + i, 1, 50) for i, o in enumerate(OODS)},
+    )
+    (rdir / "config.json").write_text(
+        json.dumps({"method": method, "config": {"lr": 0.002, "epochs": 5, "seed": seed}})
+    )
+    (rdir / "metrics.json").write_text(json.dumps(rec))
+    if head is not None:
+        head(rdir / "head")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, small_task) -> Path:
+    import croft.methods as M
+    from croft.evaluation import energy_threshold
+
+    fitted = M.fit("zeroshot", small_task.train).head
+    thr = energy_threshold(fitted, small_task.val)
+
+    def head(d: Path) -> None:
+        M.save_head(fitted, d, ood_threshold={"score": "energy", "tpr": 0.95, "value": thr})
+
+    root = tmp_path_factory.mktemp("runs")
+    for label in BASE:
+        for d in DOMAINS:
+            for s in SEEDS:
+                _write_run(root, label, d, s, head if label.startswith("croft") else None)
+    return root
+
+
+@pytest.fixture(scope="module")
+def report(runs, tmp_path_factory) -> dict:
+    return write_report(runs, tmp_path_factory.mktemp("rep") / "report")
+
+
+def test_results_csv_is_tidy_and_numeric(report, runs) -> None:
+    out = Path(report["out_dir"])
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    n_runs = len(BASE) * len(DOMAINS) * len(SEEDS)
+    # per run: accuracy, val accuracy, 2 OOD sets x 2 scores x 3 metrics
+    assert len(rows) == n_runs * (2 + 2 * 2 * 3) and report["runs"] == n_runs
+    assert all(float(r["value"]) == float(r["value"]) for r in rows)  # every value a number
+    acc = [
+        r
+        for r in rows
+        if r["label"] == "coop"
+        and r["metric"] == "accuracy"
+        and r["split"] == "test"
+        and r["test_domain"] == "photo"
+        and r["seed"] == "1"
+    ]
+    assert len(acc) == 1 and float(acc[0]["value"]) == pytest.approx(0.80)
+    assert acc[0]["kept_init"] == "True" and acc[0]["cfg.lr"] == "0.002"
+    assert {r["metric"] for r in rows} >= {"fpr95_id_pos", "aupr_in", "auroc", "accuracy"}
+    grid = {r["label"]: r["selected"] for r in rows if r["label"].startswith("croft[")}
+    assert grid == {"croft[lambda2=1.0]": "True", "croft[lambda2=10.0]": "False"}
+    pd = pytest.importorskip("pandas")
+    df = pd.read_csv(out / "results.csv")
+    assert df["value"].dtype.kind == "f" and df["seed"].dtype.kind == "i"
+    wide = pd.read_csv(out / "detection_energy.csv")
+    assert all(wide[c].dtype.kind == "f" for c in wide.columns[1:])
+
+
+def test_tables_mark_untrained_rows_and_identical_rows(report) -> None:
+    md = (Path(report["out_dir"]) / "report.md").read_text()
+    header, rows = report["tables"]["accuracy"]
+    assert header == ["method", "photo", "sketch", "avg"]
+    labels = [r[0] for r in rows]
+    assert "coop†" in labels and "clip_adapter‡" in labels and "croft" in labels
+    assert "† coop: 4 of 4 runs kept the initial prompt" in md
+    assert "‡ clip_adapter: training diverged in 1 of 4 runs" in md
+    assert "coop: 4 of 4 runs kept the initial prompt" in md  # the per-method count
+    # zeroshot and coop print the same numbers: said under the table, not silently
+    assert "rows coop, zeroshot are identical to the printed digit" in md
+    assert "the knn score uses only image features" in md
+    assert "fpr95_id_pos ↓" in md and "aupr_in ↑" in md
+
+
+def test_verdict_has_intervals_and_names_untrained(report) -> None:
+    lines = report["verdict"]
+    assert lines[0] == "- did not train: coop (4 of 4 runs kept the initial prompt)"
+    acc = next(x for x in lines if x.startswith("- held-out accuracy: croft vs zeroshot"))
+    # croft - zeroshot = +2.0 points in each of the 4 pairs: a point interval, significant
+    assert "+2.0 points, 95% CI [+2.0, +2.0], n=4: better" in acc
+    auroc = next(x for x in lines if "held_out_classes, energy auroc: croft vs zeroshot" in x)
+    assert "+0.0 points" in auroc and "no significant difference" in auroc
+    md = (Path(report["out_dir"]) / "report.md").read_text()
+    assert "## Verdict" in md and acc[2:] in md
+
+
+def test_grid_points_are_listed_per_domain_and_seed(report) -> None:
+    md = (Path(report["out_dir"]) / "report.md").read_text()
+    assert "Grid points chosen (per held-out domain and seed)" in md
+    assert md.count("croft[lambda2=1.0]") >= 4
+    assert "croft <- croft[lambda2=1.0]" in md
+
+
+class _Collect(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.imgs: list[str] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs) -> None:  # noqa: ANN001
+        self.tags.append(tag)
+        if tag == "img":
+            self.imgs.append(dict(attrs)["src"])
+
+    def handle_data(self, data) -> None:  # noqa: ANN001
+        self.text.append(data)
+
+
+def test_html_is_one_self_contained_file(report) -> None:
+    html = (Path(report["out_dir"]) / "report.html").read_text()
+    p = _Collect()
+    p.feed(html)
+    assert p.tags.count("table") >= 4 and "h2" in p.tags
+    assert p.imgs and all(s.startswith("data:image/png;base64,") for s in p.imgs)
+    assert len(p.imgs) == len(report["plots"])
+    text = " ".join(p.text)
+    assert "did not train: coop" in text and "95% CI" in text
+    assert 'colspan="3"' in html  # grouped header per OOD set
+    assert 'src="http' not in html and "<link" not in html
+
+
+def test_latex_booktabs_grouped_bold_escaped() -> None:
+    t = Table(
+        "detection_energy",
+        "AUROC (%) & FPR95 ± std, λ2 grid",
+        [("held_out_classes", ["fpr95_id_pos ↓", "auroc ↑"])],
+        [("zeroshot", [Cell([0.4]), Cell([0.7])]), ("croft_x", [Cell([0.2, 0.4]), Cell([0.8])])],
+        ["min", "max"],
+        notes=["† coop: 1 of 1 runs kept the initial prompt"],
+    )
+    tex = to_latex(t)
+    assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex
+    assert r"\multicolumn{2}{c}{held\_out\_classes}" in tex and r"\cmidrule(lr){2-3}" in tex
+    assert r"\label{tab:croft-detection-energy}" in tex
+    assert r"croft\_x & \textbf{30.0 $\pm$ 10.0} & \textbf{80.0} \\" in tex
+    assert r"zeroshot & 40.0 & 70.0 \\" in tex  # one value: no ±
+    assert r"\& FPR95 $\pm$ std, $\lambda$2" in tex and r"$^\dagger$" in tex
+    assert "±" not in tex and "λ" not in tex and "↓" not in tex
+    md = to_markdown(t)
+    assert "| zeroshot |" in md.replace("  ", " ") and "30.0 ± 10.0" in md
+
+
+def test_single_seed_omits_plus_minus(runs) -> None:
+    recs = [r for r in select_records(collect_runs(runs)) if r["seed"] == 1]
+    from croft.report import build_tables
+
+    _, rows = build_tables(recs)["accuracy"].as_pair()
+    zs = next(r for r in rows if r[0] == "zeroshot")
+    assert zs[1:3] == ["80.0", "83.0"] and "±" in zs[3]  # avg: over 2 domains
+
+
+def test_tidy_rows_without_selection_record() -> None:
+    rec = {"label": "m", "test_domain": "a", "seed": 1, "accuracy": 0.5, "detection": {}}
+    (row,) = tidy_rows([rec])
+    assert row["kept_init"] == "" and row["value"] == 0.5 and row["metric"] == "accuracy"
+
+
+def test_export_head_predicts_with_an_ood_flag(runs, tmp_path, small_task, capsys) -> None:
+    from croft.predict import load_predictor
+
+    dest = tmp_path / "best"
+    argv = ["report", str(runs), "--export-head", str(dest), "--method", "croft"]
+    assert main(argv) == 2
+    assert "4 runs match" in capsys.readouterr().err
+    assert main([*argv, "--domain", "sketch", "--seed", "2"]) == 0
+    pred = load_predictor(dest, lazy=True).predict_features(small_task.test.eval_features())
+    assert pred and all(p.is_ood in (True, False) for p in pred)
+    with pytest.raises(CroftError, match="not empty"):
+        export_head(runs, dest, method="croft", domain="sketch", seed=2)
+    with pytest.raises(CroftError, match="stored no head"):
+        export_head(runs, tmp_path / "z", method="coop", domain="sketch", seed=2)
+
+
+def _layout(fig):  # noqa: ANN001, ANN202
+    """(axes, legend) after drawing; fails if the legend overlaps an axes or the title."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    axes = fig.get_axes()
+    (legend,) = fig.legends
+    box = legend.get_window_extent(renderer)
+    for ax in axes:
+        assert not box.overlaps(ax.get_tightbbox(renderer)), ax.get_title()
+    assert not box.overlaps(fig._suptitle.get_window_extent(renderer))
+    return axes, legend
+
+
+@pytest.mark.parametrize("which", ["energy", "energy_sketch", "roc", "roc_log", "acc_auroc"])
+def test_figure_layout(runs, which) -> None:
+    from croft import figures
+    from croft import plotstyle as ps
+
+    recs = select_records(collect_runs(runs))
+    methods = sorted({r["label"] for r in recs})
+    with ps.style():
+        fig = {
+            "energy": lambda: figures.energy_figure(recs),
+            "energy_sketch": lambda: figures.energy_figure(recs, "sketch"),
+            "roc": lambda: figures.roc_figure(recs),
+            "roc_log": lambda: figures.roc_figure(recs, log_fpr=True),
+            "acc_auroc": lambda: figures.accuracy_auroc_figure(recs),
+        }[which]()
+        axes, legend = _layout(fig)
+    title = fig._suptitle.get_text()
+    if which == "acc_auroc":
+        assert len(axes) == len(OODS) and [a.get_title() for a in axes][0].endswith(OODS[0])
+        assert "mean over 20 runs (2 held-out domains × 2 seeds)" in title.replace("\n", " ")
+        assert len(legend.get_texts()) == len(methods)
+        # one colour per method, the same in every figure
+        colors = ps.method_colors(methods)
+        assert len(set(colors.values())) == len(methods)
+    else:
+        assert len(axes) == len(methods)  # one panel per method, 5 -> 4 + 1 (wraps)
+    xs = {round(ax.get_position().x0, 3) for ax in axes}
+    assert len(xs) <= 4
+    if which == "energy_sketch":
+        assert "held-out domain sketch, 2 seeds pooled" in title
+        assert all("sketch" in ax.get_title() for ax in axes)
+        assert len(legend.get_texts()) == 2 + len(OODS)  # ID, covariate-shifted, each OOD
+    if which.startswith("roc"):
+        assert "mean over 20 runs" in title.replace("\n", " ")
+        assert axes[0].get_xscale() == ("log" if which == "roc_log" else "linear")
+    ps.pyplot().close(fig)
+
+
+def test_figures_saved_as_png_and_pdf(report) -> None:
+    for png in report["plots"]:
+        assert png.endswith(".png") and Path(png).stat().st_size > 1000
+        assert Path(png[:-4] + ".pdf").read_bytes()[:4] == b"%PDF"
+    stems = {Path(p).stem for p in report["plots"]}
+    assert {"energy_distributions", "energy_distributions_sketch", "roc_energy"} <= stems

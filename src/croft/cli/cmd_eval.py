@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
                 ]
             )
     if rows:
-        header = ["ood set", "score", "auroc", "fpr95_id_pos", "aupr_in", "aupr_out"]
+        header = ["ood set", "score", "AUROC", "fpr95_id_pos", "aupr_in", "aupr_out"]
         print(render(header, rows))
     if args.out:
         result = {

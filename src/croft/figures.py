@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,10 +25,19 @@ Record = Mapping[str, Any]
 
 
 def load_scores(run: Record) -> dict[str, np.ndarray] | None:
-    """The run's per-sample scores (``scores.npz`` beside its metrics.json), or None."""
+    """The run's per-sample scores (``scores.npz`` beside its metrics.json), or None.
+
+    Cached per file version (path, size, mtime): every figure reads each run once."""
     path = Path(str(run.get("run_dir", ""))) / "scores.npz"
     if not path.is_file():
         return None
+    st = path.stat()
+    return _load_npz(str(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _load_npz(path: str, size: int, mtime_ns: int) -> dict[str, np.ndarray]:
+    del size, mtime_ns  # cache key only
     with np.load(path) as z:
         return {k: z[k] for k in z.files}
 

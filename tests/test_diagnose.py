@@ -173,8 +173,15 @@ def test_diagnose_head_rows_on_duplicated_domains() -> None:
         torch.cat([x, x]), torch.cat([y, y]), names, torch.tensor([0] * 30 + [1] * 30), ["p", "q"]
     )
     ood = _feature_set(x[:10] * -1.0, torch.full((10,), -1), names)
-    rows = diagnose_head(head, train, {"ood": ood}, DiagnoseOptions(probes=4, power_iters=5))
+    small = _feature_set(*_data(12, 5, 3, seed=10), names)
+    opts = DiagnoseOptions(probes=4, power_iters=5, equal_rows=True)
+    rows = diagnose_head(head, train, {"ood": ood, "small": small}, opts)
     get = {(r["group"], r["other"], r["quantity"]): r for r in rows}
+    # equal_rows: every Hessian on 12 rows; accuracy still on the whole group
+    assert {r["n"] for r in rows if r["quantity"] == "hessian_trace"} == {12}
+    assert get[("train:p", "", "accuracy")]["n"] == 30
+    split = {r["group"] for r in rows if r["quantity"] == "hessian_cosine_split_half"}
+    assert split == {"train:p", "train:q", "small"}
     assert get[("train:p", "train:q", "hessian_cosine")]["value"] == pytest.approx(1.0, abs=1e-5)
     assert ("ood", "", "energy_grad_norm_mean") in get and ("ood", "", "hessian_trace") not in get
     assert ("train", "", "energy_grad_norm_median") in get and (
@@ -193,7 +200,7 @@ def sweep(small_task, tmp_path_factory):
     folder = tmp_path_factory.mktemp("diag")
     heads = []
     for l2 in (0.0, 100.0):
-        res = fit("croft", small_task.train, None, variant="paper", lambda2=l2, epochs=2)
+        res = fit("croft", small_task.train, None, variant="paper", lambda2=l2, epochs=1)
         heads.append(save_head(res.head, folder / f"l2_{int(l2)}"))
     files = {
         n: save_features(getattr(small_task, n), folder / f"{n}.safetensors")

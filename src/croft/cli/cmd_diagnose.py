@@ -49,6 +49,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--x", dest="x_key", default="lambda2", help="config key on the x axis")
     p.add_argument("--seed", type=int, default=0, help="seed of probes and subsets")
     p.add_argument("--dtype", default="float64", choices=("float32", "float64"))
+    p.add_argument(
+        "--no-split-half",
+        action="store_true",
+        help="skip the split-half Hessian alignment (the sampling ceiling; about 1/3 of the time)",
+    )
+    p.add_argument(
+        "--equal-rows",
+        action="store_true",
+        help="subsample every labelled group to the smallest one's size before the Hessians "
+        "(alignment and curvature then compare like with like)",
+    )
     p.add_argument("--no-plots", action="store_true", help="write the table and JSON only")
     p.set_defaults(func=run)
 
@@ -85,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
         energy_temperature=args.temperature,
         seed=args.seed,
         dtype=args.dtype,
+        split_half=not args.no_split_half,
+        equal_rows=args.equal_rows,
     )
     options.check()
     set_paths = dict(_parse_sets(args.sets))

@@ -68,6 +68,8 @@ QUANTITIES = {
     "hessian_cosine": "mean cos(H_a v, H_b v) over probes (spread: sd over probes)",
     "hessian_distance": "2‖H_a − H_b‖_F / (‖H_a‖_F + ‖H_b‖_F)",
     "hessian_cosine_to_train": "mean hessian_cosine with every other training domain",
+    "hessian_cosine_split_half": "mean cos(H_a v, H_b v) of two random halves of the group "
+    "(spread: sd over probes): what sampling alone allows at half the size",
     "hessian_distance_to_train": "mean hessian_distance to every other training domain",
     "w_minus_i": "‖W − I‖_F / √D (group: fc_i or fc_t)",
 }
@@ -85,6 +87,8 @@ class DiagnoseOptions:
     energy_temperature: float = -1.0  # < 0: the head's config value (default 1.0)
     seed: int = 0
     dtype: str = "float64"
+    split_half: bool = True  # also measure the split-half alignment of every labelled group
+    equal_rows: bool = False  # subsample every Hessian group to the smallest one's size
 
     def check(self) -> None:
         bad = [p for p in self.params if p not in ADAPTER_PARAMS]
@@ -298,35 +302,67 @@ def diagnose_head(
     rows: list[dict] = []
     for name, grp in groups.items():
         rows += _energy_rows(label, x, name, energy_grad_norms(ahead, grp.x, tau, options.dtype))
+    for name in hess_names:  # accuracy and CE on the whole group
+        rows += _fit_rows(ahead, groups[name], options, label, x, name)
     hess_groups = {k: groups[k] for k in hess_names}
+    if options.equal_rows and hess_groups:
+        m = min(len(g.y) for g in hess_groups.values())
+        hess_groups = {
+            k: Group(*_subsample(g.x, g.y, m, options.seed), g.source)
+            for k, g in hess_groups.items()
+        }
     hvps = {}
     dim = 0
     for name, grp in hess_groups.items():
-        xs, ys = grp.x.to(dev, dt), grp.y.to(dev)
-        with torch.no_grad():
-            acc = float((ahead.logits(xs.to(ahead.text.dtype)).argmax(1) == ys).float().mean())
-            ce = float(classification_loss(ahead, xs, ys, ahead.fc_i.to(dt), ahead.fc_t.to(dt)))
-        rows.append(_row(label, x, name, "accuracy", acc, n=len(ys)))
-        rows.append(_row(label, x, name, "ce_loss", ce, n=len(ys)))
-        hvps[name], dim = loss_hvp(ahead, xs, ys, options.params, options.dtype)
+        hvps[name], dim = loss_hvp(ahead, grp.x, grp.y, options.params, options.dtype)
         lam, iters = top_eigenvalue(
-            hvps[name],
-            dim,
-            options.power_iters,
-            options.power_tol,
-            options.seed,
-            dtype=dt,
-            device=dev,
-        )
+            hvps[name], dim, options.power_iters, options.power_tol, options.seed,
+            dtype=dt, device=dev,
+        )  # fmt: skip
         if iters >= options.power_iters:
             log.info("%s/%s: power iteration did not converge in %d steps", label, name, iters)
-        rows.append(_row(label, x, name, "hessian_top_eig", lam, n=len(ys)))
+        rows.append(_row(label, x, name, "hessian_top_eig", lam, n=len(grp.y)))
     if hvps:
         stats = shared_probe_stats(hvps, dim, options.probes, options.seed, dtype=dt, device=dev)
         rows += _hessian_rows(label, x, stats, {k: len(g.y) for k, g in hess_groups.items()})
+    if options.split_half:
+        for name, grp in hess_groups.items():
+            rows += _split_half_rows(ahead, grp, options, label, x, name)
     for pname in ADAPTER_PARAMS:
         rows.append(_row(label, x, pname, "w_minus_i", w_minus_i(getattr(ahead, pname))))
     return rows
+
+
+def _fit_rows(
+    head: AdapterHead, grp: Group, options: DiagnoseOptions, label: str, x: float, name: str
+) -> list[dict]:
+    """Accuracy (the head's prediction map) and mean CE (training ratios) of one group."""
+    dt, dev = getattr(torch, options.dtype), head.text.device
+    xs, ys = grp.x.to(dev, dt), grp.y.to(dev)
+    with torch.no_grad():
+        acc = float((head.logits(xs.to(head.text.dtype)).argmax(1) == ys).float().mean())
+        ce = float(classification_loss(head, xs, ys, head.fc_i.to(dt), head.fc_t.to(dt)))
+    return [
+        _row(label, x, name, "accuracy", acc, n=len(ys)),
+        _row(label, x, name, "ce_loss", ce, n=len(ys)),
+    ]
+
+
+def _split_half_rows(
+    head: AdapterHead, grp: Group, options: DiagnoseOptions, label: str, x: float, name: str
+) -> list[dict]:
+    """Cosine of the Hessians of two seeded random halves of one group (a sampling ceiling)."""
+    n = len(grp.y)
+    if n < 4:
+        return []
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(options.seed + 1))
+    halves = {}
+    for key, idx in (("a", perm[: n // 2]), ("b", perm[n // 2 :])):
+        halves[key], dim = loss_hvp(head, grp.x[idx], grp.y[idx], options.params, options.dtype)
+    dt, dev = getattr(torch, options.dtype), head.text.device
+    st = shared_probe_stats(halves, dim, options.probes, options.seed, dtype=dt, device=dev)
+    cos, sd = st.cosine[("a", "b")]
+    return [_row(label, x, name, "hessian_cosine_split_half", cos, spread=sd, n=n // 2)]
 
 
 def _hessian_rows(label: str, x: float, stats, sizes: Mapping[str, int]) -> list[dict]:  # noqa: ANN001

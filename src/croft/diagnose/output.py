@@ -20,6 +20,7 @@ PLOTTED = (
     "hessian_trace",
     "hessian_top_eig",
     "hessian_cosine_to_train",
+    "hessian_cosine_split_half",
     "hessian_distance_to_train",
     "accuracy",
     "w_minus_i",
@@ -62,17 +63,38 @@ def write_diagnostics(
 
 
 def _series(rows: Sequence[Mapping[str, Any]], quantity: str) -> dict[str, list[tuple]]:
-    lines: dict[str, list[tuple]] = {}
+    """``{group: [(x, mean, err), ...]}`` sorted by ``x``; several heads at one ``x`` (seeds)
+    are averaged and ``err`` is their standard deviation, else the row's own ``spread``."""
+    by: dict[str, dict[float, list[tuple[float, Any]]]] = {}
     for r in rows:
         if r["quantity"] == quantity and not r.get("other"):
-            lines.setdefault(r["group"], []).append((r["x"], r["value"], r.get("spread")))
-    return {g: sorted(v) for g, v in lines.items()}
+            by.setdefault(r["group"], {}).setdefault(float(r["x"]), []).append(
+                (r["value"], r.get("spread"))
+            )
+    out: dict[str, list[tuple]] = {}
+    for group, per_x in by.items():
+        pts = []
+        for xv, vals in sorted(per_x.items()):
+            ys = [v for v, _ in vals]
+            mean = sum(ys) / len(ys)
+            if len(ys) > 1:
+                err = math.sqrt(sum((y - mean) ** 2 for y in ys) / (len(ys) - 1))
+            else:
+                err = vals[0][1]
+            pts.append((xv, mean, None if err is None or _nan(err) else err))
+        out[group] = pts
+    return out
 
 
 def plot_diagnostics(
     rows: Sequence[Mapping[str, Any]], out_dir: str | os.PathLike[str], *, x_name: str = "lambda2"
 ) -> dict[str, Path]:
-    """One panel per quantity vs ``x`` (one line per group); ``diagnostics.png``/``.pdf``."""
+    """One panel per quantity vs ``x`` (one line per group); ``diagnostics.png``/``.pdf``.
+
+    Error bars: the standard deviation over heads sharing an ``x`` (e.g. seeds), else the
+    row's ``spread`` (standard error of the Hutchinson trace, sd over probes of a cosine,
+    sd over samples of the mean energy-gradient norm).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -90,12 +112,9 @@ def plot_diagnostics(
         for group, pts in _series(rows, q).items():
             x = [p[0] for p in pts]
             y = [p[1] for p in pts]
-            ax.plot(x, y, marker="o", ms=3, label=group)
             err = [p[2] for p in pts]
-            if q == "hessian_trace" and all(e is not None and not _nan(e) for e in err):
-                lo = [a - b for a, b in zip(y, err, strict=True)]
-                hi = [a + b for a, b in zip(y, err, strict=True)]
-                ax.fill_between(x, lo, hi, alpha=0.2)
+            yerr = err if all(e is not None for e in err) else None
+            ax.errorbar(x, y, yerr=yerr, marker="o", ms=3, capsize=2, label=group)
         ax.set_title(q, fontsize=9)
         ax.set_xlabel(x_name, fontsize=8)
         ax.tick_params(labelsize=7)
@@ -105,7 +124,7 @@ def plot_diagnostics(
         ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
-    fig.tight_layout()
+    fig.subplots_adjust(wspace=0.75, hspace=0.55)  # room for the legends right of each panel
     out = Path(out_dir)
     paths = {}
     for ext in ("png", "pdf"):

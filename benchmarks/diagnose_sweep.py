@@ -1,6 +1,6 @@
-"""A λ2 sweep of CRoFT (paper variant) on simulated features, explained by ``croft diagnose``.
+"""A λ2 sweep of CRoFT on simulated features, explained by ``croft diagnose``.
 
-    python benchmarks/diagnose_sweep.py [--out runs/diagnose_sweep] [--seeds 1 2 3]
+    python benchmarks/diagnose_sweep.py [--variant paper] [--equal-rows] [--seeds 1 2 3]
 
 Features come from :mod:`croft.simulate` (synthetic, 64-d, 7 classes, 4 domains; domain 0
 held out). For every seed and λ2 the head of the LAST epoch is kept (so a large λ2 is not
@@ -35,6 +35,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--lr", type=float, default=0.01)
     ap.add_argument("--probes", type=int, default=32)
+    ap.add_argument("--variant", default="paper", choices=("paper", "official"))
     ap.add_argument("--equal-rows", action="store_true", help="equal-size Hessian groups")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -48,7 +49,7 @@ def main() -> None:
                 "croft",
                 task.train,
                 task.val,
-                variant="paper",
+                variant=args.variant,
                 lambda2=l2,
                 epochs=args.epochs,
                 lr=args.lr,
@@ -71,6 +72,8 @@ def summarise(rows: list[dict]) -> None:
         key = None
         if q == "energy_grad_norm_mean" and g in ("train", "heldout", "unseen"):
             key = f"g_{g}"
+        elif q == "official_penalty" and g == "train":
+            key = "pen_official_train"
         elif q in ("hessian_trace", "hessian_top_eig") and g.startswith("train:"):
             key = f"{q}_train"
         elif q == "hessian_cosine" and g.startswith("train:") and o.startswith("train:"):

@@ -17,6 +17,7 @@ from croft.diagnose import (
     energy_grad_norms,
     hutchinson_trace,
     loss_hvp,
+    official_penalty,
     shared_probe_stats,
     top_eigenvalue,
 )
@@ -133,6 +134,19 @@ def test_energy_grad_norms_match_autograd_per_sample(tau: float) -> None:
         gi, gt = torch.autograd.grad(energy, (wi, wt))
         want.append(float((gi.square().sum() + gt.square().sum()).sqrt()))
     assert torch.allclose(got, torch.tensor(want, dtype=F64), rtol=1e-8, atol=1e-12)
+
+
+def test_official_penalty_is_the_squared_norm_of_a_mean_gradient() -> None:
+    head = _adapter_head(d=5, c=3, seed=11)
+    x, _ = _data(6, 5, 3, seed=12)
+    one = official_penalty(head, x)
+    # setup2 is ‖mean_i ∇S_i‖²: duplicating every row leaves it unchanged, while
+    # scaling rows does nothing either (rows are normalised first)
+    assert official_penalty(head, torch.cat([x, x])) == pytest.approx(one, rel=1e-10)
+    assert official_penalty(head, 3.0 * x) == pytest.approx(one, rel=1e-10)
+    # and it is below the mean of the per-row penalties (Jensen), strictly for distinct rows
+    per_row = [official_penalty(head, r[None]) for r in x]
+    assert one < sum(per_row) / len(per_row)
 
 
 def test_alignment_is_one_for_identical_domains_and_lower_for_shifted_ones() -> None:

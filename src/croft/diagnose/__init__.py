@@ -1,6 +1,7 @@
 """Diagnostics of fitted adapter heads: energy-gradient norms and per-domain Hessians.
 
-:mod:`croft.diagnose.measure` computes the quantities (tidy rows),
+:mod:`croft.diagnose.measure` computes the quantities (tidy rows) on the groups of
+:mod:`croft.diagnose.groups`,
 :mod:`croft.diagnose.hessian` holds the matrix-free estimators (Hutchinson trace, power
 iteration, shared-probe alignment), :mod:`croft.diagnose.output` writes the table, JSON and
 plots and reads run directories.
@@ -16,6 +17,7 @@ from croft.diagnose.measure import (
     diagnose_heads,
     energy_grad_norms,
     loss_hvp,
+    official_penalty,
     require_adapter,
     w_minus_i,
 )
@@ -31,6 +33,7 @@ __all__ = [
     "energy_grad_norms",
     "hutchinson_trace",
     "loss_hvp",
+    "official_penalty",
     "plot_diagnostics",
     "require_adapter",
     "run_dir_inputs",

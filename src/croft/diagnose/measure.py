@@ -16,6 +16,8 @@ the ``croft`` and ``ce_adapter`` methods) and feature sets, this measures
   alignment of every pair of groups on shared probes (mean cosine of ``H_a v`` and
   ``H_b v`` with its spread, and ``2‖H_a − H_b‖_F/(‖H_a‖_F + ‖H_b‖_F)``); see
   :mod:`croft.diagnose.hessian`. Only Hessian-vector products are formed (never a ``D²×D²`` matrix).
+* the official (authors') batch-level EDR penalty ``loss2`` on each group as one batch,
+  in the reduction the head was trained with (``setup2`` by default);
 * ``‖W − I‖_F/√D`` of ``fc_i`` and ``fc_t``; accuracy and mean CE per labelled group.
 
 Both losses use the head's TRAINING ratios (``ratio``, ``ratio_text``), the map its losses
@@ -41,12 +43,18 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from croft.diagnose.groups import Group, check_inputs, make_groups, subsample
 from croft.diagnose.hessian import shared_probe_stats, top_eigenvalue
 from croft.errors import CroftError
 from croft.features.files import FeatureSet
 from croft.methods.adapter_head import AdapterHead
 from croft.methods.base import FittedHead
-from croft.methods.croft_core import adapt_image, adapt_text, per_sample_energy_grad_sq
+from croft.methods.croft_core import (
+    adapt_image,
+    adapt_text,
+    official_energy_gradient_penalty,
+    per_sample_energy_grad_sq,
+)
 from croft.methods.text import eps_normalize
 
 log = logging.getLogger(__name__)
@@ -60,6 +68,7 @@ QUANTITIES = {
     "energy_grad_norm_median": "median of g_i",
     "energy_grad_norm_q75": "75 % quantile of g_i",
     "energy_grad_norm_q90": "90 % quantile of g_i",
+    "official_penalty": "the official EDR penalty loss2 with the whole group as one batch",
     "accuracy": "top-1 accuracy of the head's predictions",
     "ce_loss": "mean cross-entropy (training ratios)",
     "hessian_trace": "Hutchinson tr H_d (spread: standard error)",
@@ -131,6 +140,29 @@ def energy_grad_norms(
     return sq.clamp_min(0.0).sqrt()
 
 
+def official_penalty(
+    head: AdapterHead, x: torch.Tensor, reduction: str = "setup2", dtype: str = "float64"
+) -> float:
+    """The authors' batch-level EDR penalty (``loss2``) on rows ``n(x)``, one batch.
+
+    ``setup2``: ``‖∂ mean_{i,j} exp(a_i·b_j)/∂δ‖²`` (the squared norm of the MEAN gradient
+    over the rows, not a mean of per-sample norms); ``setup1``: ``mean(g²)`` of the sum's.
+    """
+    dt = getattr(torch, dtype)
+    xs = eps_normalize(x.to(head.text.device, dt))
+    with torch.enable_grad():
+        val = official_energy_gradient_penalty(
+            xs,
+            eps_normalize(head.text.to(dt)),
+            head.fc_i.to(dt),
+            head.fc_t.to(dt),
+            head.ratio,
+            head.ratio_text,
+            reduction,
+        )
+    return float(val.detach())
+
+
 def classification_loss(
     head: AdapterHead, x: torch.Tensor, y: torch.Tensor, w_img: torch.Tensor, w_txt: torch.Tensor
 ) -> torch.Tensor:
@@ -182,75 +214,6 @@ def w_minus_i(w: torch.Tensor) -> float:
     return float((w - eye).norm() / math.sqrt(d))
 
 
-# ----------------------------------------------------------------------------- groups
-@dataclass
-class Group:
-    """Rows of one domain or set: raw features ``(N, D)``, labels ``(N,)`` (``-1`` unknown)."""
-
-    x: torch.Tensor
-    y: torch.Tensor
-    source: str
-
-    @property
-    def labelled(self) -> bool:
-        return bool((self.y >= 0).all())
-
-
-def _subsample(x: torch.Tensor, y: torch.Tensor, max_rows: int, seed: int):  # noqa: ANN202
-    if max_rows <= 0 or x.shape[0] <= max_rows:
-        return x, y
-    idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[:max_rows]
-    idx = idx.sort().values
-    return x[idx], y[idx]
-
-
-def make_groups(
-    train: FeatureSet, sets: Mapping[str, FeatureSet], max_rows: int = 0, seed: int = 0
-) -> tuple[dict[str, Group], list[str]]:
-    """``(groups, hessian_names)``: training domains, pooled train, each set.
-
-    ``hessian_names`` are the labelled groups whose Hessians are measured: the training
-    domains (or ``train`` without domain labels) and every fully labelled set.
-    """
-    groups: dict[str, Group] = {}
-    x, y = train.eval_features(), train.labels
-    names: list[str] = []
-    if train.domains is not None and len(torch.unique(train.domains)) > 1:
-        for d in sorted(int(v) for v in torch.unique(train.domains)):
-            name = train.domain_names[d] if d < len(train.domain_names) else f"domain{d}"
-            m = train.domains == d
-            groups[f"train:{name}"] = Group(*_subsample(x[m], y[m], max_rows, seed), train.source)
-            names.append(f"train:{name}")
-        groups["train"] = Group(*_subsample(x, y, max_rows, seed), train.source)
-    else:
-        groups["train"] = Group(*_subsample(x, y, max_rows, seed), train.source)
-        names.append("train")
-    for name, fs in sets.items():
-        if name == "train" or name.startswith("train:"):
-            raise CroftError(f"set name {name!r} clashes with a training group; rename it")
-        groups[name] = Group(*_subsample(fs.eval_features(), fs.labels, max_rows, seed), fs.source)
-        if groups[name].labelled:
-            names.append(name)
-    return groups, names
-
-
-def check_inputs(head: AdapterHead, label: str, train: FeatureSet, sets: Mapping[str, FeatureSet]):  # noqa: ANN201
-    """One-line errors for feature sets that do not fit ``head``."""
-    for name, fs in {"train": train, **sets}.items():
-        if fs.dim != head.feature_dim:
-            raise CroftError(
-                f"{name} ({fs.source}) has {fs.dim}-d features but head {label} expects "
-                f"{head.feature_dim}-d; use features from the backbone the head was fitted on"
-            )
-        known = bool((fs.labels >= 0).all())
-        if known and fs.class_names != head.class_names:
-            raise CroftError(
-                f"{name} ({fs.source}) is labelled with classes {fs.class_names[:4]}… that "
-                f"differ from head {label}'s; diagnose on data with the head's class list"
-            )
-    train.require_labels()
-
-
 # --------------------------------------------------------------------------- one head
 def _row(head: str, x: float, group: str, quantity: str, value: float, **kw) -> dict:  # noqa: ANN003
     return {
@@ -300,15 +263,19 @@ def diagnose_head(
     groups, hess_names = make_groups(train, sets, options.max_rows, options.seed)
     tau = head_temperature(ahead, options)
     rows: list[dict] = []
+    cfg = ahead.meta.get("config", {}) if isinstance(ahead.meta, dict) else {}
+    reduction = str(cfg.get("energy_reduction", "setup2"))
     for name, grp in groups.items():
         rows += _energy_rows(label, x, name, energy_grad_norms(ahead, grp.x, tau, options.dtype))
+        pen = official_penalty(ahead, grp.x, reduction, options.dtype)
+        rows.append(_row(label, x, name, "official_penalty", pen, n=len(grp.y)))
     for name in hess_names:  # accuracy and CE on the whole group
         rows += _fit_rows(ahead, groups[name], options, label, x, name)
     hess_groups = {k: groups[k] for k in hess_names}
     if options.equal_rows and hess_groups:
         m = min(len(g.y) for g in hess_groups.values())
         hess_groups = {
-            k: Group(*_subsample(g.x, g.y, m, options.seed), g.source)
+            k: Group(*subsample(g.x, g.y, m, options.seed), g.source)
             for k, g in hess_groups.items()
         }
     hvps = {}

@@ -17,6 +17,7 @@ from croft.fileio import atomic_write_json, atomic_write_text, atomic_write_with
 PLOTTED = (
     "energy_grad_norm_mean",
     "energy_grad_norm_median",
+    "official_penalty",
     "hessian_trace",
     "hessian_top_eig",
     "hessian_cosine_to_train",

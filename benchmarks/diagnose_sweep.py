@@ -53,7 +53,7 @@ def main() -> None:
                 lambda2=l2,
                 epochs=args.epochs,
                 lr=args.lr,
-                selection="last",
+                select_epoch="last",
                 seed=seed,
             )
             heads[f"l2={l2:g}/seed{seed}"] = res.head

@@ -1,0 +1,145 @@
+"""``croft diagnose``: energy-gradient norms and per-domain loss Hessians of adapter heads."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "diagnose",
+        help="energy-gradient norms and per-domain Hessians of fitted adapter heads",
+        description="For one or more adapter heads (croft, ce_adapter; e.g. a lambda2 sweep) "
+        "measure the per-sample energy-gradient norm per training domain and per set, and the "
+        "classification loss's Hessian wrt the adapter per labelled group (Hutchinson trace, "
+        "top eigenvalue, cross-domain alignment), plus ||W - I||/sqrt(D). Writes "
+        "diagnostics.csv, diagnostics.json and diagnostics.png/.pdf to --out.",
+    )
+    p.add_argument(
+        "heads",
+        nargs="+",
+        metavar="HEAD_DIR",
+        help="directory written by 'croft fit', or a run directory with head/ and features.json",
+    )
+    p.add_argument("--train", help="ID training feature file (with per-sample domains)")
+    p.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="NAME=FILE",
+        help="a feature file to diagnose (repeatable): the held-out style (labelled) or an "
+        "OOD set (labels -1: energy norms only)",
+    )
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument(
+        "--params",
+        default="fc_i,fc_t",
+        help="adapter matrices the Hessian is taken with respect to (fc_i, fc_t or both)",
+    )
+    p.add_argument("--probes", type=int, default=32, help="Rademacher probes (default 32)")
+    p.add_argument("--power-iters", type=int, default=50, help="power-iteration steps")
+    p.add_argument("--max-rows", type=int, default=1000, help="rows per group (0: all)")
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=-1.0,
+        help="energy temperature (default: each head's energy_temperature, else 1)",
+    )
+    p.add_argument("--x", dest="x_key", default="lambda2", help="config key on the x axis")
+    p.add_argument("--seed", type=int, default=0, help="seed of probes and subsets")
+    p.add_argument("--dtype", default="float64", choices=("float32", "float64"))
+    p.add_argument(
+        "--no-split-half",
+        action="store_true",
+        help="skip the split-half Hessian alignment (the sampling ceiling; about 1/3 of the time)",
+    )
+    p.add_argument(
+        "--equal-rows",
+        action="store_true",
+        help="subsample every labelled group to the smallest one's size before the Hessians "
+        "(alignment and curvature then compare like with like)",
+    )
+    p.add_argument("--no-plots", action="store_true", help="write the table and JSON only")
+    p.set_defaults(func=run)
+
+
+def _parse_sets(items: list[str]) -> dict[str, str]:
+    from croft.errors import CroftError
+
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise CroftError(f"--set {item!r}: expected NAME=FILE (e.g. --set heldout=test.st)")
+        if name.strip() in out:
+            raise CroftError(f"--set {name.strip()!r} given twice; use distinct names")
+        out[name.strip()] = path.strip()
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from croft._version import __version__
+    from croft.diagnose import DiagnoseOptions, diagnose_heads, run_dir_inputs, write_diagnostics
+    from croft.errors import CroftError
+    from croft.features import load_features
+    from croft.methods import load_head
+
+    options = DiagnoseOptions(
+        params=tuple(p.strip() for p in args.params.split(",") if p.strip()),
+        probes=args.probes,
+        power_iters=args.power_iters,
+        max_rows=args.max_rows,
+        energy_temperature=args.temperature,
+        seed=args.seed,
+        dtype=args.dtype,
+        split_half=not args.no_split_half,
+        equal_rows=args.equal_rows,
+    )
+    options.check()
+    set_paths = dict(_parse_sets(args.sets))
+    train_path = args.train
+    head_dirs: dict[str, Path] = {}
+    for item in args.heads:
+        head_dir, run_train, run_sets = run_dir_inputs(item)
+        train_path = train_path or (str(run_train) if run_train else None)
+        for name, path in run_sets.items():
+            set_paths.setdefault(name, str(path))
+        label = Path(item).resolve().name or "head"
+        label = label if label not in head_dirs else f"{label}-{len(head_dirs)}"
+        head_dirs[label] = head_dir
+    if not train_path:
+        raise CroftError("give --train FILE (the ID training features the heads were fitted on)")
+    train = load_features(train_path)
+    sets = {name: load_features(path) for name, path in set_paths.items()}
+    heads = {
+        label: load_head(d, expect_dim=train.dim, expect_classes=train.num_classes)
+        for label, d in head_dirs.items()
+    }
+    rows, x_name = diagnose_heads(heads, train, sets, options, x_key=args.x_key)
+    meta = {
+        "croft_version": __version__,
+        "options": {**asdict(options), "params": list(options.params)},
+        "heads": {k: str(Path(v).resolve()) for k, v in head_dirs.items()},
+        "train": str(Path(train_path).resolve()),
+        "sets": {k: str(Path(v).resolve()) for k, v in set_paths.items()},
+    }
+    paths = write_diagnostics(rows, args.out, meta, x_name=x_name, plots=not args.no_plots)
+    _print_summary(rows)
+    print("written: " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def _print_summary(rows: list[dict]) -> None:
+    from croft.tables import render
+
+    keep = ("energy_grad_norm_mean", "accuracy", "hessian_trace", "hessian_top_eig")
+    table: dict[tuple[str, str], dict[str, str]] = {}
+    for r in rows:
+        if r["quantity"] in keep and not r["other"]:
+            table.setdefault((r["head"], r["group"]), {})[r["quantity"]] = f"{r['value']:.4g}"
+    body = [[h, g, *(cells.get(q, "") for q in keep)] for (h, g), cells in table.items()]
+    print(render(["head", "group", *keep], body))

@@ -11,7 +11,8 @@ Spec strings (:func:`load_backbone`)::
                          the hub, so only with allow_download=True (CLI: --allow-download).
     openai:PATH          an OpenAI CLIP TorchScript archive (ViT-B-16.pt, RN50.pt as the
     openai:ARCH:PATH     ``clip`` package saves them). Only its state dict is read (the
-                         TorchScript graph never runs); the open_clip model is inferred from
+                         archive is parsed as data and
+                         nothing in it runs); the open_clip model is inferred from
                          the tensor shapes, or taken from ARCH when given.
     hf:DIR               a transformers CLIPModel directory (config.json + model.safetensors
                          or pytorch_model.bin, tokenizer files, preprocessor_config.json);

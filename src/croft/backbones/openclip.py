@@ -8,7 +8,6 @@ import inspect
 import json
 import math
 import re
-import warnings
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -66,19 +65,11 @@ def _strip_prefixes(sd: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_torchscript_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """State dict of a TorchScript archive (loaded on CPU; its graph is never run)."""
-    import torch
+    """State dict of a TorchScript archive, parsed as data: nothing in it is run (see
+    :mod:`croft.backbones.torchscript`); OpenAI's extra entries are dropped."""
+    from croft.backbones.torchscript import read_state_dict
 
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice
-            archive = torch.jit.load(str(path), map_location="cpu")
-    except Exception as exc:  # noqa: BLE001 - torch raises assorted errors for bad archives
-        raise CroftError(
-            f"cannot read {path} as a TorchScript archive ({_first_line(exc)}); for a plain "
-            f"state dict use openclip:ARCH:{path}"
-        ) from None
-    sd = {k: v.detach().clone() for k, v in archive.state_dict().items()}
+    sd = read_state_dict(path)
     for key in OPENAI_EXTRA_KEYS:
         sd.pop(key, None)
     return sd

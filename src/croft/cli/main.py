@@ -5,13 +5,20 @@ Every sub-command lives in a module ``croft.cli.cmd_<name>`` that defines
 import only ``argparse`` at module level and load the library inside ``func``, so
 ``croft --help`` stays fast.
 
-A :class:`croft.CroftError` (bad input) prints one line ``croft: error: …`` and exits 2.
+Errors end in one line on stderr, never a traceback: a :class:`croft.CroftError` (bad
+input) or an operating-system error on a path the user named (missing, read-only, not a
+directory, disk full) prints ``croft: error: …`` and exits 2; anything else is a bug in
+croft: one line saying so and exit 1 (``CROFT_DEBUG=1`` shows the traceback). Library
+warnings (``logging``) appear as ``croft: warning: …`` lines.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import logging
+import os
 import pkgutil
 import sys
 from collections.abc import Sequence
@@ -36,20 +43,73 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StderrHandler(logging.Handler):
+    """Library log records as ``croft: warning: …`` lines on the current ``sys.stderr``."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = " ".join(record.getMessage().split())
+            print(f"croft: {record.levelname.lower()}: {text}", file=sys.stderr)
+        except Exception:  # noqa: BLE001 - logging must never raise
+            self.handleError(record)
+
+
+def _install_log_handler() -> None:
+    logger = logging.getLogger("croft")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        logger.addHandler(_StderrHandler(logging.WARNING))
+
+
+_FIXES = {
+    errno.ENOENT: "check the path",
+    errno.EACCES: "choose a writable location or fix its permissions",
+    errno.EPERM: "choose a writable location or fix its permissions",
+    errno.EROFS: "the file system is read-only; choose another location",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EISDIR: "the path is a folder; name a file",
+    errno.ENOSPC: "the disk is full; free space or choose another location",
+    errno.EEXIST: "it exists already; remove it or choose another path",
+}
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line for an operating-system error: what failed, on which path, how to fix."""
+    what = exc.strerror or type(exc).__name__
+    where = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
+    fix = _FIXES.get(exc.errno or 0, "")
+    return f"{what}: {where or str(exc)}" + (f"; {fix}" if fix else "")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    _install_log_handler()
     try:
         return int(args.func(args) or 0)
     except CroftError as exc:
         print(f"croft: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        if os.environ.get("CROFT_DEBUG") == "1":
+            raise
+        print(f"croft: error: {' '.join(os_error_line(exc).split())}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("croft: interrupted; finished work is kept", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - a bug: one line, the traceback on request
+        if os.environ.get("CROFT_DEBUG") == "1":
+            raise
+        text = " ".join(str(exc).split())[:300] or "no message"
+        print(
+            f"croft: error: {type(exc).__name__}: {text} -- this is a bug in croft; rerun "
+            "with CROFT_DEBUG=1 for the traceback and report it",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

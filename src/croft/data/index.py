@@ -188,6 +188,37 @@ class DatasetIndex:
         }
         return canonical_hash(payload)
 
+    def file_identity(self, *, contents: bool = False) -> str:
+        """sha256 over every record's file identity, in record order.
+
+        Default (fast path, one ``stat`` per file: about 2.5 us per image): ``(size,
+        mtime_ns, ctime_ns)``. Any write, repair or replacement of a file changes its
+        ``ctime``, which user-space tools cannot set back (``cp -p``, ``tar``, ``rsync -a``
+        restore ``mtime`` only), so a changed image never keeps its identity; moving or
+        touching a file changes it too (extracted again: safe, never stale). With
+        ``contents=True`` the sha256 of each file's bytes instead (about 16 us per small
+        image; reads every image on every call, also on cache hits; identities then
+        survive copies to another machine). A missing file counts as missing.
+        """
+        import hashlib
+
+        digest = hashlib.sha256(b"contents" if contents else b"stat")
+        for path in self.abspaths():
+            try:
+                if contents:
+                    h = hashlib.sha256()
+                    with open(path, "rb") as fh:
+                        while chunk := fh.read(1 << 20):
+                            h.update(chunk)
+                    item = h.hexdigest()
+                else:
+                    st = path.stat()
+                    item = f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
+            except OSError:
+                item = "missing"
+            digest.update(f"{item}\n".encode())
+        return digest.hexdigest()
+
     # --------------------------------------------------------------------- I/O
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the index as JSON (atomically); the root is stored relative to the file."""

@@ -18,6 +18,8 @@ Metadata (safetensors string header; JSON-encoded values)
     ``templates``      list of ``T`` prompt templates (``"a photo of a {}."``).
     ``logit_scale``    the backbone's learned logit scale (``exp`` already applied).
     ``extra``          free-form dict: backbone fingerprint, dataset, split, view, paths.
+    ``checksum``       :func:`tensor_digest` of the tensors; verified on read, so a
+                       corrupted file is an error, never used (absent in older files).
 """
 
 from __future__ import annotations
@@ -181,6 +183,28 @@ class FeatureSet:
         return self.text_features
 
 
+def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """``sha256:<hex>`` over each tensor's name, dtype, shape and bytes (names sorted)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+    return "sha256:" + h.hexdigest()
+
+
+def verify_digest(tensors: dict[str, torch.Tensor], meta: dict[str, str], where: Any) -> None:
+    """Raise CroftError when ``meta`` carries a ``checksum`` the tensors do not match."""
+    expected = meta.get("checksum")
+    if expected is not None and tensor_digest(tensors) != expected:
+        raise CroftError(
+            f"{where} is corrupted (its checksum does not match its contents); delete it and "
+            "extract it again"
+        )
+
+
 def canonical_safetensors(raw: bytes) -> bytes:
     """The same safetensors bytes with a deterministic header (sorted metadata and tensor
     entries): safetensors writes its metadata map in an arbitrary order per process, so two
@@ -220,13 +244,43 @@ def save_features(fs: FeatureSet, path: str | os.PathLike[str]) -> Path:
         "templates": json.dumps(fs.templates),
         "logit_scale": json.dumps(float(fs.logit_scale)),
         "extra": json.dumps(fs.extra, sort_keys=True),
+        "checksum": tensor_digest(tensors),
     }
     atomic_write_bytes(path, canonical_safetensors(save(tensors, metadata=meta)))
     return path
 
 
+def _meta_value(meta: dict[str, str], key: str, default: Any, path: Path) -> Any:
+    """One metadata entry, JSON-decoded and type-checked (one CroftError line if wrong)."""
+    text = meta.get(key)
+    if text is None:
+        return default
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise CroftError(f"{path}: metadata {key!r} is not valid JSON ({text[:40]!r})") from None
+    if key == "logit_scale":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not ok or not math.isfinite(value) or value <= 0:
+            raise CroftError(
+                f"{path}: metadata 'logit_scale' must be a positive number, got {text[:40]!r}; "
+                "re-extract the file or fix its metadata"
+            )
+        return float(value)
+    if key == "extra":
+        if not isinstance(value, dict):
+            raise CroftError(f"{path}: metadata 'extra' must be a JSON object")
+        return value
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise CroftError(
+            f"{path}: metadata {key!r} must be a JSON list of strings, got {text[:40]!r}"
+        )
+    return value
+
+
 def load_features(path: str | os.PathLike[str]) -> FeatureSet:
-    """Read a feature file; a missing file, wrong format or bad content is one clear error."""
+    """Read a feature file; a missing file, wrong format, corrupted tensors (checksum) or
+    bad metadata is one clear error."""
     from safetensors import safe_open
 
     path = Path(path)
@@ -248,18 +302,16 @@ def load_features(path: str | os.PathLike[str]) -> FeatureSet:
     for key in ("features", "labels"):
         if key not in tensors:
             raise CroftError(f"{path}: tensor {key!r} is missing")
-    try:
-        return FeatureSet(
-            features=tensors["features"],
-            labels=tensors["labels"],
-            domains=tensors.get("domains"),
-            text_features=tensors.get("text_features"),
-            class_names=list(json.loads(meta.get("class_names", "[]"))),
-            domain_names=list(json.loads(meta.get("domain_names", "[]"))),
-            templates=list(json.loads(meta.get("templates", "[]"))),
-            logit_scale=float(json.loads(meta.get("logit_scale", "100.0"))),
-            extra=dict(json.loads(meta.get("extra", "{}"))),
-            source=str(path),
-        )
-    except json.JSONDecodeError as exc:
-        raise CroftError(f"{path}: metadata is not valid JSON ({exc})") from None
+    verify_digest(tensors, meta, f"feature file {path}")
+    return FeatureSet(
+        features=tensors["features"],
+        labels=tensors["labels"],
+        domains=tensors.get("domains"),
+        text_features=tensors.get("text_features"),
+        class_names=_meta_value(meta, "class_names", [], path),
+        domain_names=_meta_value(meta, "domain_names", [], path),
+        templates=_meta_value(meta, "templates", [], path),
+        logit_scale=_meta_value(meta, "logit_scale", 100.0, path),
+        extra=_meta_value(meta, "extra", {}, path),
+        source=str(path),
+    )

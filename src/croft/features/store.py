@@ -32,9 +32,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,12 +56,17 @@ from croft.features.files import (
     FeatureSet,
     canonical_safetensors,
     save_features,
+    tensor_digest,
+    verify_digest,
 )
 from croft.fileio import atomic_write_bytes, cache_dir, canonical_json
+from croft.progress import progress as progress_bar
 
 if TYPE_CHECKING:
     from croft.backbones import Backbone
     from croft.data import DatasetIndex
+
+log = logging.getLogger(__name__)
 
 STORE_SCHEMA = "croft.feature-store/1"
 MANIFEST = "manifest.json"
@@ -89,14 +94,25 @@ _canonical = canonical_json
 
 
 def store_key(
-    backbone: Backbone, index: DatasetIndex, view: ViewSpec, shard_size: int
+    backbone: Backbone,
+    index: DatasetIndex,
+    view: ViewSpec,
+    shard_size: int,
+    *,
+    hash_contents: bool = False,
 ) -> dict[str, Any]:
-    """The full key of an extraction (JSON-ready)."""
+    """The full key of an extraction (JSON-ready). ``files`` is the images' identity
+    (:meth:`~croft.data.DatasetIndex.file_identity`), so a replaced or repaired image gives
+    another key and is extracted again."""
     return {
         "schema": STORE_SCHEMA,
         "backbone": backbone.fingerprint(),
         "preprocess": backbone.preprocess.to_dict(),
         "index_hash": index.hash(),
+        "files": {
+            "mode": "sha256" if hash_contents else "stat",
+            "hash": index.file_identity(contents=hash_contents),
+        },
         "num_records": len(index),
         "view": view.to_dict(),
         "shard_size": int(shard_size),
@@ -139,6 +155,7 @@ def _write_shard(
     from safetensors.torch import save
 
     tensors = {"features": features.contiguous(), "ok": ok.to(torch.uint8).contiguous()}
+    meta = {**meta, "checksum": tensor_digest(tensors)}
     atomic_write_bytes(path, canonical_safetensors(save(tensors, metadata=meta)))
 
 
@@ -165,15 +182,29 @@ def _shard_done(path: Path, khash: str, s: int, start: int, stop: int) -> dict[s
     return meta
 
 
-def _read_shard(path: Path, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _read_shard(
+    path: Path, start: int, stop: int, meta: dict[str, str]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A shard's rows, verified against its checksum; a corrupted shard is removed (so the
+    next run extracts it again) and reported in one line."""
     from safetensors.torch import load_file
 
     try:
         t = load_file(str(path))
         feats, ok = t["features"], t["ok"].bool()
+        if "checksum" not in meta:
+            raise ValueError("it carries no checksum")
+        verify_digest(t, meta, f"feature shard {path}")
     except Exception as exc:  # noqa: BLE001
+        with contextlib.suppress(OSError):
+            path.unlink()
+        why = (
+            str(exc).split(";")[0]
+            if isinstance(exc, CroftError)
+            else f"feature shard {path} is unreadable ({exc})"
+        )
         raise CroftError(
-            f"feature shard {path} is unreadable ({exc}); delete it and run again"
+            f"{why} -- removed it; run the same command again to extract it anew"
         ) from None
     if feats.shape[0] != stop - start or ok.shape != (stop - start,):
         raise CroftError(f"feature shard {path} has the wrong number of rows; delete it and rerun")
@@ -234,6 +265,7 @@ def extract_features(
     strict: bool = False,
     progress: bool = True,
     extra: dict[str, Any] | None = None,
+    hash_contents: bool = False,
 ) -> FeatureSet | None:
     """Encode every image of ``index`` with ``backbone`` through the keyed cache.
 
@@ -248,6 +280,8 @@ def extract_features(
         shard_size: records per shard (part of the key).
         strict: an undecodable image raises :class:`CroftError` instead of being skipped.
         extra: merged into the result's ``extra``.
+        hash_contents: key the cache on each image's sha256 instead of its ``stat``
+            identity (see :meth:`~croft.data.DatasetIndex.file_identity`).
 
     Returns the assembled :class:`FeatureSet` (undecodable images left out; ``extra`` holds
     the provenance) on rank 0, ``None`` on other torchrun ranks. Under torchrun the
@@ -266,7 +300,7 @@ def extract_features(
         raise CroftError(f"workers must be a non-negative integer, got {workers!r}")
     tpl = check_templates(templates) if templates is not None else None
 
-    key = store_key(backbone, index, view, shard_size)
+    key = store_key(backbone, index, view, shard_size, hash_contents=hash_contents)
     khash = key_hash(key)
     directory = store_directory(cache_dir or default_cache_dir(), backbone.name, view, khash)
     manifest_path = directory / MANIFEST
@@ -369,16 +403,12 @@ def _run_shards(
     """Encode ``shards`` ``[(s, start, stop)]`` and write one file per shard."""
     if not shards:
         return
-    from tqdm import tqdm
-
     per_batch = max(1, batch_size // view.views)
     plan = plan_batches([(a, b) for _, a, b in shards], per_batch)
     dataset = ImageViews(index.root, [r.path for r in index.records], backbone.preprocess, view)
     total = sum(b - a for _, a, b in shards)
     desc = f"extract {view.tag}" + (f" ({cached} shards cached)" if cached else "")
-    bar = tqdm(
-        total=total, unit="img", desc=desc, disable=not progress, file=sys.stderr, smoothing=0.05
-    )
+    bar = progress_bar(total, desc, "img", enabled=progress)
     feats: list[torch.Tensor] = []
     oks: list[torch.Tensor] = []
     skipped: list[dict[str, Any]] = []
@@ -434,7 +464,7 @@ def _assemble(
                 f"feature shard {path} is missing after extraction (did a rank fail?); "
                 "run the same command again to finish it"
             )
-        f, ok = _read_shard(path, a, b)
+        f, ok = _read_shard(path, a, b, meta)
         feats.append(f)
         oks.append(ok)
         bad = json.loads(meta.get("skipped", "[]"))
@@ -484,10 +514,11 @@ def _assemble(
     if out is not None:
         write_feature_file(fs, out)
     if skipped:
-        print(
-            f"croft: warning: skipped {len(skipped)} undecodable image"
-            f"{'s' if len(skipped) != 1 else ''} (listed in {manifest_path})",
-            file=sys.stderr,
+        log.warning(
+            "skipped %d undecodable image%s (listed in %s)",
+            len(skipped),
+            "s" if len(skipped) != 1 else "",
+            manifest_path,
         )
     return fs
 

@@ -58,6 +58,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 (default cpu)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
     p.add_argument("--strict", action="store_true", help="an undecodable image is an error")
+    p.add_argument(
+        "--hash-contents",
+        action="store_true",
+        help="key the feature cache on each image's sha256 (reads every image on every run) "
+        "instead of its size and modification/change times",
+    )
     p.add_argument("--allow-download", action="store_true", help="permit openclip:ARCH@TAG")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -102,7 +108,10 @@ def run(args: argparse.Namespace) -> int:
     from croft.backbones import load_backbone
     from croft.data import read_layout
     from croft.features.extract import ViewSpec, env_context, resolve_device
+    from croft.features.files import check_writable_file
     from croft.features.store import ExtractionInterrupted, extract_features
+
+    check_writable_file(args.out, "--out")
 
     options = parse_options(args.option)
     index = read_layout(args.root, args.layout, **options)
@@ -141,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
             strict=args.strict,
             progress=not args.quiet,
             extra=extra,
+            hash_contents=args.hash_contents,
         )
     except ExtractionInterrupted as exc:
         print(

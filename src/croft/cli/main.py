@@ -80,6 +80,27 @@ def os_error_line(exc: OSError) -> str:
     return f"{what}: {where or str(exc)}" + (f"; {fix}" if fix else "")
 
 
+def check_device_arg(args: argparse.Namespace) -> None:
+    """``--device cuda[:N]`` on a machine without CUDA (or without GPU N) is one line, before
+    any work starts (every command that takes ``--device``)."""
+    device = getattr(args, "device", None)
+    if not isinstance(device, str) or not device.strip().lower().startswith("cuda"):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise CroftError(
+            f"--device {device} asked for but CUDA is not available on this machine; "
+            "use --device cpu"
+        )
+    _, _, num = device.partition(":")
+    if num.strip().isdigit() and int(num) >= torch.cuda.device_count():
+        raise CroftError(
+            f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s); "
+            "use cuda:0 .. cuda:N-1"
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -88,6 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     _install_log_handler()
     try:
+        check_device_arg(args)
         return int(args.func(args) or 0)
     except CroftError as exc:
         print(f"croft: error: {exc}", file=sys.stderr)

@@ -222,6 +222,26 @@ def canonical_safetensors(raw: bytes) -> bytes:
     return struct.pack("<Q", len(text)) + text + raw[8 + n :]
 
 
+def check_writable_file(path: str | os.PathLike[str], what: str = "output file") -> Path:
+    """Fail now, in one line, if ``path`` cannot be written later (before hours of work):
+    its folder is created if missing and a probe file is written there and removed."""
+    import tempfile
+
+    path = Path(path)
+    if path.is_dir():
+        raise CroftError(f"{what} {path} is a directory; name a file inside it")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".probe"):
+            pass
+    except OSError as exc:
+        raise CroftError(
+            f"cannot write {what} {path}: {exc.strerror or exc}"
+            f"{f' ({exc.filename})' if exc.filename else ''}; choose a writable location"
+        ) from None
+    return path
+
+
 def save_features(fs: FeatureSet, path: str | os.PathLike[str]) -> Path:
     """Write ``fs`` to ``path`` atomically; equal content gives equal bytes. Returns the path."""
     from safetensors.torch import save

@@ -3,11 +3,17 @@
 ``head.json`` holds the method, head class, variant, config, class names, prompts,
 feature dimension, logit scale, croft version and anything in ``head.meta``
 (training history, OOD threshold). No pickles.
+
+Guards: :func:`save_head` refuses non-finite parameters or an OOD threshold (one line
+naming the likely cause) and never writes into a non-empty folder that is not a croft
+head folder (:func:`check_head_dir`); :func:`load_head` type-checks ``head.json`` and the
+weights, so a malformed head is one CroftError line.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -21,13 +27,86 @@ from croft.methods.base import HEADS, FittedHead
 FORMAT = "croft.head/1"
 
 
-def save_head(head: FittedHead, directory: str | os.PathLike[str], **extra: Any) -> Path:
-    """Write ``head`` to ``directory`` (created); ``extra`` is merged into the JSON metadata."""
+HEAD_FILES = ("head.json", "head.safetensors")
+EXTREME_INPUT = 1e4  # |feature| beyond this is far outside any CLIP-like encoder's range
+
+
+def check_head_dir(directory: str | os.PathLike[str]) -> Path:
+    """``directory`` if a head may be written there: missing, empty, or already a croft
+    head folder (its ``head.json`` has this format). A folder holding other files is
+    refused in one line, so a user's own ``config.json`` is never overwritten."""
+    out = Path(directory)
+    if out.exists() and not out.is_dir():
+        raise CroftError(f"--out {out} is a file, not a folder; name a folder for the head")
+    if not out.is_dir() or not any(out.iterdir()):
+        return out
+    try:
+        doc = json.loads((out / "head.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        doc = None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise CroftError(
+            f"{out} is not empty and is not a croft head folder (no head.json of format "
+            f"{FORMAT}); choose a new or empty folder so none of its files are overwritten"
+        )
+    return out
+
+
+def _nonfinite_hint(input_max_abs: float | None) -> str:
+    if input_max_abs is not None and (
+        not math.isfinite(input_max_abs) or input_max_abs > EXTREME_INPUT
+    ):
+        return (
+            f"the input features reach |x| = {input_max_abs:.3g}, far outside an encoder's "
+            "range; check or re-extract the feature file (or drop those rows)"
+        )
+    if input_max_abs is not None:
+        return (
+            f"the input features look ordinary (max |x| = {input_max_abs:.3g}), so training "
+            "diverged; lower the learning rate (--set lr=...)"
+        )
+    return "extreme input feature values or too high a learning rate; check both"
+
+
+def check_finite_head(
+    head: FittedHead, extra: dict[str, Any], input_max_abs: float | None = None
+) -> None:
+    """Raise CroftError if a parameter or the stored OOD threshold is NaN or infinite."""
+    bad = [k for k, v in head.state_dict().items() if not bool(torch.isfinite(v).all())]
+    threshold = extra.get("ood_threshold", head.meta.get("ood_threshold"))
+    value = threshold.get("value") if isinstance(threshold, dict) else threshold
+    if isinstance(value, (int, float)) and not math.isfinite(value):
+        bad.append("ood_threshold")
+    if bad:
+        if input_max_abs is None:
+            found = extra.get("input_max_abs", head.meta.get("input_max_abs"))
+            input_max_abs = float(found) if isinstance(found, (int, float)) else None
+        raise CroftError(
+            f"the fitted {head.head_name} head has non-finite values ({', '.join(bad[:3])}"
+            f"{', ...' if len(bad) > 3 else ''}); not saved. Likely cause: "
+            f"{_nonfinite_hint(input_max_abs)}"
+        )
+
+
+def save_head(
+    head: FittedHead,
+    directory: str | os.PathLike[str],
+    *,
+    input_max_abs: float | None = None,
+    **extra: Any,
+) -> Path:
+    """Write ``head`` to ``directory`` (created); ``extra`` is merged into the JSON metadata.
+
+    Refuses (CroftError, nothing written) non-finite parameters or OOD threshold --
+    ``input_max_abs`` (max |x| of the training features, when the caller knows it) lets
+    the message name the likely cause -- and a non-empty folder that is not a head folder.
+    """
     from safetensors.torch import save_file
 
     from croft._version import __version__
 
-    out = Path(directory)
+    check_finite_head(head, extra, input_max_abs)
+    out = check_head_dir(directory)
     out.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
     meta: dict[str, Any] = {
@@ -52,12 +131,37 @@ def read_head_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:
     if not path.is_file():
         raise CroftError(f"{directory}: no head.json here; pass a directory written by 'croft fit'")
     try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CroftError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise CroftError(f"{path}: must hold a JSON object, found {type(meta).__name__}")
     if meta.get("format") != FORMAT:
         raise CroftError(f"{path}: unknown head format {meta.get('format')!r} (expected {FORMAT})")
+    _check_meta(meta, path)
     return meta
+
+
+def _check_meta(meta: dict[str, Any], path: Path) -> None:
+    """Types of the fields :func:`load_head` relies on (one CroftError line each)."""
+    dim = meta.get("feature_dim")
+    if not isinstance(dim, int) or isinstance(dim, bool) or dim <= 0:
+        raise CroftError(f"{path}: 'feature_dim' must be a positive integer, got {dim!r}")
+    names = meta.get("class_names")
+    if not isinstance(names, list) or not names or not all(isinstance(c, str) for c in names):
+        raise CroftError(f"{path}: 'class_names' must be a non-empty list of strings")
+    scale = meta.get("logit_scale")
+    if (
+        not isinstance(scale, (int, float))
+        or isinstance(scale, bool)
+        or not math.isfinite(scale)
+        or scale <= 0
+    ):
+        raise CroftError(f"{path}: 'logit_scale' must be a positive number, got {scale!r}")
+    if not isinstance(meta.get("head"), str):
+        raise CroftError(f"{path}: 'head' must name a head class, got {meta.get('head')!r}")
+    if not isinstance(meta.get("spec", {}), dict):
+        raise CroftError(f"{path}: 'spec' must be a JSON object")
 
 
 def load_head(
@@ -71,7 +175,7 @@ def load_head(
     from safetensors.torch import load_file
 
     meta = read_head_meta(directory)
-    dim, classes = int(meta["feature_dim"]), list(meta["class_names"])
+    dim, classes = meta["feature_dim"], list(meta["class_names"])
     if expect_dim is not None and expect_dim != dim:
         raise CroftError(
             f"{directory}: head expects {dim}-d features but the features are {expect_dim}-d; "
@@ -83,16 +187,32 @@ def load_head(
             "evaluate on data with the same class list"
         )
     cls = HEADS.get(meta["head"])
-    head = cls.from_spec(dict(meta.get("spec", {})), classes, dim, float(meta["logit_scale"]))
+    try:
+        head = cls.from_spec(dict(meta.get("spec", {})), classes, dim, float(meta["logit_scale"]))
+    except (TypeError, ValueError, KeyError) as exc:
+        if isinstance(exc, CroftError):
+            raise
+        raise CroftError(
+            f"{directory}/head.json: its 'spec' does not describe a {meta['head']} head "
+            f"({type(exc).__name__}: {' '.join(str(exc).split())[:120]})"
+        ) from None
     weights = Path(directory) / "head.safetensors"
     if not weights.is_file():
         raise CroftError(f"{directory}: head.safetensors is missing")
-    state = load_file(str(weights))
+    try:
+        state = load_file(str(weights))
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several types for bad files
+        raise CroftError(
+            f"{weights}: not a readable safetensors file ({' '.join(str(exc).split())[:120]}); "
+            "fit the head again"
+        ) from None
     try:
         head.load_state_dict(state)
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
         raise CroftError(f"{weights}: tensors do not fit a {meta['head']} head ({first})") from None
+    if not all(bool(torch.isfinite(v).all()) for v in state.values() if v.is_floating_point()):
+        raise CroftError(f"{weights}: holds NaN or infinite weights; fit the head again")
     head.meta = {
         k: v
         for k, v in meta.items()

@@ -132,6 +132,9 @@ def fit_and_save(
     Method options come as ``options`` (a mapping, e.g. parsed ``--set`` values) and/or as
     keywords. Returns the fit result and the directory.
     """
+    from croft.methods.io import check_head_dir
+
+    check_head_dir(out)  # before training: never overwrite a user's non-empty folder
     opts = {**dict(options or {}), **more_options}
     result = fit_method(method, train, val, device=device, progress=progress, tpr=tpr, options=opts)
     path = save_head(result.head, out)

@@ -91,6 +91,22 @@ def store_path(backbone, index, tmp: Path, batch: int, workers: int, run: int) -
     return time.perf_counter() - t0
 
 
+def key_costs(index) -> None:
+    """The content-identity key (stat / sha256 per image) and the checksum of a shard."""
+    from croft.features.files import tensor_digest
+
+    for contents in (False, True, False, True):
+        t0 = time.perf_counter()
+        index.file_identity(contents=contents)
+        dt = time.perf_counter() - t0
+        mode = "sha256" if contents else "stat"
+        print(f"file identity ({mode}): {1e6 * dt / len(index):.1f} us/image over {len(index)}")
+    feats = torch.randn(1024, 512)
+    t0 = time.perf_counter()
+    tensor_digest({"features": feats, "ok": torch.ones(1024, dtype=torch.uint8)})
+    print(f"shard checksum (1024 x 512 fp32): {1e3 * (time.perf_counter() - t0):.2f} ms")
+
+
 def bench(arch: str, args: argparse.Namespace, tmp: Path, index) -> None:
     oc = open_clip_module()
     torch.manual_seed(0)
@@ -142,6 +158,7 @@ def main() -> None:
         make_images(tmp / "images", args.images)
         index = read_layout(tmp / "images", "folder")
         print(f"generated {len(index)} JPEGs in {time.perf_counter() - t0:.1f} s")
+        key_costs(index)
         for arch in args.arch:
             bench(arch, args, tmp, index)
 

@@ -663,14 +663,18 @@ def test_load_image_bad_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     with pytest.raises(BadImageError, match="MAX_IMAGE_PIXELS"):
         load_image(tmp_path / "big.png")  # > 2x the limit: decompression bomb
     img(tmp_path / "mid.png", size=(40, 40))
-    assert load_image(tmp_path / "mid.png").size == (40, 40)  # warning zone: accepted
+    with pytest.raises(BadImageError, match="CROFT_MAX_IMAGE_PIXELS"):  # PIL's warning zone
+        load_image(tmp_path / "mid.png")  # is refused too: a bomb must not be decoded
+    monkeypatch.setenv("CROFT_MAX_IMAGE_PIXELS", "2000")  # the documented way to raise it
+    assert load_image(tmp_path / "mid.png").size == (40, 40)
 
 
 def test_check_layout_verify_images(tmp_path: Path) -> None:
     root = make_domainbed(tmp_path / "ds", {("d", "c"): 2})
     (root / "d" / "c" / "broken.png").write_bytes(b"")
-    assert check_layout(root, "domainbed") == []
+    quick = check_layout(root, "domainbed")  # without decoding: a zero-byte file is flagged
+    assert len(quick) == 1 and "broken.png" in quick[0] and "empty" in quick[0]
     problems = check_layout(root, "domainbed", verify_images=True)
     assert len(problems) == 1 and "broken.png" in problems[0] and "empty" in problems[0]
     index, problems = inspect_layout(root, "domainbed")
-    assert index is not None and len(index) == 3 and problems == []
+    assert index is not None and len(index) == 3 and problems == quick

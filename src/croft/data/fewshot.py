@@ -24,10 +24,12 @@ from collections import defaultdict
 from croft.data.index import DatasetIndex
 from croft.errors import CroftError
 
+MAX_SHOTS = 100_000  # per class; far beyond any few-shot protocol, bounds memory
+
 
 def _check_shots(shots: int) -> None:
-    if not isinstance(shots, int) or isinstance(shots, bool) or shots < 1:
-        raise CroftError(f"shots must be a positive integer, got {shots!r}")
+    if not isinstance(shots, int) or isinstance(shots, bool) or not 1 <= shots <= MAX_SHOTS:
+        raise CroftError(f"shots must be an integer in [1, {MAX_SHOTS}], got {shots!r}")
 
 
 def _result(index: DatasetIndex, picked: list[int], info: dict[str, object]) -> DatasetIndex:

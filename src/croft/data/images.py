@@ -16,9 +16,11 @@ holds, or raises :class:`BadImageError` (a :class:`~croft.errors.CroftError`):
   whatever colour the file stores under them (often black).
 - **multi-frame** files (GIF, TIFF) give their first frame; EXIF orientation is ignored,
   as torchvision's and Dassl's loaders do (``exif_transpose=True`` applies it).
-- **huge** images: PIL's decompression-bomb guard (``PIL.Image.MAX_IMAGE_PIXELS``,
-  about 89 Mpx; refusal above twice that) stays in force, but its warning between
-  the two limits is silenced; ``max_pixels`` sets a stricter limit of your own.
+- **huge** images (decompression bombs): an image whose header claims more pixels than
+  the limit is refused before anything is decoded, also on the truncated-file retry.
+  The limit is ``max_pixels=`` when given, else the environment variable
+  ``CROFT_MAX_IMAGE_PIXELS`` (an integer; raise it for genuine giant images), else PIL's
+  ``PIL.Image.MAX_IMAGE_PIXELS`` (about 89 Mpx). PIL's own bomb check stays on.
 - zero-byte, missing, non-image and undecodable files raise :class:`BadImageError`.
 """
 
@@ -111,16 +113,42 @@ def _to_rgb(im: PILImage.Image) -> PILImage.Image:
     return out
 
 
+def pixel_limit(max_pixels: int | None = None) -> int | None:
+    """The pixel limit in force: ``max_pixels``, else ``$CROFT_MAX_IMAGE_PIXELS``, else
+    PIL's ``MAX_IMAGE_PIXELS`` (None only if PIL's was switched off and nothing is set)."""
+    from PIL import Image
+
+    if max_pixels is not None:
+        return int(max_pixels)
+    env = os.environ.get("CROFT_MAX_IMAGE_PIXELS", "").strip()
+    if env:
+        try:
+            return int(float(env))
+        except ValueError:
+            raise CroftError(
+                f"CROFT_MAX_IMAGE_PIXELS={env!r} is not a number; set it to a pixel count "
+                "such as 200000000"
+            ) from None
+    return Image.MAX_IMAGE_PIXELS
+
+
 def _open_loaded(path: Path, max_pixels: int | None) -> PILImage.Image:
     from PIL import Image
 
+    limit = pixel_limit(max_pixels)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        if limit is not None and limit > (Image.MAX_IMAGE_PIXELS or 0):
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # raised on purpose
         im = Image.open(path)
     try:
         w, h = im.size
-        if max_pixels is not None and w * h > max_pixels:
-            raise _bad(path, f"{w}x{h} = {w * h} pixels exceeds max_pixels={max_pixels}")
+        if limit is not None and w * h > limit:
+            name = f"max_pixels={limit}" if max_pixels is not None else f"the limit of {limit}"
+            raise _bad(
+                path,
+                f"{w}x{h} = {w * h} pixels exceeds {name} (a decompression "
+                "bomb?); if the image is genuine, set CROFT_MAX_IMAGE_PIXELS higher",
+            )
         im.load()
     except BaseException:
         im.close()
@@ -178,7 +206,7 @@ def load_image(
     except Image.DecompressionBombError as exc:
         raise _bad(
             path,
-            f"too large ({exc}); if the image is genuine, raise PIL.Image.MAX_IMAGE_PIXELS",
+            f"too large ({exc}); if the image is genuine, set CROFT_MAX_IMAGE_PIXELS higher",
         ) from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise _bad(path, f"{type(exc).__name__}: {exc}") from None

@@ -24,17 +24,23 @@ from croft.data.images import BadImageError, load_image
 from croft.data.index import DatasetIndex
 from croft.data.oodbench import read_oodbench
 from croft.errors import CroftError
+from croft.registry import Registry
 
 Reader = Callable[..., "DatasetIndex | None"]
 
-READERS: dict[str, Reader] = {
-    "domainbed": read_domainbed,
-    "oodbench": read_oodbench,
-    "coop": read_coop,
-    "imagenet": read_imagenet,
-    "folder": read_folder,
-}
-LAYOUT_NAMES: tuple[str, ...] = tuple(READERS)
+LAYOUTS: Registry[Reader] = Registry("dataset layout")
+"""Layout readers by name: ``reader(root, problems, **options) -> DatasetIndex | None``.
+A plug-in layout registers with ``LAYOUTS.register("name", "summary")(reader)``."""
+
+for _name, _reader_fn, _summary in (
+    ("domainbed", read_domainbed, "DOMAIN/CLASS/image folders (PACS, VLCS, ...)"),
+    ("oodbench", read_oodbench, "OOD benchmarks with ID and OOD folders"),
+    ("coop", read_coop, "CoOp/Dassl datasets with split JSON files"),
+    ("imagenet", read_imagenet, "ImageNet and its variants (-V2, -Sketch, -A, -R)"),
+    ("folder", read_folder, "CLASS/image folders, one domain"),
+):
+    LAYOUTS.register(_name, _summary)(_reader_fn)
+LAYOUT_NAMES: tuple[str, ...] = ("domainbed", "oodbench", "coop", "imagenet", "folder")
 
 
 def layout_options(layout: str) -> list[str]:
@@ -45,9 +51,23 @@ def layout_options(layout: str) -> list[str]:
 
 
 def _reader(layout: str) -> Reader:
-    if layout not in READERS:
-        raise CroftError(f"unknown dataset layout {layout!r}; use one of {', '.join(LAYOUT_NAMES)}")
-    return READERS[layout]
+    return LAYOUTS.get(layout)
+
+
+def _empty_files(index: DatasetIndex, problems: Problems, limit: int = 20) -> None:
+    """Without decoding: every missing or zero-byte image is a problem (one ``stat`` each)."""
+    bad: list[str] = []
+    for rec in index.records:
+        path = index.root / rec.path
+        try:
+            if path.stat().st_size == 0:
+                bad.append(f"image {path} is empty (0 bytes); replace or delete it")
+        except OSError as exc:
+            bad.append(f"image {path} cannot be read ({exc.strerror or exc})")
+    for msg in bad[:limit]:
+        problems.add(msg)
+    if len(bad) > limit:
+        problems.add(f"{len(bad) - limit} more empty or unreadable image(s) under {index.root}")
 
 
 def _verify(index: DatasetIndex, problems: Problems, limit: int = 20) -> None:
@@ -84,6 +104,8 @@ def inspect_layout(
         index = reader(Path(root), problems, **options)
         if verify and index is not None:
             _verify(index, problems)
+        elif index is not None and not raise_first:
+            _empty_files(index, problems)
     except Stop:
         index = None
     return index, problems.items

@@ -34,6 +34,9 @@ DIST_TIMEOUT = timedelta(hours=6)
 """Collective timeout: ranks wait this long at the barrier for the slowest rank."""
 
 
+MAX_VIEWS = 1024  # augmented views per image; memory grows as N x V x D
+
+
 @dataclass(frozen=True)
 class ViewSpec:
     """Which views of each image are encoded.
@@ -53,8 +56,10 @@ class ViewSpec:
         if self.kind == "eval":
             object.__setattr__(self, "views", 1)
             object.__setattr__(self, "seed", 0)
-        elif not isinstance(self.views, int) or self.views < 1:
-            raise CroftError(f"train views must be a positive integer, got {self.views!r}")
+        elif not isinstance(self.views, int) or not 1 <= self.views <= MAX_VIEWS:
+            raise CroftError(
+                f"train views must be an integer in [1, {MAX_VIEWS}], got {self.views!r}"
+            )
         if not isinstance(self.seed, int) or self.seed < 0:
             raise CroftError(f"view seed must be a non-negative integer, got {self.seed!r}")
 
@@ -66,7 +71,12 @@ class ViewSpec:
     @classmethod
     def train_views(cls, views: int, seed: int = 0) -> ViewSpec:
         """``views`` augmented views per image, seeded by ``seed``."""
-        return cls("train", int(views), int(seed))
+        if isinstance(views, float) and not views.is_integer():
+            raise CroftError(f"train views must be an integer, got {views!r}")
+        try:
+            return cls("train", int(views), int(seed))
+        except (OverflowError, ValueError, TypeError):
+            raise CroftError(f"train views must be an integer in [1, {MAX_VIEWS}]") from None
 
     def to_dict(self) -> dict[str, Any]:
         """``{"kind": "eval"}`` or ``{"kind": "train", "views": V, "seed": S}``."""

@@ -48,17 +48,19 @@ from croft.backbones.archs import (
 )
 from croft.backbones.base import Backbone
 from croft.backbones.hashing import file_sha256
-from croft.backbones.loader import BackboneSpec, load_backbone, parse_spec
+from croft.backbones.loader import BACKBONES, BackboneKind, BackboneSpec, load_backbone, parse_spec
 from croft.backbones.preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, Preprocess
 
 register_architecture(TINY_VIT, TINY_VIT_CONFIG)
 
 __all__ = [
+    "BACKBONES",
     "OPENAI_CLIP_MEAN",
     "OPENAI_CLIP_STD",
     "TINY_VIT",
     "TINY_VIT_CONFIG",
     "Backbone",
+    "BackboneKind",
     "BackboneSpec",
     "Preprocess",
     "file_sha256",

@@ -7,6 +7,7 @@ imported, so such errors come back in milliseconds.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,14 +15,13 @@ from typing import Any
 from croft.backbones import archs
 from croft.backbones.base import Backbone, check_precision
 from croft.errors import CroftError
-
-PREFIXES = ("openclip", "openai", "hf")
-FORMS = "openclip:ARCH:PATH, openclip:ARCH@TAG, openai:PATH, openai:ARCH:PATH or hf:DIR"
+from croft.registry import Registry
 
 
 @dataclass(frozen=True)
 class BackboneSpec:
-    """A parsed spec: ``kind`` in PREFIXES, an architecture, a local path or a hub tag."""
+    """A parsed spec: ``kind`` (a registered prefix), an architecture, a local path or a
+    hub tag."""
 
     kind: str
     arch: str | None
@@ -30,55 +30,131 @@ class BackboneSpec:
     text: str
 
 
+@dataclass(frozen=True)
+class BackboneKind:
+    """One spec prefix: ``parse(rest, spec) -> BackboneSpec`` (no file-system reads beyond
+    ``exists``), ``load(parsed, quick_gelu=, precision=) -> Backbone`` (imports heavy
+    libraries inside), and the spec forms it accepts (for error messages)."""
+
+    parse: Callable[[str, str], BackboneSpec]
+    load: Callable[..., Backbone]
+    forms: str
+    expected_file: str = "a local weight file"
+    directory: bool = False  # the spec names a folder, not a file
+
+
+BACKBONES: Registry[BackboneKind] = Registry("backbone kind")
+"""Backbones by spec prefix; a plug-in registers ``BACKBONES.register("prefix", "summary")``
+with a :class:`BackboneKind`."""
+
+
 def _local(path: str) -> Path:
     return Path(path).expanduser().absolute()
+
+
+def _forms() -> str:
+    return ", ".join(e.obj.forms for e in BACKBONES)
 
 
 def parse_spec(spec: str) -> BackboneSpec:
     """Split a spec string into its parts (no file-system checks)."""
     kind, sep, rest = spec.partition(":")
-    if not sep or kind not in PREFIXES or not rest:
-        raise CroftError(f"bad backbone spec {spec!r}; use {FORMS}")
-    if kind == "hf":
-        return BackboneSpec(kind, None, _local(rest), None, spec)
-    if kind == "openclip":
-        arch, sep, path = rest.partition(":")
-        if sep and path:
-            return BackboneSpec(kind, arch, _local(path), None, spec)
-        if not sep and "@" in arch:
-            arch, _, tag = arch.partition("@")
-            if arch and tag:
-                return BackboneSpec(kind, arch, None, tag, spec)
-        raise CroftError(
-            f"backbone spec {spec!r} names no weights; pass openclip:{arch or 'ARCH'}:PATH with a "
-            f"local checkpoint, or openclip:{arch or 'ARCH'}@TAG with --allow-download"
-        )
-    # openai: PATH or ARCH:PATH (an arch name holds no path separator and is not a file)
+    if not sep or kind not in BACKBONES or not rest:
+        raise CroftError(f"bad backbone spec {spec!r}; use {_forms()}")
+    return BACKBONES.get(kind).parse(rest, spec)
+
+
+def _parse_hf(rest: str, spec: str) -> BackboneSpec:
+    return BackboneSpec("hf", None, _local(rest), None, spec)
+
+
+def _parse_openclip(rest: str, spec: str) -> BackboneSpec:
+    arch, sep, path = rest.partition(":")
+    if sep and path:
+        return BackboneSpec("openclip", arch, _local(path), None, spec)
+    if not sep and "@" in arch:
+        arch, _, tag = arch.partition("@")
+        if arch and tag:
+            return BackboneSpec("openclip", arch, None, tag, spec)
+    raise CroftError(
+        f"backbone spec {spec!r} names no weights; pass openclip:{arch or 'ARCH'}:PATH with a "
+        f"local checkpoint, or openclip:{arch or 'ARCH'}@TAG with --allow-download"
+    )
+
+
+def _parse_openai(rest: str, spec: str) -> BackboneSpec:
+    # PATH or ARCH:PATH (an arch name holds no path separator and is not a file)
     head, sep, tail = rest.partition(":")
     looks_like_arch = "/" not in head and "\\" not in head and not head.endswith((".pt", ".pth"))
     if sep and tail and looks_like_arch and not _local(rest).exists():
-        return BackboneSpec(kind, head, _local(tail), None, spec)
-    return BackboneSpec(kind, None, _local(rest), None, spec)
+        return BackboneSpec("openai", head, _local(tail), None, spec)
+    return BackboneSpec("openai", None, _local(rest), None, spec)
+
+
+def _load_hf(p: BackboneSpec, *, quick_gelu: bool | None, precision: str) -> Backbone:
+    from croft.backbones.hf import load_hf
+
+    assert p.path is not None
+    return load_hf(p.text, p.path, quick_gelu=quick_gelu, precision=precision)
+
+
+def _load_openai(p: BackboneSpec, *, quick_gelu: bool | None, precision: str) -> Backbone:
+    from croft.backbones.openclip import load_openai
+
+    assert p.path is not None
+    return load_openai(p.text, p.arch, p.path, quick_gelu=quick_gelu, precision=precision)
+
+
+def _load_openclip(p: BackboneSpec, *, quick_gelu: bool | None, precision: str) -> Backbone:
+    from croft.backbones.openclip import load_openclip
+
+    assert p.arch is not None
+    return load_openclip(p.text, p.arch, p.path, p.tag, quick_gelu=quick_gelu, precision=precision)
+
+
+BACKBONES.register("openclip", "open_clip architecture + local checkpoint (or hub tag)")(
+    BackboneKind(
+        _parse_openclip,
+        _load_openclip,
+        "openclip:ARCH:PATH, openclip:ARCH@TAG",
+        "a local .pt, .bin or .safetensors checkpoint",
+    )
+)
+BACKBONES.register("openai", "OpenAI CLIP TorchScript archive, read as data")(
+    BackboneKind(
+        _parse_openai,
+        _load_openai,
+        "openai:PATH, openai:ARCH:PATH",
+        "an OpenAI CLIP .pt archive (e.g. ViT-B-16.pt)",
+    )
+)
+BACKBONES.register("hf", "transformers CLIPModel directory")(
+    BackboneKind(
+        _parse_hf,
+        _load_hf,
+        "hf:DIR",
+        "a Hugging Face CLIPModel folder (config.json + weights)",
+        True,
+    )
+)
+PREFIXES = tuple(BACKBONES.names())
 
 
 def _check_file(p: BackboneSpec) -> None:
     assert p.path is not None
-    if p.kind == "hf":
+    kind = BACKBONES.get(p.kind)
+    if kind.directory:
         if not p.path.exists():
             raise CroftError(
-                f"Hugging Face model directory not found: {p.path} (from backbone spec "
-                f"{p.text!r}); pass a local folder holding config.json and the weights"
+                f"model directory not found: {p.path} (from backbone spec {p.text!r}); pass "
+                f"{kind.expected_file}"
             )
         return
     if not p.path.is_file():
         what = "a directory" if p.path.is_dir() else "not found"
-        expected = (
-            "an OpenAI CLIP .pt archive (e.g. ViT-B-16.pt)"
-            if p.kind == "openai"
-            else "a local .pt, .bin or .safetensors checkpoint"
-        )
         raise CroftError(
-            f"weight file {what}: {p.path} (from backbone spec {p.text!r}); pass {expected}"
+            f"weight file {what}: {p.path} (from backbone spec {p.text!r}); pass "
+            f"{kind.expected_file}"
         )
 
 
@@ -120,21 +196,5 @@ def load_backbone(
             register_sidecar_architecture(p.arch, p.path)
         archs.require_config(p.arch, spec)
 
-    if p.kind == "hf":
-        from croft.backbones.hf import load_hf
-
-        assert p.path is not None
-        backbone: Backbone = load_hf(spec, p.path, quick_gelu=quick_gelu, precision=precision)
-    elif p.kind == "openai":
-        from croft.backbones.openclip import load_openai
-
-        assert p.path is not None
-        backbone = load_openai(spec, p.arch, p.path, quick_gelu=quick_gelu, precision=precision)
-    else:
-        from croft.backbones.openclip import load_openclip
-
-        assert p.arch is not None
-        backbone = load_openclip(
-            spec, p.arch, p.path, p.tag, quick_gelu=quick_gelu, precision=precision
-        )
+    backbone = BACKBONES.get(p.kind).load(p, quick_gelu=quick_gelu, precision=precision)
     return backbone.to(device)

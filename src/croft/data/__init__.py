@@ -83,6 +83,7 @@ from croft.data.images import (
 from croft.data.index import DatasetIndex, Record
 from croft.data.layouts import (
     LAYOUT_NAMES,
+    LAYOUTS,
     check_layout,
     inspect_layout,
     layout_options,
@@ -96,6 +97,7 @@ __all__ = [
     "COOP_DATASETS",
     "IMAGE_EXTENSIONS",
     "LAYOUT_NAMES",
+    "LAYOUTS",
     "BadImageError",
     "DatasetIndex",
     "Record",

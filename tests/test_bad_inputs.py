@@ -6,7 +6,6 @@ checkpoint ever runs (a marker file that a malicious pickle would create never a
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import struct
 import warnings
@@ -445,4 +444,14 @@ def test_missing_inputs_are_one_line(tmp_path, capsys):
     one_line(capsys, ["fit", "--method", "zeroshot", "--train", str(missing), "--out",
                       str(tmp_path / "h")], sandbox=tmp_path)  # fmt: skip
     one_line(capsys, ["eval", str(tmp_path / "nohead"), "--id", str(missing)], sandbox=tmp_path)
-    os.chdir(tmp_path)
+
+
+def test_world_generate_never_replaces_the_working_directory(tmp_path, capsys, monkeypatch):
+    (tmp_path / "precious.txt").write_text("keep")
+    monkeypatch.chdir(tmp_path)
+    line = one_line(capsys, ["world", "generate", str(tmp_path), "--overwrite"], sandbox=tmp_path)
+    assert "refusing to replace" in line
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "world.json").write_text("[1, 2]")  # a manifest that is not an object
+    line = one_line(capsys, ["world", "generate", str(tmp_path / "w")], sandbox=tmp_path)
+    assert "holds something else" in line

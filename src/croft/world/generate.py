@@ -183,6 +183,22 @@ def _write(tmp: Path, cfg: WorldConfig, seed: int, preset: str | None) -> dict[s
     return manifest
 
 
+def _check_replaceable(out: Path) -> None:
+    """Replacing ``out`` removes it: never the file-system root, the home folder or a
+    folder that holds the working directory."""
+    target = out.resolve()
+    cwd = Path.cwd().resolve()
+    if (
+        target == Path(target.anchor)
+        or target == Path.home().resolve()
+        or cwd.is_relative_to(target)
+    ):
+        raise CroftError(
+            f"refusing to replace {out}: it is the root, the home folder or holds the working "
+            "directory; name a dedicated folder for the world"
+        )
+
+
 def generate_world(
     out: str | Path,
     preset: str = "demo",
@@ -205,7 +221,9 @@ def generate_world(
         if (out / MANIFEST).is_file():
             try:
                 old = json.loads((out / MANIFEST).read_text())
-            except ValueError:
+            except (ValueError, UnicodeDecodeError):
+                old = {}
+            if not isinstance(old, dict):
                 old = {}
             if all(old.get(k) == v for k, v in _fingerprint(cfg, seed).items()):
                 if log:
@@ -219,6 +237,7 @@ def generate_world(
                 f"{out} exists and holds something else than this world; "
                 "pass --overwrite or choose another folder"
             )
+        _check_replaceable(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)

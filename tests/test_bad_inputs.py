@@ -455,3 +455,43 @@ def test_world_generate_never_replaces_the_working_directory(tmp_path, capsys, m
     (tmp_path / "w" / "world.json").write_text("[1, 2]")  # a manifest that is not an object
     line = one_line(capsys, ["world", "generate", str(tmp_path / "w")], sandbox=tmp_path)
     assert "holds something else" in line
+
+
+def test_regenerated_world_is_never_served_stale_features(tmp_path, tiny_ckpts):
+    """The campaign's case: ``world generate --seed 1`` over seed 0, then extraction, gave a
+    file byte-identical to seed 0's."""
+    from croft.world import generate_world
+
+    root = tmp_path / "w"
+    bb = load_backbone(f"openclip:{TINY_VIT}:{tiny_ckpts[0]}")
+    outs = []
+    for seed in (0, 1):
+        generate_world(root, "tiny", seed=seed)
+        index = read_layout(root / "images", "domainbed")
+        out = tmp_path / f"seed{seed}.safetensors"
+        extract_features(bb, index, out=out, progress=False, cache_dir=tmp_path / "cache")
+        outs.append(out)
+    assert outs[0].read_bytes() != outs[1].read_bytes()
+    assert not torch.equal(load_features(outs[0]).features, load_features(outs[1]).features)
+
+
+def test_offline_local_backbones_and_extraction_never_touch_the_network(
+    tmp_path, tiny_ckpts, dataset, monkeypatch
+):
+    """README: backbones load offline from local files (no socket is ever connected)."""
+    import socket
+
+    attempts: list[object] = []
+
+    def refuse(self, address, *args):
+        attempts.append(address)
+        raise OSError("network disabled in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    archive = _genuine_archive(tmp_path / "g.pt")
+    read_state_dict(archive)
+    bb = load_backbone(f"openclip:{TINY_VIT}:{tiny_ckpts[0]}")
+    fs = extract_features(bb, read_layout(dataset, "folder"), templates=["a {}."], progress=False)
+    assert fs is not None and fs.text_features is not None
+    assert attempts == []

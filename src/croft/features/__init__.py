@@ -2,11 +2,11 @@
 
 from croft.features.extract import ViewSpec, extract_text_features, view_seed
 from croft.features.files import FeatureSet, load_features, save_features
+from croft.features.shards import kept_indices
 from croft.features.store import (
     ExtractionInterrupted,
     default_cache_dir,
     extract_features,
-    kept_indices,
     store_manifest,
     write_feature_file,
 )

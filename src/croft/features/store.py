@@ -1,18 +1,23 @@
 """The keyed feature store: resumable, torchrun-sharded extraction into a cache directory.
 
 Key: what determines the features -- the backbone fingerprint (weights sha256, precision,
-architecture, preprocessing), the dataset-index hash, the view spec (``eval`` | ``train``
-with ``V`` views and a base seed) and the shard size. Its sha256 is in the directory name
-(``<cache>/<backbone>-<view tag>-<key hash[:16]>/``) and the full key in the manifest; a
-different key is a different directory, and a manifest whose key differs from the one
-asked for is an error, never reused.
+architecture, preprocessing), the dataset-index hash (paths, labels, classes, domains),
+the images' identity (``files``: each file's size, mtime_ns and ctime_ns, or its sha256
+with ``hash_contents=True``; see :meth:`~croft.data.DatasetIndex.file_identity`), the
+view spec (``eval`` | ``train`` with ``V`` views and a base seed) and the shard size. A
+replaced or repaired image changes the key, so nothing stale is served. Its sha256 is in
+the directory name (``<cache>/<backbone>-<view tag>-<key hash[:16]>/``) and the full key
+in the manifest; a different key is a different directory, and a manifest whose key
+differs from the one asked for is an error, never reused. Every shard carries a checksum
+verified when it is read (:mod:`croft.features.shards`); a corrupted shard is removed and
+reported, and the next run extracts it again.
 
 Directory content::
 
     manifest.json               (schema croft.feature-store/1, see below)
     shard-00000.safetensors     records [0, S): "features" (n, D) or (n, V, D) float32
     shard-00001.safetensors     (zeros for undecodable images), "ok" uint8 (n,); metadata
-    ...                         key_hash, shard, start, stop, skipped (JSON list)
+    ...                         key_hash, shard, start, stop, skipped (JSON list), checksum
 
 ``manifest.json``: ``{"schema", "key_hash", "key", "complete", "num_records",
 "num_kept", "num_skipped", "shard_size", "num_shards", "shards": [{"file", "start",
@@ -54,10 +59,22 @@ from croft.features.extract import (
 )
 from croft.features.files import (
     FeatureSet,
-    canonical_safetensors,
     save_features,
-    tensor_digest,
-    verify_digest,
+)
+from croft.features.shards import (
+    kept_ranges as _kept_ranges,
+)
+from croft.features.shards import (
+    read_shard as _read_shard,
+)
+from croft.features.shards import (
+    shard_done as _shard_done,
+)
+from croft.features.shards import (
+    shard_name as _shard_name,
+)
+from croft.features.shards import (
+    write_shard as _write_shard,
 )
 from croft.fileio import atomic_write_bytes, cache_dir, canonical_json
 from croft.progress import progress as progress_bar
@@ -142,91 +159,6 @@ def write_feature_file(fs: FeatureSet, path: str | os.PathLike[str]) -> Path:
 
 def _write_json(path: Path, doc: dict[str, Any]) -> None:
     atomic_write_bytes(path, (json.dumps(doc, indent=1, ensure_ascii=False) + "\n").encode())
-
-
-def _shard_name(s: int) -> str:
-    return f"shard-{s:05d}.safetensors"
-
-
-def _write_shard(
-    path: Path, features: torch.Tensor, ok: torch.Tensor, meta: dict[str, str]
-) -> None:
-    """One shard file, atomically (tests patch this to simulate a kill)."""
-    from safetensors.torch import save
-
-    tensors = {"features": features.contiguous(), "ok": ok.to(torch.uint8).contiguous()}
-    meta = {**meta, "checksum": tensor_digest(tensors)}
-    atomic_write_bytes(path, canonical_safetensors(save(tensors, metadata=meta)))
-
-
-def _shard_meta(path: Path) -> dict[str, str] | None:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            return dict(fh.metadata() or {})
-    except Exception:  # noqa: BLE001 - missing or unreadable: not finished
-        return None
-
-
-def _shard_done(path: Path, khash: str, s: int, start: int, stop: int) -> dict[str, str] | None:
-    meta = _shard_meta(path)
-    if (
-        meta is None
-        or meta.get("key_hash") != khash
-        or meta.get("shard") != str(s)
-        or meta.get("start") != str(start)
-        or meta.get("stop") != str(stop)
-    ):
-        return None
-    return meta
-
-
-def _read_shard(
-    path: Path, start: int, stop: int, meta: dict[str, str]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """A shard's rows, verified against its checksum; a corrupted shard is removed (so the
-    next run extracts it again) and reported in one line."""
-    from safetensors.torch import load_file
-
-    try:
-        t = load_file(str(path))
-        feats, ok = t["features"], t["ok"].bool()
-        if "checksum" not in meta:
-            raise ValueError("it carries no checksum")
-        verify_digest(t, meta, f"feature shard {path}")
-    except Exception as exc:  # noqa: BLE001
-        with contextlib.suppress(OSError):
-            path.unlink()
-        why = (
-            str(exc).split(";")[0]
-            if isinstance(exc, CroftError)
-            else f"feature shard {path} is unreadable ({exc})"
-        )
-        raise CroftError(
-            f"{why} -- removed it; run the same command again to extract it anew"
-        ) from None
-    if feats.shape[0] != stop - start or ok.shape != (stop - start,):
-        raise CroftError(f"feature shard {path} has the wrong number of rows; delete it and rerun")
-    return feats, ok
-
-
-def _kept_ranges(ok: torch.Tensor) -> list[list[int]]:
-    ranges: list[list[int]] = []
-    for i in ok.nonzero().flatten().tolist():
-        if ranges and ranges[-1][1] == i:
-            ranges[-1][1] = i + 1
-        else:
-            ranges.append([i, i + 1])
-    return ranges
-
-
-def kept_indices(fs: FeatureSet) -> torch.Tensor:
-    """Record index (into the extracted dataset index) of each row of an extracted set."""
-    ranges = fs.extra.get("kept_ranges")
-    if ranges is None:
-        return torch.arange(len(fs))
-    return torch.cat([torch.arange(a, b) for a, b in ranges] or [torch.zeros(0, dtype=torch.long)])
 
 
 # -- extraction -----------------------------------------------------------------------------

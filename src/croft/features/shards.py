@@ -1,0 +1,106 @@
+"""Shard files of the feature store: one safetensors file per block of records.
+
+A shard holds ``features`` ``(n, D)`` or ``(n, V, D)`` float32 (zeros for undecodable
+images) and ``ok`` uint8 ``(n,)``; its metadata carries the store key hash, the shard
+number and record range, the skipped images (JSON) and a ``checksum``
+(:func:`~croft.features.files.tensor_digest`) verified whenever the shard is read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import torch
+
+from croft.errors import CroftError
+from croft.features.files import (
+    FeatureSet,
+    canonical_safetensors,
+    tensor_digest,
+    verify_digest,
+)
+from croft.fileio import atomic_write_bytes
+
+
+def shard_name(s: int) -> str:
+    return f"shard-{s:05d}.safetensors"
+
+
+def write_shard(path: Path, features: torch.Tensor, ok: torch.Tensor, meta: dict[str, str]) -> None:
+    """One shard file, atomically (tests patch this to simulate a kill)."""
+    from safetensors.torch import save
+
+    tensors = {"features": features.contiguous(), "ok": ok.to(torch.uint8).contiguous()}
+    meta = {**meta, "checksum": tensor_digest(tensors)}
+    atomic_write_bytes(path, canonical_safetensors(save(tensors, metadata=meta)))
+
+
+def _shard_meta(path: Path) -> dict[str, str] | None:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return dict(fh.metadata() or {})
+    except Exception:  # noqa: BLE001 - missing or unreadable: not finished
+        return None
+
+
+def shard_done(path: Path, khash: str, s: int, start: int, stop: int) -> dict[str, str] | None:
+    meta = _shard_meta(path)
+    if (
+        meta is None
+        or meta.get("key_hash") != khash
+        or meta.get("shard") != str(s)
+        or meta.get("start") != str(start)
+        or meta.get("stop") != str(stop)
+    ):
+        return None
+    return meta
+
+
+def read_shard(
+    path: Path, start: int, stop: int, meta: dict[str, str]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A shard's rows, verified against its checksum; a corrupted shard is removed (so the
+    next run extracts it again) and reported in one line."""
+    from safetensors.torch import load_file
+
+    try:
+        t = load_file(str(path))
+        feats, ok = t["features"], t["ok"].bool()
+        if "checksum" not in meta:
+            raise ValueError("it carries no checksum")
+        verify_digest(t, meta, f"feature shard {path}")
+    except Exception as exc:  # noqa: BLE001
+        with contextlib.suppress(OSError):
+            path.unlink()
+        why = (
+            str(exc).split(";")[0]
+            if isinstance(exc, CroftError)
+            else f"feature shard {path} is unreadable ({exc})"
+        )
+        raise CroftError(
+            f"{why} -- removed it; run the same command again to extract it anew"
+        ) from None
+    if feats.shape[0] != stop - start or ok.shape != (stop - start,):
+        raise CroftError(f"feature shard {path} has the wrong number of rows; delete it and rerun")
+    return feats, ok
+
+
+def kept_ranges(ok: torch.Tensor) -> list[list[int]]:
+    ranges: list[list[int]] = []
+    for i in ok.nonzero().flatten().tolist():
+        if ranges and ranges[-1][1] == i:
+            ranges[-1][1] = i + 1
+        else:
+            ranges.append([i, i + 1])
+    return ranges
+
+
+def kept_indices(fs: FeatureSet) -> torch.Tensor:
+    """Record index (into the extracted dataset index) of each row of an extracted set."""
+    ranges = fs.extra.get("kept_ranges")
+    if ranges is None:
+        return torch.arange(len(fs))
+    return torch.cat([torch.arange(a, b) for a, b in ranges] or [torch.zeros(0, dtype=torch.long)])

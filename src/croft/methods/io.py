@@ -68,6 +68,23 @@ def _nonfinite_hint(input_max_abs: float | None) -> str:
     return "extreme input feature values or too high a learning rate; check both"
 
 
+def _train_max_abs(meta: dict[str, Any]) -> float | None:
+    """max |x| of the training features named in the provenance (``input_max_abs`` or the
+    ``train_features`` file), read only to explain a failure; None when unknown."""
+    found = meta.get("input_max_abs")
+    if isinstance(found, (int, float)):
+        return float(found)
+    path = meta.get("train_features")
+    if not isinstance(path, str):
+        return None
+    from croft.features import load_features
+
+    try:
+        return float(load_features(path).features.abs().max())
+    except (CroftError, OSError):
+        return None
+
+
 def check_finite_head(
     head: FittedHead, extra: dict[str, Any], input_max_abs: float | None = None
 ) -> None:
@@ -79,8 +96,7 @@ def check_finite_head(
         bad.append("ood_threshold")
     if bad:
         if input_max_abs is None:
-            found = extra.get("input_max_abs", head.meta.get("input_max_abs"))
-            input_max_abs = float(found) if isinstance(found, (int, float)) else None
+            input_max_abs = _train_max_abs({**head.meta, **extra})
         raise CroftError(
             f"the fitted {head.head_name} head has non-finite values ({', '.join(bad[:3])}"
             f"{', ...' if len(bad) > 3 else ''}); not saved. Likely cause: "

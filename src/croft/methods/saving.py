@@ -25,7 +25,7 @@ import torch
 from croft.features.files import FeatureSet
 from croft.fileio import atomic_write_text
 from croft.methods.base import METHODS, FitResult, FittedHead, make_config
-from croft.methods.io import save_head
+from croft.methods.io import check_head_dir, save_head
 from croft.methods.training import config_dict
 from croft.scores import energy
 
@@ -132,8 +132,6 @@ def fit_and_save(
     Method options come as ``options`` (a mapping, e.g. parsed ``--set`` values) and/or as
     keywords. Returns the fit result and the directory.
     """
-    from croft.methods.io import check_head_dir
-
     check_head_dir(out)  # before training: never overwrite a user's non-empty folder
     opts = {**dict(options or {}), **more_options}
     result = fit_method(method, train, val, device=device, progress=progress, tpr=tpr, options=opts)

@@ -495,3 +495,23 @@ def test_offline_local_backbones_and_extraction_never_touch_the_network(
     fs = extract_features(bb, read_layout(dataset, "folder"), templates=["a {}."], progress=False)
     assert fs is not None and fs.text_features is not None
     assert attempts == []
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::torch.jit.TracerWarning")
+def test_traced_open_clip_archive_state_dict_matches_jit_load(tmp_path):
+    """A random open_clip model traced as OpenAI's archives are (tracing takes seconds)."""
+    from croft.backbones.openclip import open_clip_module
+
+    oc = open_clip_module()
+    torch.manual_seed(0)
+    model = oc.create_model(TINY_VIT, force_quick_gelu=True).eval()
+    example = {
+        "encode_image": (torch.randn(1, 3, 32, 32),),
+        "encode_text": (torch.zeros(1, 16, dtype=torch.long),),
+    }
+    torch.jit.trace_module(model, example).save(str(tmp_path / "traced.pt"))
+    ref = torch.jit.load(str(tmp_path / "traced.pt")).state_dict()
+    got = read_state_dict(tmp_path / "traced.pt")
+    assert list(got) == list(ref)
+    assert all(torch.equal(got[k], ref[k]) and got[k].dtype == ref[k].dtype for k in ref)

@@ -515,3 +515,28 @@ def test_traced_open_clip_archive_state_dict_matches_jit_load(tmp_path):
     got = read_state_dict(tmp_path / "traced.pt")
     assert list(got) == list(ref)
     assert all(torch.equal(got[k], ref[k]) and got[k].dtype == ref[k].dtype for k in ref)
+
+
+def test_outputs_under_a_file_are_one_line(tmp_path, capsys):
+    """Not-a-directory outputs (read-only ones fail the same way; the tests run as root, so
+    they cannot make a folder read-only)."""
+    head, feats = _head_dir(tmp_path, capsys)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    argvs = [
+        ["fit", "--method", "zeroshot", "--train", str(feats), "--out", str(blocker / "h")],
+        [
+            "eval",
+            str(head),
+            "--id",
+            str(feats),
+            "--ood",
+            f"o={feats}",
+            "--out",
+            str(blocker / "m.json"),
+        ],  # fmt: skip
+        ["data", "splits", str(blocker / "ds")],
+    ]
+    for argv in argvs:
+        line = one_line(capsys, argv, sandbox=tmp_path)
+        assert str(blocker) in line

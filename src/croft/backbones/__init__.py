@@ -10,13 +10,18 @@ Spec strings (:func:`load_backbone`)::
     openclip:ARCH@TAG    an open_clip pretrained tag (e.g. ViT-B-16@openai); downloads from
                          the hub, so only with allow_download=True (CLI: --allow-download).
     openai:PATH          an OpenAI CLIP TorchScript archive (ViT-B-16.pt, RN50.pt as the
-    openai:ARCH:PATH     ``clip`` package saves them). Only its state dict is read (the
-                         archive is parsed as data and
-                         nothing in it runs); the open_clip model is inferred from
-                         the tensor shapes, or taken from ARCH when given.
+    openai:ARCH:PATH     ``clip`` package saves them). Only its tensors are read: the
+                         archive is parsed as data and nothing in it runs (see
+                         :mod:`croft.backbones.torchscript`); the open_clip model is
+                         inferred from the tensor shapes, or taken from ARCH when given.
+                         A zip with a ``code/`` entry passed as ``openclip:ARCH:PATH`` is
+                         read the same way.
     hf:DIR               a transformers CLIPModel directory (config.json + model.safetensors
                          or pytorch_model.bin, tokenizer files, preprocessor_config.json);
                          needs the extra ``pip install "croft-ood[hf]"``.
+
+Prefixes are registered in :data:`BACKBONES` (a :class:`croft.registry.Registry` of
+:class:`BackboneKind`), so a plug-in adds a prefix without editing the loader.
 
 Offline first: a local path never touches the network; a missing file, an unknown
 architecture or a hub tag without permission fails at once with one CroftError line.

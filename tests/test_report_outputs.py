@@ -307,3 +307,13 @@ def test_figures_saved_as_png_and_pdf(report) -> None:
         assert Path(png[:-4] + ".pdf").read_bytes()[:4] == b"%PDF"
     stems = {Path(p).stem for p in report["plots"]}
     assert {"energy_distributions", "energy_distributions_sketch", "roc_energy"} <= stems
+
+
+def test_malicious_scores_file_is_one_line_and_never_unpickled(tmp_path, capsys) -> None:
+    root = tmp_path / "runs"
+    _write_run(root, "zeroshot", "photo", 1)
+    (scores,) = root.rglob("scores.npz")
+    np.savez(scores, bad=np.array([object()], dtype=object))  # needs pickle to read
+    rc = main(["report", str(root), "--out", str(tmp_path / "rep")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "scores.npz" in err[0] and "Traceback" not in err[0]

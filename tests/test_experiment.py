@@ -10,7 +10,7 @@ from PIL import Image
 
 from croft.cli.main import main
 from croft.errors import CroftError
-from croft.protocols.experiment import expand_methods, load_experiment
+from croft.experiments import expand_methods, load_experiment
 from croft.report import collect_runs, select_records
 
 DOMAINS, CLASSES = ("art", "cartoon", "photo", "sketch"), ("cat", "dog", "fish")

@@ -9,7 +9,7 @@ from PIL import Image
 
 from croft.cli.main import main
 from croft.data import generate_lodo_splits
-from croft.protocols.experiment import check_experiment, expand_methods, load_experiment
+from croft.experiments import check_experiment, expand_methods, load_experiment
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 

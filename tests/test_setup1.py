@@ -13,8 +13,9 @@ from PIL import Image
 from croft.cli.main import main
 from croft.data.imagenet import imagenet_class_split
 from croft.errors import CroftError
-from croft.protocols.experiment import build_setup1_tasks, load_experiment
-from croft.protocols.lodo import restricted_predictions
+from croft.experiments import load_experiment
+from croft.experiments.tasks_imagenet import build_setup1_tasks
+from croft.experiments.evaluate import restricted_predictions
 from croft.report import collect_runs
 
 WNIDS = [f"n{i:08d}" for i in range(10)]

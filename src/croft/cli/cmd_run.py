@@ -10,8 +10,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "run",
         help="run an experiment from a YAML file (idempotent, resumable)",
         description="Extract features through the cache, fit every method (grids allowed) on "
-        "every held-out domain and seed, evaluate, and write one directory per run plus a "
-        "report. A rerun skips finished runs.",
+        "every held-out domain and seed, evaluate, and write one directory per run (metrics, "
+        "scores and the fitted head) plus a report. A rerun resumes exactly the same work; "
+        "runs made with other settings are refused (use --fresh or another --out).",
     )
     p.add_argument("config", help="experiment YAML (see configs/)")
     p.add_argument(
@@ -19,15 +20,28 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a key, e.g. --set shots=4 --set data.root=/data/PACS --set seeds=[1]",
+        help="override a key (YAML value), e.g. --set shots=4 --set data.root=/data/PACS "
+        "--set seeds=[1] --set methods.2.grid.lambda2=[10,100]",
     )
     p.add_argument("--out", help="output directory (default: runs/<name>)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--no-report", action="store_true", help="skip the report at the end")
     p.add_argument(
+        "--fresh", action="store_true", help="discard OUT/runs first (start the runs over)"
+    )
+    p.add_argument(
         "--check",
         action="store_true",
-        help="only validate the config and every dataset layout it names (no extraction)",
+        help="only validate the config, weights, device and every dataset it names "
+        "(no extraction); exit 1 when problems are found",
+    )
+    p.add_argument(
+        "--print-config", action="store_true", help="print the resolved config (YAML) and exit"
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list the planned runs and whether each is new, reused or resumed; run nothing",
     )
     p.set_defaults(func=run)
 
@@ -35,13 +49,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from croft.protocols.experiment import load_experiment, run_experiment
-    from croft.report import write_report
-    from croft.tables import render
+    from croft.experiments import load_experiment
 
     cfg = load_experiment(args.config, args.set)
+    if args.print_config:
+        import dataclasses
+
+        import yaml
+
+        print(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False), end="")
+        return 0
     if args.check:
-        from croft.protocols.experiment import check_experiment
+        from croft.experiments import check_experiment
 
         problems = check_experiment(cfg)
         for line in problems:
@@ -49,7 +68,30 @@ def run(args: argparse.Namespace) -> int:
         print(f"{cfg.name}: {'OK' if not problems else f'{len(problems)} problem(s)'}")
         return 1 if problems else 0
     out = Path(args.out or Path("runs") / cfg.name)
-    result = run_experiment(cfg, out, progress=not args.quiet)
+    if args.dry_run:
+        return _dry_run(cfg, out, args.fresh)
+    return _run(cfg, out, args)
+
+
+def _dry_run(cfg, out, fresh: bool) -> int:  # noqa: ANN001
+    from collections import Counter
+
+    from croft.experiments import dry_run
+
+    rows = [(d, "new") for d, _ in dry_run(cfg, out)] if fresh else dry_run(cfg, out)
+    for folder, status in rows:
+        print(f"{status:<8} {folder}" if ":" not in status else f"refuse   {folder} ({status})")
+    counts = Counter(s.split(":")[0] for _, s in rows)
+    print(f"{len(rows)} runs planned in {out}: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
+    return 0
+
+
+def _run(cfg, out, args: argparse.Namespace) -> int:  # noqa: ANN001
+    from croft.experiments import run_experiment
+    from croft.report import write_report
+    from croft.tables import render
+
+    result = run_experiment(cfg, out, progress=not args.quiet, fresh=args.fresh)
     print(f"{len(result['records'])} runs in {out}")
     if not args.no_report:
         rep = write_report(out, out / "report")

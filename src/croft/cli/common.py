@@ -7,15 +7,19 @@ from typing import Any
 
 
 def parse_sets(items: list[str] | None) -> dict[str, Any]:
-    """``["lr=0.01", "variant=paper"]`` -> ``{"lr": "0.01", "variant": "paper"}``."""
-    from croft.errors import CroftError
+    """``["lr=0.01", "variant=paper"]`` -> ``{"lr": "0.01", "variant": "paper"}``.
 
+    The grammar is :mod:`croft.overrides` (one name per item, a YAML value); scalar values
+    stay text so that the method config converts them to its field types.
+    """
+    from croft.overrides import parse_options
+
+    parsed = parse_options(items)
     out: dict[str, Any] = {}
     for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise CroftError(f"--set {item!r}: expected KEY=VALUE (e.g. --set lr=0.01)")
-        out[key.strip()] = value.strip()
+        key, _, raw = item.partition("=")
+        value = parsed[key.strip()]
+        out[key.strip()] = value if isinstance(value, (list, dict)) else raw.strip()
     return out
 
 

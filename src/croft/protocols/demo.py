@@ -9,7 +9,6 @@ KNN scores.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
@@ -17,7 +16,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from croft.protocols.lodo import MethodRun, Task, run_grid, summary_numbers, summary_table
+from croft.experiments.grid import MethodRun
+from croft.experiments.runner import run_grid
+from croft.experiments.summary import summary_numbers, summary_table
+from croft.experiments.task import Task
+from croft.fileio import atomic_write_json, atomic_write_text
+from croft.progress import progress as progress_bar
 from croft.simulate import SimConfig, Simulator
 
 SCORES = ("energy", "knn")
@@ -56,7 +60,7 @@ def run_synthetic_demo(
         "scores": list(SCORES),
         "knn": {"k": 1, "bank": "training features (view 0)"},
     }
-    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
+    atomic_write_json(out / "config.json", config)
 
     def tasks():  # noqa: ANN202
         for seed in seeds:
@@ -65,17 +69,17 @@ def run_synthetic_demo(
                 yield Task(t.test_domain, seed, t.train, t.val, t.test, t.ood_sets)
 
     total = len(seeds) * sim.domains * len(methods)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, desc="demo runs", unit="run")
     t0 = time.perf_counter()
-    records = run_grid(
-        tasks(), methods, out, scores=SCORES, on_result=(lambda r: bar.update(1)) if bar else None
-    )
-    if bar is not None:
-        bar.close()
+    settings = {"simulator": asdict(sim), "scores": list(SCORES)}
+    with progress_bar(total, "demo runs", "run", enabled=progress) as bar:
+        records = run_grid(
+            tasks(),
+            methods,
+            out,
+            settings=settings,
+            scores=SCORES,
+            on_result=lambda r: bar.update(1),
+        )
     table = summary_table(records, OOD_NAMES, scores=SCORES)
     summary = summary_numbers(records, OOD_NAMES, SCORES)
     elapsed = time.perf_counter() - t0
@@ -94,8 +98,8 @@ def run_synthetic_demo(
         "",
         f"{len(records)} runs in {elapsed:.1f} s on {platform.machine()} ({os.cpu_count()} CPUs).",
     ]
-    (out / "report.md").write_text("\n".join(report) + "\n")
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
+    atomic_write_text(out / "report.md", "\n".join(report) + "\n")
+    atomic_write_json(out / "summary.json", summary)
     return {"table": table, "summary": summary, "verdict": verdict, "seconds": elapsed}
 
 

@@ -13,13 +13,17 @@ SOURCE-validation accuracy, never on the test split.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
 from typing import Any
 
+from croft.experiments.config import DataSpec, LodoConfig, MethodGrid
+from croft.experiments.protocols import run_experiment
 from croft.fileio import cache_dir
-from croft.protocols.experiment import DataSpec, ExperimentConfig, MethodGrid, run_experiment
+
+log = logging.getLogger(__name__)
 
 OOD_NAMES = ("held_out_classes", "textures")
 STYLES = ("photo", "painting", "cartoon", "sketch")
@@ -32,8 +36,8 @@ def demo_methods(full: bool = True, cocoop: bool = True) -> list[MethodGrid]:
     core = [
         MethodGrid("zeroshot", "zeroshot"),
         MethodGrid("ce_adapter", "ce_adapter"),
-        MethodGrid("croft", "croft", {"variant": "official", "lambda2": [1000.0, 100.0, 10.0]}),
-        MethodGrid("croft_paper", "croft", {"variant": "paper", "lambda2": [10.0, 1.0, 0.1]}),
+        MethodGrid("croft", "croft", {"variant": "official"}, {"lambda2": [1000.0, 100.0, 10.0]}),
+        MethodGrid("croft_paper", "croft", {"variant": "paper"}, {"lambda2": [10.0, 1.0, 0.1]}),
     ]
     if not full:
         return core
@@ -63,10 +67,10 @@ def demo_config(
     full: bool = True,
     cocoop: bool = True,
     held_out: tuple[str, ...] = STYLES,
-) -> ExperimentConfig:
+) -> LodoConfig:
     from croft.world import TINY_CLIP_ARCH, tiny_clip_checkpoint
 
-    return ExperimentConfig(
+    return LodoConfig(
         name="demo",
         backbone=f"openclip:{TINY_CLIP_ARCH}:{tiny_clip_checkpoint()}",
         data=DataSpec(str(root), "oodbench"),
@@ -105,7 +109,7 @@ def run_world_demo(
 
     t0 = time.perf_counter()
     root = world_dir(world_seed, preset)
-    generate_world(root, preset=preset, seed=world_seed, log=print if progress else None)
+    generate_world(root, preset=preset, seed=world_seed, log=log.info if progress else None)
     cfg = demo_config(root, seeds, full, cocoop, held_out)
     out = Path(out_dir)
     result = run_experiment(cfg, out, progress=progress)

@@ -1,0 +1,302 @@
+"""Typed experiment configs, one dataclass per protocol, built from YAML-shaped dicts.
+
+``ExperimentBase`` holds what every protocol shares; :class:`LodoConfig` (Setup-II,
+leave-one-domain-out) and :class:`ImagenetConfig` (Setup-I, ImageNet class split) add
+their own fields, so a key of one protocol in the other's file is an error that says so.
+
+Every value is type-checked against the field's annotation (one line naming the key),
+and resources are bounded: ``views <= MAX_VIEWS``, ``shots <= MAX_SHOTS``,
+``val_per_class <= MAX_SHOTS``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from croft.errors import CroftError
+from croft.fileio import safe_name
+
+MAX_VIEWS = 64  # augmented training views per image (memory grows linearly)
+MAX_SHOTS = 1024  # images per class in the few-shot draw / validation draw
+OPEN_SET_NAME = "imagenet_ood"  # Setup-I: the held-out ImageNet classes
+AUTHORS_VAL_PER_CLASS = 4  # Setup-I validation size per ID class (docs/protocols.md)
+DEVICES = "cpu, cuda, cuda:N or mps"
+
+
+@dataclass
+class DataSpec:
+    """A dataset folder and its layout (see :mod:`croft.data`)."""
+
+    root: str
+    layout: str
+    options: dict[str, Any] = field(default_factory=dict)
+    name: str = ""
+
+
+@dataclass
+class MethodGrid:
+    """A method row: fixed ``options`` and an explicit ``grid`` (option -> list of values).
+
+    Every point of the grid's Cartesian product is one run labelled ``label[k=v,...]``.
+    """
+
+    label: str
+    method: str
+    options: dict[str, Any] = field(default_factory=dict)
+    grid: dict[str, list[Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        legacy = {k: v for k, v in self.options.items() if isinstance(v, list)}
+        if legacy:  # the old form: a list in options was a grid
+            warnings.warn(
+                f"method {self.label}: a list in options is read as a grid; write "
+                f"grid: {{{', '.join(f'{k}: {v}' for k, v in legacy.items())}}} instead "
+                "(lists in options will become plain values)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            self.options = {k: v for k, v in self.options.items() if k not in legacy}
+            self.grid = {**self.grid, **legacy}
+        for key, values in self.grid.items():
+            if not isinstance(values, list) or not values:
+                raise CroftError(f"method {self.label}: grid {key} must be a non-empty list")
+            if key in self.options:
+                raise CroftError(f"method {self.label}: {key} is both an option and a grid")
+
+
+@dataclass
+class ExperimentBase:
+    """What every protocol shares. Fields named in ``NOT_IN_RUN_KEY`` never change a run."""
+
+    PROTOCOL: ClassVar[str] = ""
+    NOT_IN_RUN_KEY: ClassVar[tuple[str, ...]] = (
+        "name",
+        "methods",
+        "seeds",
+        "held_out",
+        "device",
+        "batch_size",
+        "workers",
+        "cache",
+        "progress",
+    )
+
+    name: str
+    backbone: str
+    data: DataSpec
+    protocol: str = ""
+    ood: list[DataSpec] = field(default_factory=list)
+    methods: list[MethodGrid] = field(default_factory=list)
+    templates: list[str] = field(default_factory=lambda: ["a photo of a {}."])
+    shots: int = 16
+    val_per_class: int = 0  # 0: all source-validation images (Setup-I: 4)
+    views: int = 8
+    view_seed: int = 0
+    seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
+    ood_transform: str = "eval"  # eval | train (the authors' deviation, docs)
+    scores: list[str] = field(default_factory=lambda: ["energy", "knn"])
+    knn_k: int = 1
+    device: str = "cpu"
+    precision: str = "fp32"
+    batch_size: int = 64
+    workers: int = 0
+    cache: str = ""  # empty: the default feature cache
+    progress: bool = True
+
+    def check(self) -> None:
+        """Values that are well-typed but wrong: one :class:`CroftError` line each."""
+        safe_name(self.name, "experiment name")
+        _choice("ood_transform", self.ood_transform, ("eval", "train"))
+        _choice("precision", self.precision, ("fp32", "fp16", "bf16"))
+        _bounded("shots", self.shots, 1, MAX_SHOTS)
+        _bounded("views", self.views, 1, MAX_VIEWS)
+        _bounded("val_per_class", self.val_per_class, 0, MAX_SHOTS)
+        _bounded("knn_k", self.knn_k, 1, 10_000)
+        _bounded("batch_size", self.batch_size, 1, 1 << 16)
+        _bounded("workers", self.workers, 0, 256)
+        if not self.seeds:
+            raise CroftError("seeds: list at least one seed, e.g. seeds: [1, 2, 3]")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise CroftError(f"seeds: each seed once, got {self.seeds}")
+        check_device_name(self.device)
+        for t in self.templates:
+            if "{}" not in t:
+                raise CroftError(f"templates: {t!r} has no '{{}}' for the class name")
+        if not self.templates:
+            raise CroftError("templates: list at least one, e.g. ['a photo of a {}.']")
+        self._check_scores()
+        self._check_methods()
+
+    def _check_scores(self) -> None:
+        from croft.scores import SCORES
+
+        if not self.scores:
+            raise CroftError("scores: list at least one, e.g. scores: [energy]")
+        for s in self.scores:
+            if s not in SCORES:
+                raise CroftError(f"scores: unknown score {s!r}; known: {', '.join(SCORES.names())}")
+
+    def _check_methods(self) -> None:
+        if not self.methods:
+            raise CroftError("the experiment lists no methods (methods: [...])")
+        labels = [m.label for m in self.methods]
+        if len(set(labels)) != len(labels):
+            raise CroftError(f"method labels must be unique, got {labels}")
+        for m in self.methods:
+            safe_name(m.label, "method label")
+
+    def run_settings(self) -> dict[str, Any]:
+        """The resolved settings that change what a run computes (part of its run key)."""
+        doc = dataclasses.asdict(self)
+        for key in self.NOT_IN_RUN_KEY:
+            doc.pop(key, None)
+        return doc
+
+
+def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise CroftError(f"{key} {value!r}: use {' or '.join(allowed)}")
+
+
+def _bounded(key: str, value: int, low: int, high: int) -> None:
+    if not low <= value <= high:
+        raise CroftError(f"{key}: {value} is out of range; use {low} to {high}")
+
+
+def check_device_name(device: str) -> None:
+    """``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (availability is checked before running)."""
+    head, sep, idx = device.partition(":")
+    if head not in ("cpu", "cuda", "mps") or (sep and (head != "cuda" or not idx.isdigit())):
+        raise CroftError(f"device {device!r}: use {DEVICES}")
+
+
+# ------------------------------------------------------------------------------ typed build
+def build(cls: type, data: Any, where: str) -> Any:
+    """``cls(**data)`` with every value checked against its annotation (one-line errors)."""
+    if not isinstance(data, dict):
+        raise CroftError(f"{where}: expected a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise CroftError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(fields)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in data.items():
+        kwargs[key] = convert(value, hints[key], f"{where}: {key}")
+    missing = [
+        k
+        for k, f in fields.items()
+        if k not in kwargs
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
+    ]
+    if missing:
+        raise CroftError(f"{where}: the key {missing[0]!r} is required")
+    return cls(**kwargs)
+
+
+def _type_name(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(hint)[0])}s"
+    if origin is dict:
+        return "a mapping"
+    names = {int: "integer", float: "number", str: "string", bool: "boolean"}
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def convert(value: Any, hint: Any, where: str) -> Any:
+    """``value`` checked (and ints widened to floats) against a type annotation."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in typing.get_args(hint):
+            return None
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+        origin = typing.get_origin(hint)
+    if hint is Any:
+        return value
+    if dataclasses.is_dataclass(hint):
+        return build(hint, value, where)  # type: ignore[arg-type]
+    if origin is list:
+        if not isinstance(value, list):
+            raise CroftError(f"{where} must be {_type_name(hint)}, got {value!r}")
+        (inner,) = typing.get_args(hint)
+        return [convert(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise CroftError(f"{where} must be a mapping, got {value!r}")
+        return dict(value)
+    ok = (
+        (hint is bool and isinstance(value, bool))
+        or (hint is int and isinstance(value, int) and not isinstance(value, bool))
+        or (hint is float and isinstance(value, (int, float)) and not isinstance(value, bool))
+        or (hint is str and isinstance(value, str))
+    )
+    if hint is str and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)  # e.g. ar_protocol: 200
+    if not ok:
+        raise CroftError(f"{where} must be {'an' if hint is int else 'a'} {_type_name(hint)}, got {value!r}")
+    return float(value) if hint is float else value
+
+
+# ------------------------------------------------------------------------------ protocols
+@dataclass
+class LodoConfig(ExperimentBase):
+    """Setup-II: leave one domain out; ``held_out`` empty means every domain in turn."""
+
+    PROTOCOL: ClassVar[str] = "lodo"
+
+    held_out: list[str] = field(default_factory=list)
+    sampling: str = "balanced"  # balanced | per_class | authors (class-agnostic draw)
+    val_fraction: float = 0.2  # when the layout has no train/val split
+
+    def check(self) -> None:
+        super().check()
+        _choice("sampling", self.sampling, ("balanced", "per_class", "authors"))
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise CroftError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+
+
+@dataclass
+class ImagenetConfig(ExperimentBase):
+    """Setup-I: per seed an ImageNet class split (ID classes / open-set OOD classes)."""
+
+    PROTOCOL: ClassVar[str] = "imagenet"
+
+    shifted: list[DataSpec] = field(default_factory=list)  # covariate-shifted test sets
+    id_fraction: float = 0.4
+    val_source: str = "train"  # train | authors (4/class of ImageNet val)
+    detection_id: str = "test"  # test | authors_val (the 4/class val draw)
+    ood_draw: str = "all"  # all | authors_1000 (ood_draw_size random images)
+    ood_draw_size: int = 1000
+    ar_protocol: str = "faithful"  # faithful (all ID classes) | 200 (A/R: classes present)
+
+    def check(self) -> None:
+        super().check()
+        _choice("val_source", self.val_source, ("train", "authors"))
+        _choice("detection_id", self.detection_id, ("test", "authors_val"))
+        _choice("ood_draw", self.ood_draw, ("all", "authors_1000"))
+        _choice("ar_protocol", self.ar_protocol, ("faithful", "200"))
+        if self.data.layout != "imagenet":
+            raise CroftError(
+                f"protocol imagenet needs data.layout imagenet, got {self.data.layout!r}"
+            )
+        variant = str(self.data.options.get("variant") or "imagenet")
+        if variant.lower() not in ("imagenet", ""):
+            raise CroftError("protocol imagenet: data is ImageNet itself; put variants in shifted")
+        if not 0.0 < self.id_fraction < 1.0:
+            raise CroftError(f"id_fraction must be in (0, 1), got {self.id_fraction}")
+        _bounded("ood_draw_size", self.ood_draw_size, 1, 10_000_000)
+        names = [s.name for s in self.shifted]
+        if len(set(names)) != len(names):
+            raise CroftError(f"shifted set names must be unique, got {names}")
+        if OPEN_SET_NAME in [o.name for o in self.ood]:
+            raise CroftError(f"ood name {OPEN_SET_NAME!r} is taken by the held-out classes")
+
+
+CONFIGS: dict[str, type[ExperimentBase]] = {"lodo": LodoConfig, "imagenet": ImagenetConfig}

@@ -1,0 +1,163 @@
+"""Reading an experiment YAML: overrides, protocol dispatch, typed build, paths, checks.
+
+Relative data roots and weight paths are relative to the YAML file's folder. ``--set``
+items use the one grammar of :mod:`croft.overrides`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from croft.errors import CroftError
+from croft.experiments.config import CONFIGS, DataSpec, ExperimentBase, build
+from croft.experiments.grid import expand_methods, method_config
+from croft.overrides import apply_overrides
+
+
+def read_document(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """The YAML mapping of an experiment file with ``key.path=value`` overrides applied."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise CroftError(f"experiment file {str(p)!r} does not exist")
+    try:
+        doc = yaml.safe_load(p.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        first = str(exc).splitlines()[0]
+        raise CroftError(f"{p}: not valid YAML ({first})") from None
+    if not isinstance(doc, dict):
+        raise CroftError(f"{p}: expected a mapping of settings, got {type(doc).__name__}")
+    apply_overrides(doc, overrides)
+    return doc
+
+
+def build_config(doc: dict[str, Any], where: str) -> ExperimentBase:
+    """The protocol's typed config from a document (no path resolution)."""
+    protocol = doc.get("protocol", "lodo")
+    if protocol not in CONFIGS:
+        raise CroftError(f"protocol {protocol!r}: use lodo (Setup-II) or imagenet (Setup-I)")
+    cls = CONFIGS[protocol]
+    for other, ocls in CONFIGS.items():
+        if other == protocol:
+            continue
+        own = set(cls.__dataclass_fields__)
+        foreign = sorted(k for k in doc if k in ocls.__dataclass_fields__ and k not in own)
+        if foreign:
+            raise CroftError(
+                f"{where}: {foreign[0]} applies to protocol {other} only; remove it "
+                f"(this file is protocol {protocol})"
+            )
+    cfg = build(cls, {**doc, "protocol": protocol}, where)
+    _name_sets(cfg)
+    return cfg
+
+
+def _name_sets(cfg: ExperimentBase) -> None:
+    for i, o in enumerate(cfg.ood):
+        o.name = o.name or Path(o.root).name or f"ood{i}"
+    for i, o in enumerate(getattr(cfg, "shifted", [])):
+        o.name = o.name or _variant_name(o) or Path(o.root).name or f"shifted{i}"
+
+
+def _variant_name(spec: DataSpec) -> str:
+    """``imagenet_v2`` etc. for an ImageNet-variant spec, else empty."""
+    from croft.data.imagenet import VARIANTS, imagenet_variant
+
+    if spec.layout != "imagenet" or not spec.options.get("variant"):
+        return ""
+    return VARIANTS[imagenet_variant(str(spec.options["variant"]))]
+
+
+def load_experiment(
+    path: str | os.PathLike[str], overrides: Sequence[str] = ()
+) -> ExperimentBase:
+    """Read a YAML experiment, apply ``key.path=value`` overrides, type-check, validate."""
+    p = Path(path)
+    cfg = build_config(read_document(p, overrides), str(p))
+    resolve_paths(cfg, p.parent)
+    cfg.check()
+    for run in expand_methods(cfg.methods):  # every option of every grid point, now
+        method_config(run, cfg.seeds[0])
+    return cfg
+
+
+def resolve_paths(cfg: ExperimentBase, base: Path) -> None:
+    """Make relative data roots and the weight path relative to ``base`` (the YAML's folder)."""
+    for spec in [cfg.data, *cfg.ood, *getattr(cfg, "shifted", [])]:
+        if not os.path.isabs(spec.root) and not spec.root.startswith("~"):
+            spec.root = str((base / spec.root).resolve())
+        spec.root = os.path.expanduser(spec.root)
+    cfg.backbone = _resolve_backbone_path(cfg.backbone, base)
+
+
+def _resolve_backbone_path(spec: str, base: Path) -> str:
+    """The spec with a relative weight path made relative to ``base`` (the loader's parser)."""
+    from croft.backbones.loader import parse_spec
+
+    parsed = parse_spec(spec)
+    if parsed.path is None:
+        return spec
+    raw = spec.rpartition(":")[2] if parsed.arch else spec.partition(":")[2]
+    if os.path.isabs(os.path.expanduser(raw)):
+        return spec
+    candidate = (base / raw).resolve()
+    if parsed.kind != "openclip" and not candidate.exists():
+        return spec  # openai/hf: keep a path that only exists relative to the working dir
+    prefix = f"{parsed.kind}:{parsed.arch}:" if parsed.arch else f"{parsed.kind}:"
+    return f"{prefix}{candidate}"
+
+
+def check_device(device: str) -> str | None:
+    """Why ``device`` cannot be used here, or None."""
+    import torch
+
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            return f"device {device!r}: CUDA is not available on this machine; use device: cpu"
+        idx = device.partition(":")[2]
+        if idx and int(idx) >= torch.cuda.device_count():
+            return f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here"
+    if device == "mps" and not torch.backends.mps.is_available():
+        return "device 'mps': MPS is not available on this machine; use device: cpu"
+    return None
+
+
+def check_experiment(cfg: ExperimentBase) -> list[str]:
+    """Every problem found without running: methods, weights, device, datasets, domains."""
+    from croft.backbones.loader import parse_spec
+    from croft.data import check_layout
+
+    problems = []
+    for m in expand_methods(cfg.methods):
+        try:
+            method_config(m, cfg.seeds[0])
+        except CroftError as exc:
+            problems.append(str(exc))
+    parsed = parse_spec(cfg.backbone)
+    if parsed.path is not None and not parsed.path.exists():
+        problems.append(f"backbone: weight file not found: {parsed.path}")
+    device = check_device(cfg.device)
+    if device:
+        problems.append(device)
+    specs = [("data", cfg.data)] + [(f"ood {o.name}", o) for o in cfg.ood]
+    specs += [(f"shifted {o.name}", o) for o in getattr(cfg, "shifted", [])]
+    data_ok = True
+    for what, spec in specs:
+        try:
+            found = check_layout(spec.root, spec.layout, **spec.options)
+        except CroftError as exc:
+            found = [str(exc)]
+        data_ok = data_ok and (what != "data" or not found)
+        problems += [f"{what} ({spec.root}, layout {spec.layout}): {p}" for p in found]
+    if data_ok:
+        from croft.experiments.protocols import PROTOCOLS
+
+        try:  # held-out domains, class splits: the task records without any extraction
+            PROTOCOLS.get(cfg.protocol).plan(cfg)
+        except CroftError as exc:
+            problems.append(str(exc))
+    return problems

@@ -1,0 +1,102 @@
+"""Protocols in the one registry style, and ``run_experiment`` on top of them.
+
+A protocol is a config class, a ``plan(cfg)`` (the (held-out domain, seed) pairs, read
+from the dataset index, no extraction) and a ``tasks(cfg, backbone, show)`` (extract
+through the feature store; returns the task iterator, its length and result info).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from croft.errors import CroftError
+from croft.experiments import tasks_imagenet, tasks_lodo
+from croft.experiments.config import ExperimentBase, ImagenetConfig, LodoConfig
+from croft.experiments.grid import expand_methods
+from croft.experiments.loading import check_device
+from croft.experiments.runner import check_plan, discard_runs, planned, run_grid, run_status
+from croft.fileio import atomic_write_json
+from croft.progress import progress as progress_bar
+from croft.registry import Registry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A registered protocol."""
+
+    name: str
+    config_cls: type[ExperimentBase]
+    plan: Callable[[Any], list[tuple[str, int]]]
+    tasks: Callable[[Any, Any, bool], tuple[Any, int, dict[str, Any]]]
+
+
+PROTOCOLS: Registry[Protocol] = Registry("protocol")
+PROTOCOLS.register("lodo", "Setup-II: leave one domain out, open-set detection")(
+    Protocol("lodo", LodoConfig, tasks_lodo.plan, tasks_lodo.lodo_tasks)
+)
+PROTOCOLS.register("imagenet", "Setup-I: ImageNet class split, shifted ImageNet variants")(
+    Protocol("imagenet", ImagenetConfig, tasks_imagenet.plan, tasks_imagenet.imagenet_tasks)
+)
+
+
+def dry_run(cfg: ExperimentBase, out_dir: str | os.PathLike[str]) -> list[tuple[str, str]]:
+    """``(run folder relative to out, status)`` for every planned run; nothing is written."""
+    out = Path(out_dir)
+    settings = cfg.run_settings()
+    pairs = PROTOCOLS.get(cfg.protocol).plan(cfg)
+    rows = []
+    for run, dom, seed in planned(expand_methods(cfg.methods), pairs):
+        status = run_status(out, run, dom, seed, settings)
+        rows.append((f"runs/{run.label}/{dom}_seed{seed}", status))
+    return rows
+
+
+def run_experiment(
+    cfg: ExperimentBase,
+    out_dir: str | os.PathLike[str],
+    *,
+    progress: bool | None = None,
+    fresh: bool = False,
+) -> dict[str, Any]:
+    """Extract (cached), fit and evaluate every method on every task; write run folders.
+
+    A rerun into ``out_dir`` reuses finished runs with the same run key and refuses
+    (before any work) runs made with other settings, unless ``fresh`` discards them.
+    """
+    from croft.backbones import load_backbone
+
+    show = cfg.progress if progress is None else progress
+    out = Path(out_dir)
+    problem = check_device(cfg.device)
+    if problem:
+        raise CroftError(problem)
+    proto = PROTOCOLS.get(cfg.protocol)
+    methods = expand_methods(cfg.methods)
+    settings = cfg.run_settings()
+    if fresh:
+        discard_runs(out)
+    check_plan(out, planned(methods, proto.plan(cfg)), settings)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "config.resolved.json", dataclasses.asdict(cfg))
+    backbone = load_backbone(cfg.backbone, device=cfg.device, precision=cfg.precision)
+    tasks, n_tasks, info = proto.tasks(cfg, backbone, show)
+    with progress_bar(n_tasks * len(methods), "runs", "run", enabled=show) as bar:
+        records = run_grid(
+            tasks,
+            methods,
+            out,
+            settings=settings,
+            scores=cfg.scores,
+            score_params={"knn": {"k": cfg.knn_k}} if "knn" in cfg.scores else None,
+            on_result=lambda r: bar.update(1),
+            device=cfg.device,
+        )
+    return {"records": records, "out_dir": str(out), **info}

@@ -1,0 +1,106 @@
+"""A task (one held-out domain and seed, as feature sets) and the ONE way to cut its
+feature sets out of extractions: :class:`Pool` (rows by image path) and :func:`pick`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from croft.errors import CroftError
+from croft.features.files import FeatureSet
+
+
+@dataclass
+class Task:
+    """The data of one held-out domain and seed."""
+
+    test_domain: str
+    seed: int
+    train: FeatureSet
+    val: FeatureSet | None
+    test: FeatureSet
+    ood_sets: dict[str, FeatureSet]
+    bank: FeatureSet | None = None  # KNN bank; default: the training features (view 0)
+    # Setup-I additions (empty / None: Setup-II behaviour)
+    shifted: dict[str, FeatureSet] = field(default_factory=dict)  # accuracy only
+    shifted_classes: dict[str, list[int]] = field(default_factory=dict)  # allowed predictions
+    detection_id: FeatureSet | None = None  # ID positives for detection; default: ``test``
+    meta: dict[str, Any] = field(default_factory=dict)  # merged into each record
+
+
+@dataclass
+class Pool:
+    """Extracted features addressed by image path (one or more extractions)."""
+
+    features: torch.Tensor  # (N, D) or (N, V, D)
+    rows: dict[Any, int]
+    like: FeatureSet  # templates, logit scale, provenance
+    by_record: bool = False  # rows keyed by the record itself (an index may hold one
+    # image twice, e.g. as a train image of one task and a test image of another)
+
+    def key(self, record: Any) -> Any:
+        return record if self.by_record else record.path
+
+
+def pool(fs: FeatureSet, index: Any, *, by_record: bool = False) -> Pool:
+    """The rows of an extraction of ``index`` (undecodable images are absent)."""
+    from croft.features import kept_indices
+
+    kept = kept_indices(fs).tolist()
+    recs = [index.records[int(i)] for i in kept]
+    rows = {(r if by_record else r.path): row for row, r in enumerate(recs)}
+    return Pool(fs.features, rows, fs, by_record)
+
+
+def merge(*pools: Pool) -> Pool:
+    """One pool from several extractions (distinct paths)."""
+    rows: dict[str, int] = {}
+    offset = 0
+    for p in pools:
+        rows.update({k: v + offset for k, v in p.rows.items()})
+        offset += p.features.shape[0]
+    return Pool(torch.cat([p.features for p in pools]), rows, pools[0].like, pools[0].by_record)
+
+
+def pick(
+    source: Pool,
+    records: Sequence[Any],
+    *,
+    class_names: list[str],
+    text: torch.Tensor | None,
+    name: str,
+    domain_names: list[str] | None = None,
+    ood: bool = False,
+) -> FeatureSet:
+    """The rows of ``records`` as a feature set (labels from the records).
+
+    Domains index ``domain_names`` when given (a record of another domain is an error),
+    else the order in which they first appear. ``ood``: labels -1, no domains. Images
+    that could not be decoded are left out; none left is an error.
+    """
+    present = [r for r in records if source.key(r) in source.rows]
+    if records and not present:
+        raise CroftError(f"<{name}>: none of its {len(records)} images could be decoded")
+    idx = torch.tensor([source.rows[source.key(r)] for r in present], dtype=torch.long)
+    names = list(dict.fromkeys(r.domain for r in present)) if domain_names is None else domain_names
+    unknown = sorted({r.domain for r in present} - set(names))
+    if unknown and not ood:
+        raise CroftError(f"<{name}>: image domain(s) {unknown} are not among {names}")
+    like = source.like
+    return FeatureSet(
+        features=source.features[idx],
+        labels=torch.full((len(present),), -1) if ood else torch.tensor([r.label for r in present]),
+        domains=None
+        if ood
+        else torch.tensor([names.index(r.domain) for r in present], dtype=torch.long),
+        class_names=list(class_names),
+        domain_names=[] if ood else list(names),
+        text_features=text,
+        templates=list(like.templates),
+        logit_scale=like.logit_scale,
+        extra={**like.extra, "subset": name},
+        source=f"<{name}>",
+    )

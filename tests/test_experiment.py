@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from PIL import Image
 
 from croft.cli.main import main
 from croft.errors import CroftError
-from croft.experiments import expand_methods, load_experiment
+from croft.experiments import expand_methods, load_experiment, read_runs
 from croft.report import collect_runs, select_records
 
 DOMAINS, CLASSES = ("art", "cartoon", "photo", "sketch"), ("cat", "dog", "fish")
@@ -136,3 +137,78 @@ def test_grid_expansion_and_config_errors(world, tmp_path) -> None:
         load_experiment(world / "exp.yaml", ["shots"])
     with pytest.raises(CroftError, match="does not exist"):
         load_experiment(tmp_path / "none.yaml")
+
+
+def _run(cfg: Path, out: Path, *extra: str) -> int:
+    return main(["run", str(cfg), "--out", str(out), "--quiet", "--no-report", *extra])
+
+
+def test_changed_settings_never_return_stale_results(world, tmp_path, capsys) -> None:
+    """A rerun with other shots (or another non-grid setting) into the same --out refuses
+    with one line; --fresh recomputes; the same settings resume without recomputing."""
+    cfg, out = world / "exp.yaml", tmp_path / "runs"
+    one = ["--set", "methods=[{label: zeroshot, method: zeroshot}]", "--set", "held_out=[art]"]
+    assert _run(cfg, out, *one) == 0
+    (rec,) = collect_runs(out)
+    first = rec["accuracy"], rec["run_key"]
+    metrics = out / "runs" / "zeroshot" / "art_seed1" / "metrics.json"
+    stamp = metrics.stat().st_mtime_ns
+    capsys.readouterr()
+    for change in ("shots=3", "templates=['a drawing of a {}.']", "ood_transform=train"):
+        assert _run(cfg, out, *one, "--set", change) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--fresh" in err[0] and "another --out" in err[0], err
+        assert f"another {change.split('=')[0]}" in err[0]
+        assert metrics.stat().st_mtime_ns == stamp  # nothing recomputed, nothing served
+    # --fresh: recomputed with the new setting, and a new run key
+    assert _run(cfg, out, *one, "--set", "shots=3", "--fresh") == 0
+    (rec,) = collect_runs(out)
+    assert rec["run_key"] != first[1]
+    key = json.loads((metrics.parent / "run_key.json").read_text())
+    assert key["run_key"] == rec["run_key"] and key["config"]["settings"]["shots"] == 3
+    # same settings again: resumed, nothing recomputed
+    stamp = metrics.stat().st_mtime_ns
+    assert _run(cfg, out, *one, "--set", "shots=3") == 0
+    assert metrics.stat().st_mtime_ns == stamp
+    # settings outside the run key (device, batch size, seeds list) do not refuse
+    assert _run(cfg, out, *one, "--set", "shots=3", "--set", "batch_size=8") == 0
+
+
+def test_runs_keep_heads_selection_and_dry_run(world, tmp_path, capsys) -> None:
+    import croft
+
+    cfg, out = world / "exp.yaml", tmp_path / "runs"
+    one = ["--set", "held_out=[photo]", "--set", "methods.1.options.epochs=1"]
+    assert _run(cfg, out, *one, "--dry-run") == 0
+    printed = capsys.readouterr().out
+    assert printed.count("new ") == 3 and "3 runs planned" in printed and not out.exists()
+    assert _run(cfg, out, *one) == 0
+    for rec in read_runs(out):
+        assert "selection" in rec.metrics and rec.metrics["head"] == "head"
+        assert rec.head_dir is not None and rec.scores()["id/energy"].shape == (18,)
+    rec = next(r for r in read_runs(out) if r.label.startswith("croft["))
+    head = croft.load(rec.head_dir)
+    assert head is not None
+    (out / "runs" / "zeroshot" / "photo_seed1" / "metrics.json").unlink()
+    capsys.readouterr()
+    assert _run(cfg, out, *one, "--dry-run") == 0
+    printed = capsys.readouterr().out
+    assert printed.count("reuse ") == 2 and printed.count("resume ") == 1
+    assert _run(cfg, out, *one, "--set", "shots=1", "--dry-run") == 0
+    assert "refuse" in capsys.readouterr().out
+
+
+def test_print_config_and_explicit_grid(world, tmp_path, capsys) -> None:
+    import yaml
+
+    sets = ["--set", "methods.1.options={epochs: 2}", "--set", "methods.1.grid={lambda2: [1, 5]}"]
+    assert main(["run", str(world / "exp.yaml"), "--print-config", *sets]) == 0
+    doc = yaml.safe_load(capsys.readouterr().out)
+    assert doc["protocol"] == "lodo" and doc["shots"] == 2
+    assert doc["methods"][1]["grid"] == {"lambda2": [1, 5]}
+    cfg = load_experiment(world / "exp.yaml", [s for s in sets if s != "--set"])
+    assert [m.label for m in expand_methods(cfg.methods)][1:] == [
+        "croft[lambda2=1]",
+        "croft[lambda2=5]",
+    ]
+    assert not tmp_path.joinpath("runs").exists()

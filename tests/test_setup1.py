@@ -14,8 +14,8 @@ from croft.cli.main import main
 from croft.data.imagenet import imagenet_class_split
 from croft.errors import CroftError
 from croft.experiments import load_experiment
-from croft.experiments.tasks_imagenet import build_setup1_tasks
 from croft.experiments.evaluate import restricted_predictions
+from croft.experiments.tasks_imagenet import build_setup1_tasks
 from croft.report import collect_runs
 
 WNIDS = [f"n{i:08d}" for i in range(10)]

@@ -108,6 +108,12 @@ class ExperimentBase:
     cache: str = ""  # empty: the default feature cache
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        if self.protocol in ("", self.PROTOCOL):
+            self.protocol = self.PROTOCOL
+        else:
+            raise CroftError(f"protocol {self.protocol!r} given to {type(self).__name__}")
+
     def check(self) -> None:
         """Values that are well-typed but wrong: one :class:`CroftError` line each."""
         safe_name(self.name, "experiment name")
@@ -183,7 +189,9 @@ def build(cls: type, data: Any, where: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise CroftError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(fields)}")
+        raise CroftError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(fields)}"
+        )
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for key, value in data.items():
@@ -240,7 +248,9 @@ def convert(value: Any, hint: Any, where: str) -> Any:
     if hint is str and isinstance(value, int) and not isinstance(value, bool):
         return str(value)  # e.g. ar_protocol: 200
     if not ok:
-        raise CroftError(f"{where} must be {'an' if hint is int else 'a'} {_type_name(hint)}, got {value!r}")
+        raise CroftError(
+            f"{where} must be {'an' if hint is int else 'a'} {_type_name(hint)}, got {value!r}"
+        )
     return float(value) if hint is float else value
 
 

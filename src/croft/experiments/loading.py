@@ -72,9 +72,7 @@ def _variant_name(spec: DataSpec) -> str:
     return VARIANTS[imagenet_variant(str(spec.options["variant"]))]
 
 
-def load_experiment(
-    path: str | os.PathLike[str], overrides: Sequence[str] = ()
-) -> ExperimentBase:
+def load_experiment(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> ExperimentBase:
     """Read a YAML experiment, apply ``key.path=value`` overrides, type-check, validate."""
     p = Path(path)
     cfg = build_config(read_document(p, overrides), str(p))
@@ -126,9 +124,18 @@ def check_device(device: str) -> str | None:
     return None
 
 
+def check_weights(spec: str) -> str | None:
+    """Why the backbone spec's weight file cannot be read, or None (hub tags: None)."""
+    from croft.backbones.loader import parse_spec
+
+    parsed = parse_spec(spec)
+    if parsed.path is not None and not parsed.path.exists():
+        return f"backbone: weight file not found: {parsed.path} (from {spec!r})"
+    return None
+
+
 def check_experiment(cfg: ExperimentBase) -> list[str]:
     """Every problem found without running: methods, weights, device, datasets, domains."""
-    from croft.backbones.loader import parse_spec
     from croft.data import check_layout
 
     problems = []
@@ -137,12 +144,7 @@ def check_experiment(cfg: ExperimentBase) -> list[str]:
             method_config(m, cfg.seeds[0])
         except CroftError as exc:
             problems.append(str(exc))
-    parsed = parse_spec(cfg.backbone)
-    if parsed.path is not None and not parsed.path.exists():
-        problems.append(f"backbone: weight file not found: {parsed.path}")
-    device = check_device(cfg.device)
-    if device:
-        problems.append(device)
+    problems += [p for p in (check_weights(cfg.backbone), check_device(cfg.device)) if p]
     specs = [("data", cfg.data)] + [(f"ood {o.name}", o) for o in cfg.ood]
     specs += [(f"shifted {o.name}", o) for o in getattr(cfg, "shifted", [])]
     data_ok = True

@@ -19,7 +19,7 @@ from croft.errors import CroftError
 from croft.experiments import tasks_imagenet, tasks_lodo
 from croft.experiments.config import ExperimentBase, ImagenetConfig, LodoConfig
 from croft.experiments.grid import expand_methods
-from croft.experiments.loading import check_device
+from croft.experiments.loading import check_device, check_weights
 from croft.experiments.runner import check_plan, discard_runs, planned, run_grid, run_status
 from croft.fileio import atomic_write_json
 from croft.progress import progress as progress_bar
@@ -75,7 +75,7 @@ def run_experiment(
 
     show = cfg.progress if progress is None else progress
     out = Path(out_dir)
-    problem = check_device(cfg.device)
+    problem = check_device(cfg.device) or check_weights(cfg.backbone)
     if problem:
         raise CroftError(problem)
     proto = PROTOCOLS.get(cfg.protocol)

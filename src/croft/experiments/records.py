@@ -73,7 +73,9 @@ class RunRecord:
             with np.load(path, allow_pickle=False) as z:
                 return {k: z[k] for k in z.files}
         except (OSError, ValueError) as exc:
-            raise CroftError(f"{path}: unreadable scores ({exc}); delete the run to redo it") from None
+            raise CroftError(
+                f"{path}: unreadable scores ({exc}); delete the run to redo it"
+            ) from None
 
     def as_dict(self) -> dict[str, Any]:
         """The metrics plus ``run_dir`` (the shape ``croft.report`` works on)."""
@@ -88,6 +90,7 @@ def write_run(
     env: Mapping[str, Any],
     per_sample: Mapping[str, np.ndarray],
     head: Any = None,
+    head_meta: Mapping[str, Any] | None = None,
 ) -> RunRecord:
     """Write one run's files; ``metrics.json`` last (the run counts as finished after it)."""
     rdir.mkdir(parents=True, exist_ok=True)
@@ -98,7 +101,7 @@ def write_run(
     if head is not None:
         from croft.methods import save_head
 
-        save_head(head, rdir / HEAD)
+        save_head(head, rdir / HEAD, **dict(head_meta or {}))
         record["head"] = HEAD
     _write_metrics(rdir / METRICS, record)
     return RunRecord(record, rdir)

@@ -114,7 +114,29 @@ def run_one(
         env=environment(),
         per_sample=per_sample,
         head=result.head if save_heads else None,
+        head_meta=head_provenance(run, cfg, result, task) if save_heads else None,
     )
+
+
+def head_provenance(run: MethodRun, cfg: Any, result: Any, task: Task) -> dict[str, Any]:
+    """What ``croft fit`` records in head.json, so ``croft.load(run/head)`` predicts."""
+    from croft.evaluation import energy_threshold
+
+    train = task.train
+    meta: dict[str, Any] = {
+        "config": dataclasses.asdict(cfg),
+        "method": run.method,
+        "label": run.label,
+        "history": result.history,
+        "selected_epoch": result.selected_epoch,
+        "prompts": [t.format(c) for t in train.templates[:1] for c in train.class_names],
+        "backbone": train.extra.get("backbone"),
+        "backbone_spec": train.extra.get("backbone_spec"),
+    }
+    if task.val is not None:
+        value = energy_threshold(result.head, task.val)
+        meta["ood_threshold"] = {"score": "energy", "tpr": 0.95, "value": value}
+    return meta
 
 
 def run_grid(

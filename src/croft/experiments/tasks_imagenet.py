@@ -161,7 +161,9 @@ def imagenet_tasks(
 
     def one(t: Setup1Records) -> Task:
         names = t.id_classes
-        get = functools.partial(pick, class_names=names, text=text_all[[position[c] for c in names]])
+        get = functools.partial(
+            pick, class_names=names, text=text_all[[position[c] for c in names]]
+        )
         ood_sets = {OPEN_SET_NAME: get(ood_pool, t.ood, name=OPEN_SET_NAME, ood=True)}
         ood_sets.update(extra_ood)
         det = t.detection_id

@@ -65,3 +65,37 @@ def test_explicit_grid_and_the_deprecated_list_form() -> None:
     assert expand_methods([old]) == expand_methods([new])
     with pytest.raises(CroftError, match="both an option and a grid"):
         MethodGrid("c", "croft", {"lambda2": 1.0}, {"lambda2": [1.0]})
+
+
+def test_one_selection_path_is_deterministic_and_strict() -> None:
+    """The union index holds one record per image in path order whatever the set order
+    (the feature-store key depends on it), and an image of an unknown domain is an error
+    (it used to become domain 0)."""
+    import random
+
+    import torch
+
+    from croft.data.index import Record
+    from croft.experiments.task import Pool, by_path, pick
+    from croft.features.files import FeatureSet
+
+    recs = [
+        Record(f"{d}/{k}.png", k % 2, "ab"[k % 2], d, s)
+        for d in "xy"
+        for k in range(3)
+        for s in ("train", "test")
+    ]
+    orders = []
+    for seed in range(5):
+        shuffled = list(recs)
+        random.Random(seed).shuffle(shuffled)
+        orders.append(by_path(set(shuffled)))
+    assert all(o == orders[0] for o in orders) and len(orders[0]) == 6
+    like = FeatureSet(
+        features=torch.zeros(6, 4), labels=torch.zeros(6, dtype=torch.long), class_names=["a", "b"]
+    )
+    src = Pool(torch.arange(24.0).view(6, 4), {r.path: i for i, r in enumerate(orders[0])}, like)
+    fs = pick(src, recs[:2], class_names=["a", "b"], text=None, name="t", domain_names=["x"])
+    assert fs.domains.tolist() == [0, 0] and fs.features[0].tolist() == [0.0, 1.0, 2.0, 3.0]
+    with pytest.raises(CroftError, match="domain.*'y'.*not among"):
+        pick(src, recs[6:8], class_names=["a", "b"], text=None, name="t", domain_names=["x"])

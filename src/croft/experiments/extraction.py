@@ -36,7 +36,7 @@ def extract_ood(
         if ofs.features.dim() == 3:
             ofs.features = ofs.features[:, 0]
         ood_sets[spec.name] = pick(
-            pool(ofs, ood_index, by_record=True),
+            pool(ofs, ood_index),
             ood_index.records,
             class_names=list(full.class_names),
             text=text,

@@ -65,6 +65,11 @@ def fingerprint(fs: Any) -> dict[str, Any]:
 
 def task_data_key(task: Any) -> str:
     """The data part of the run key of every run on ``task``."""
+    return canonical_hash(task_data(task))
+
+
+def task_data(task: Any) -> dict[str, Any]:
+    """The fingerprint of every feature set of ``task`` (hashed into the data key)."""
     sets: dict[str, Any] = {"train": task.train, "test": task.test, "val": task.val}
     sets["bank"] = task.bank
     sets["detection_id"] = task.detection_id
@@ -72,15 +77,16 @@ def task_data_key(task: Any) -> str:
     sets.update({f"shifted/{k}": v for k, v in task.shifted.items()})
     doc = {k: fingerprint(v) for k, v in sets.items() if v is not None}
     doc["shifted_classes"] = {k: list(v) for k, v in task.shifted_classes.items()}
-    return canonical_hash(doc)
+    return doc
 
 
-def make_key(config: Mapping[str, Any], data_key: str | None) -> dict[str, Any]:
-    """The stored key document; ``data_key`` None gives the config part only (dry runs)."""
+def make_key(config: Mapping[str, Any], data: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The stored key document; ``data`` (:func:`task_data`) None: the config part only."""
     ckey = canonical_hash(config)
-    out = {"config_key": ckey, "data_key": data_key, "config": dict(config)}
-    if data_key is not None:
-        out["run_key"] = canonical_hash({"config": ckey, "data": data_key})
+    dkey = canonical_hash(data) if data is not None else None
+    out = {"config_key": ckey, "data_key": dkey, "config": dict(config), "data": data}
+    if dkey is not None:
+        out["run_key"] = canonical_hash({"config": ckey, "data": dkey})
     return out
 
 
@@ -93,7 +99,10 @@ def difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
             return f"another {name} ({a.get(k)!r} there, {b.get(k)!r} now)"
     if old.get("config_key") != new.get("config_key"):
         return "other settings"
-    return "other data (the features it read have changed)"
+    olddata, newdata = old.get("data") or {}, new.get("data") or {}
+    changed = sorted(k for k in set(olddata) | set(newdata) if olddata.get(k) != newdata.get(k))
+    what = f" ({', '.join(changed[:3])})" if changed else ""
+    return f"other data (the features it read have changed{what})"
 
 
 def _flat(doc: Any, prefix: str = "") -> dict[str, Any]:

@@ -29,7 +29,7 @@ from croft.experiments.records import (
     write_run,
     write_run_key,
 )
-from croft.experiments.runkey import config_document, difference, make_key, refuse, task_data_key
+from croft.experiments.runkey import config_document, difference, make_key, refuse, task_data
 from croft.experiments.task import Task
 from croft.fileio import inside
 
@@ -161,12 +161,12 @@ def run_grid(
         method_config(m)
     records = []
     for task in tasks:
-        data_key = task_data_key(task)
+        data = task_data(task)
         for m in methods:
             rdir = run_dir(out, m.label, task.test_domain, task.seed)
             options = dataclasses.asdict(method_config(m, task.seed))
             doc = config_document(settings, m.method, options, task.test_domain, task.seed)
-            key = make_key(doc, data_key)
+            key = make_key(doc, data)
             stored = read_run_key(rdir)
             rec = None
             if stored is not None and stored.get("run_key") != key["run_key"]:

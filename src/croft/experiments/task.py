@@ -36,23 +36,27 @@ class Pool:
     """Extracted features addressed by image path (one or more extractions)."""
 
     features: torch.Tensor  # (N, D) or (N, V, D)
-    rows: dict[Any, int]
+    rows: dict[str, int]
     like: FeatureSet  # templates, logit scale, provenance
-    by_record: bool = False  # rows keyed by the record itself (an index may hold one
-    # image twice, e.g. as a train image of one task and a test image of another)
-
-    def key(self, record: Any) -> Any:
-        return record if self.by_record else record.path
 
 
-def pool(fs: FeatureSet, index: Any, *, by_record: bool = False) -> Pool:
+def pool(fs: FeatureSet, index: Any) -> Pool:
     """The rows of an extraction of ``index`` (undecodable images are absent)."""
     from croft.features import kept_indices
 
-    kept = kept_indices(fs).tolist()
-    recs = [index.records[int(i)] for i in kept]
-    rows = {(r if by_record else r.path): row for row, r in enumerate(recs)}
-    return Pool(fs.features, rows, fs, by_record)
+    rows = {index.records[int(i)].path: row for row, i in enumerate(kept_indices(fs).tolist())}
+    return Pool(fs.features, rows, fs)
+
+
+def by_path(records: Any) -> list[Any]:
+    """One record per image path, in path order (deterministic: the extraction index of a
+    union of tasks, where one image may be a train image of one task and a test image of
+    another; labels and domains are taken from each task's own records by :func:`pick`)."""
+    ordered = sorted(records, key=lambda r: (r.path, r.split, r.domain, r.label))
+    first: dict[str, Any] = {}
+    for r in ordered:
+        first.setdefault(r.path, r)
+    return list(first.values())
 
 
 def merge(*pools: Pool) -> Pool:
@@ -62,7 +66,7 @@ def merge(*pools: Pool) -> Pool:
     for p in pools:
         rows.update({k: v + offset for k, v in p.rows.items()})
         offset += p.features.shape[0]
-    return Pool(torch.cat([p.features for p in pools]), rows, pools[0].like, pools[0].by_record)
+    return Pool(torch.cat([p.features for p in pools]), rows, pools[0].like)
 
 
 def pick(
@@ -81,10 +85,10 @@ def pick(
     else the order in which they first appear. ``ood``: labels -1, no domains. Images
     that could not be decoded are left out; none left is an error.
     """
-    present = [r for r in records if source.key(r) in source.rows]
+    present = [r for r in records if r.path in source.rows]
     if records and not present:
         raise CroftError(f"<{name}>: none of its {len(records)} images could be decoded")
-    idx = torch.tensor([source.rows[source.key(r)] for r in present], dtype=torch.long)
+    idx = torch.tensor([source.rows[r.path] for r in present], dtype=torch.long)
     names = list(dict.fromkeys(r.domain for r in present)) if domain_names is None else domain_names
     unknown = sorted({r.domain for r in present} - set(names))
     if unknown and not ood:

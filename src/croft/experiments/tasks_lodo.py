@@ -15,7 +15,7 @@ from typing import Any
 from croft.errors import CroftError
 from croft.experiments.config import DataSpec, LodoConfig
 from croft.experiments.extraction import extract_ood, store_options
-from croft.experiments.task import Task, pick, pool
+from croft.experiments.task import Task, by_path, pick, pool
 
 
 @dataclass
@@ -123,18 +123,16 @@ def lodo_tasks(cfg: LodoConfig, backbone: Any, show: bool) -> tuple[Any, int, di
 
     full, task_records = build_tasks(cfg)
     common = store_options(cfg, show)
-    train_union = sorted({r for t in task_records for r in t.train}, key=lambda r: r.path)
-    eval_union = sorted(
-        {r for t in task_records for r in (*t.train, *t.val, *t.test)}, key=lambda r: r.path
-    )
+    train_union = by_path(r for t in task_records for r in t.train)
+    eval_union = by_path(r for t in task_records for r in (*t.train, *t.val, *t.test))
     train_index = full.with_records(train_union)
     eval_index = full.with_records(eval_union)
     views = ViewSpec.train_views(cfg.views, cfg.view_seed)
     train_fs = extract_features(backbone, train_index, view=views, **common)
     eval_fs = extract_features(backbone, eval_index, view=ViewSpec.eval_view(), **common)
     text = extract_text_features(backbone, list(full.class_names), cfg.templates)
-    train_pool = pool(train_fs, train_index, by_record=True)
-    eval_pool = pool(eval_fs, eval_index, by_record=True)
+    train_pool = pool(train_fs, train_index)
+    eval_pool = pool(eval_fs, eval_index)
     ood_sets = extract_ood(cfg, backbone, common, full, text)
     names, domains = list(full.class_names), list(full.domain_names)
 

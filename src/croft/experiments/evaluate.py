@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from croft.errors import CroftError
-from croft.evaluation import evaluate, head_outputs
+from croft.evaluation import evaluate, fit_detectors, head_outputs
 from croft.experiments.task import Task
 from croft.features.files import FeatureSet
 from croft.methods.base import FittedHead
@@ -69,11 +69,8 @@ def evaluate_task(
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Record fields (accuracy, n_id, detection, val_accuracy, …) and per-sample arrays."""
     extra = {"source_val": task.val} if task.val is not None else {}
-    common = {
-        "scores": scores,
-        "score_params": score_params,
-        "bank": task.bank if task.bank is not None else task.train,
-    }
+    bank = task.bank if task.bank is not None else task.train
+    common = {"scores": scores, "detectors": fit_detectors(head, scores, score_params, bank)}
     if task.detection_id is None:
         ev = evaluate(head, task.test, task.ood_sets, **common, extra_sets=extra)
     else:  # accuracy on the test set, detection against another ID set

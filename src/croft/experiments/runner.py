@@ -103,7 +103,7 @@ def run_one(
         "scores": list(scores),
         "ood_sets": list(task.ood_sets),
         "run_key": key["run_key"],
-        "selection": getattr(result, "selection", None),
+        "selection": result.selection,
         **fields,
         **task.meta,
     }
@@ -119,24 +119,11 @@ def run_one(
 
 
 def head_provenance(run: MethodRun, cfg: Any, result: Any, task: Task) -> dict[str, Any]:
-    """What ``croft fit`` records in head.json, so ``croft.load(run/head)`` predicts."""
-    from croft.evaluation import energy_threshold
+    """What ``croft fit`` records in head.json (:func:`croft.methods.saving.provenance`,
+    with the OOD threshold from source validation) plus the run's label."""
+    from croft.methods.saving import provenance
 
-    train = task.train
-    meta: dict[str, Any] = {
-        "config": dataclasses.asdict(cfg),
-        "method": run.method,
-        "label": run.label,
-        "history": result.history,
-        "selected_epoch": result.selected_epoch,
-        "prompts": [t.format(c) for t in train.templates[:1] for c in train.class_names],
-        "backbone": train.extra.get("backbone"),
-        "backbone_spec": train.extra.get("backbone_spec"),
-    }
-    if task.val is not None:
-        value = energy_threshold(result.head, task.val)
-        meta["ood_threshold"] = {"score": "energy", "tpr": 0.95, "value": value}
-    return meta
+    return {**provenance(run.method, cfg, result, task.train, task.val), "label": run.label}
 
 
 def run_grid(

@@ -212,3 +212,50 @@ def test_print_config_and_explicit_grid(world, tmp_path, capsys) -> None:
         "croft[lambda2=5]",
     ]
     assert not tmp_path.joinpath("runs").exists()
+
+
+@pytest.mark.slow  # two fresh processes (~40 s); the union order is unit-tested fast
+def test_rerun_in_a_new_process_resumes_oodbench_runs(world, tmp_path) -> None:
+    """With an OoD-Bench layout one image is a source image of one task and a test image
+    of another; the union extraction must not depend on the string-hash seed, or a rerun in
+    a new process would see other data and refuse (it did)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from croft.data import generate_lodo_splits
+
+    root = tmp_path / "bench"
+    shutil.copytree(world / "data", root / "images")
+    generate_lodo_splits(root, val_fraction=0.34, seed=1)
+    from croft.backbones import TINY_VIT
+
+    cfg = tmp_path / "bench.yaml"
+    cfg.write_text(
+        f"""
+name: bench
+backbone: openclip:{TINY_VIT}:{world / "tiny.pt"}
+data: {{root: {root}, layout: oodbench}}
+held_out: [art, photo]
+shots: 2
+views: 2
+seeds: [1]
+scores: [energy]
+batch_size: 16
+methods:
+  - {{label: zeroshot, method: zeroshot}}
+"""
+    )
+    out = tmp_path / "runs"
+    argv = [sys.executable, "-m", "croft", "run", str(cfg), "--out", str(out), "--quiet"]
+    argv.append("--no-report")
+    stamps = None
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        now = {p: p.stat().st_mtime_ns for p in out.rglob("metrics.json")}
+        assert len(now) == 2
+        assert stamps is None or now == stamps
+        stamps = now

@@ -173,3 +173,17 @@ def test_refusals_leave_the_output_folder_as_it_was(setup, capsys) -> None:
     capsys.readouterr()
     _one_line_error(_argv(setup, "shots=2") + ["--no-report"], setup, capsys, "another shots")
     assert os.listdir(setup / "out" / "runs") == ["zeroshot"]
+
+
+def test_damaged_run_files_on_resume(setup, capsys) -> None:
+    """A truncated metrics.json is one line naming the file; a damaged run_key.json is a
+    refusal (never a silent reuse)."""
+    assert main(_argv(setup) + ["--no-report"]) == 0
+    rdir = setup / "out" / "runs" / "zeroshot" / "art_seed1"
+    text = (rdir / "metrics.json").read_text()
+    (rdir / "metrics.json").write_text(text[: len(text) // 2])
+    capsys.readouterr()
+    _one_line_error(_argv(setup) + ["--no-report"], setup, capsys, "metrics.json: not valid JSON")
+    (rdir / "metrics.json").write_text(text)
+    (rdir / "run_key.json").write_text("{")
+    _one_line_error(_argv(setup) + ["--no-report"], setup, capsys, "--fresh")

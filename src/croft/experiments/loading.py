@@ -159,7 +159,7 @@ def check_experiment(cfg: ExperimentBase) -> list[str]:
         from croft.experiments.protocols import PROTOCOLS
 
         try:  # held-out domains, class splits: the task records without any extraction
-            PROTOCOLS.get(cfg.protocol).plan(cfg)
+            PROTOCOLS.get(cfg.protocol).records(cfg)
         except CroftError as exc:
             problems.append(str(exc))
     return problems

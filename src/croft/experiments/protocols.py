@@ -1,8 +1,9 @@
 """Protocols in the one registry style, and ``run_experiment`` on top of them.
 
-A protocol is a config class, a ``plan(cfg)`` (the (held-out domain, seed) pairs, read
-from the dataset index, no extraction) and a ``tasks(cfg, backbone, show)`` (extract
-through the feature store; returns the task iterator, its length and result info).
+A protocol is a config class, ``records(cfg)`` (the task records, read from the dataset
+indices once, no extraction), ``pairs(records)`` (the (held-out domain, seed) of each
+task) and ``tasks(cfg, records, backbone, show)`` (extract through the feature store;
+returns the task iterator, its length and result info).
 """
 
 from __future__ import annotations
@@ -34,16 +35,23 @@ class Protocol:
 
     name: str
     config_cls: type[ExperimentBase]
-    plan: Callable[[Any], list[tuple[str, int]]]
-    tasks: Callable[[Any, Any, bool], tuple[Any, int, dict[str, Any]]]
+    records: Callable[[Any], Any]
+    pairs: Callable[[Any], list[tuple[str, int]]]
+    tasks: Callable[[Any, Any, Any, bool], tuple[Any, int, dict[str, Any]]]
 
 
 PROTOCOLS: Registry[Protocol] = Registry("protocol")
 PROTOCOLS.register("lodo", "Setup-II: leave one domain out, open-set detection")(
-    Protocol("lodo", LodoConfig, tasks_lodo.plan, tasks_lodo.lodo_tasks)
+    Protocol("lodo", LodoConfig, tasks_lodo.build_tasks, tasks_lodo.pairs, tasks_lodo.lodo_tasks)
 )
 PROTOCOLS.register("imagenet", "Setup-I: ImageNet class split, shifted ImageNet variants")(
-    Protocol("imagenet", ImagenetConfig, tasks_imagenet.plan, tasks_imagenet.imagenet_tasks)
+    Protocol(
+        "imagenet",
+        ImagenetConfig,
+        tasks_imagenet.build_setup1_tasks,
+        tasks_imagenet.pairs,
+        tasks_imagenet.imagenet_tasks,
+    )
 )
 
 
@@ -51,7 +59,8 @@ def dry_run(cfg: ExperimentBase, out_dir: str | os.PathLike[str]) -> list[tuple[
     """``(run folder relative to out, status)`` for every planned run; nothing is written."""
     out = Path(out_dir)
     settings = cfg.run_settings()
-    pairs = PROTOCOLS.get(cfg.protocol).plan(cfg)
+    proto = PROTOCOLS.get(cfg.protocol)
+    pairs = proto.pairs(proto.records(cfg))
     rows = []
     for run, dom, seed in planned(expand_methods(cfg.methods), pairs):
         status = run_status(out, run, dom, seed, settings)
@@ -83,11 +92,12 @@ def run_experiment(
     settings = cfg.run_settings()
     if fresh:
         discard_runs(out)
-    check_plan(out, planned(methods, proto.plan(cfg)), settings)
+    records = proto.records(cfg)
+    check_plan(out, planned(methods, proto.pairs(records)), settings)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "config.resolved.json", dataclasses.asdict(cfg))
     backbone = load_backbone(cfg.backbone, device=cfg.device, precision=cfg.precision)
-    tasks, n_tasks, info = proto.tasks(cfg, backbone, show)
+    tasks, n_tasks, info = proto.tasks(cfg, records, backbone, show)
     with progress_bar(n_tasks * len(methods), "runs", "run", enabled=show) as bar:
         records = run_grid(
             tasks,

@@ -108,9 +108,9 @@ def build_setup1_tasks(cfg: ImagenetConfig) -> tuple[Any, dict[str, Any], list[S
     return full, variants, tasks
 
 
-def plan(cfg: ImagenetConfig) -> list[tuple[str, int]]:
-    """``("imagenet", seed)`` of every task, after checking the class splits."""
-    return [("imagenet", t.seed) for t in build_setup1_tasks(cfg)[2]]
+def pairs(records: tuple[Any, dict[str, Any], list[Setup1Records]]) -> list[tuple[str, int]]:
+    """``("imagenet", seed)`` of every task of :func:`build_setup1_tasks`'s result."""
+    return [("imagenet", t.seed) for t in records[2]]
 
 
 def _pools(cfg: ImagenetConfig, backbone: Any, full: Any, task_records: list, common: dict):
@@ -144,12 +144,15 @@ def _pools(cfg: ImagenetConfig, backbone: Any, full: Any, task_records: list, co
 
 
 def imagenet_tasks(
-    cfg: ImagenetConfig, backbone: Any, show: bool
+    cfg: ImagenetConfig,
+    records: tuple[Any, dict[str, Any], list[Setup1Records]],
+    backbone: Any,
+    show: bool,
 ) -> tuple[Any, int, dict[str, Any]]:
     """``(task iterator, number of tasks, result info)``; features are extracted here."""
     from croft.features import extract_features, extract_text_features
 
-    full, variants, task_records = build_setup1_tasks(cfg)
+    full, variants, task_records = records
     common = store_options(cfg, show)
     train_pool, eval_pool, ood_pool = _pools(cfg, backbone, full, task_records, common)
     shifted_pools = {

@@ -112,16 +112,18 @@ def _first_domain(d: DataSpec) -> str:
     )
 
 
-def plan(cfg: LodoConfig) -> list[tuple[str, int]]:
-    """``(held-out domain, seed)`` of every task, without extraction."""
-    return [(t.test_domain, t.seed) for t in build_tasks(cfg)[1]]
+def pairs(records: tuple[Any, list[TaskRecords]]) -> list[tuple[str, int]]:
+    """``(held-out domain, seed)`` of every task of :func:`build_tasks`'s result."""
+    return [(t.test_domain, t.seed) for t in records[1]]
 
 
-def lodo_tasks(cfg: LodoConfig, backbone: Any, show: bool) -> tuple[Any, int, dict[str, Any]]:
+def lodo_tasks(
+    cfg: LodoConfig, records: tuple[Any, list[TaskRecords]], backbone: Any, show: bool
+) -> tuple[Any, int, dict[str, Any]]:
     """``(task iterator, number of tasks, result info)``; features are extracted here."""
     from croft.features import ViewSpec, extract_features, extract_text_features
 
-    full, task_records = build_tasks(cfg)
+    full, task_records = records
     common = store_options(cfg, show)
     train_union = by_path(r for t in task_records for r in t.train)
     eval_union = by_path(r for t in task_records for r in (*t.train, *t.val, *t.test))

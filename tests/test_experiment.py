@@ -259,3 +259,11 @@ methods:
         assert len(now) == 2
         assert stamps is None or now == stamps
         stamps = now
+
+
+def test_run_records_read_like_the_report(world, tmp_path) -> None:
+    """RunRecord.as_dict() gives what croft.report.collect_runs gives, run for run."""
+    out = tmp_path / "runs"
+    one = ["--set", "held_out=[art]", "--set", "methods.1.options.epochs=1"]
+    assert _run(world / "exp.yaml", out, *one) == 0
+    assert [r.as_dict() for r in read_runs(out)] == collect_runs(out)

@@ -77,9 +77,24 @@ class RunRecord:
                 f"{path}: unreadable scores ({exc}); delete the run to redo it"
             ) from None
 
+    @property
+    def run_config(self) -> dict[str, Any] | None:
+        """The resolved method config (``config.json``'s ``config``), None if unreadable."""
+        try:
+            doc = json.loads((self.run_dir / "config.json").read_text())
+        except (OSError, ValueError):
+            return None
+        cfg = doc.get("config") if isinstance(doc, dict) else None
+        return cfg if isinstance(cfg, dict) else None
+
     def as_dict(self) -> dict[str, Any]:
-        """The metrics plus ``run_dir`` (the shape ``croft.report`` works on)."""
-        return {**self.metrics, "run_dir": str(self.run_dir)}
+        """The metrics plus ``run_dir`` and ``run_config`` (when readable): the record
+        shape ``croft.report`` works on."""
+        out = {**self.metrics, "run_dir": str(self.run_dir)}
+        cfg = self.run_config
+        if cfg is not None:
+            out["run_config"] = cfg
+        return out
 
 
 def write_run(
@@ -116,8 +131,9 @@ def _write_metrics(path: Path, record: Mapping[str, Any]) -> None:
     atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True, default=float))
 
 
-def read_run(rdir: str | os.PathLike[str]) -> RunRecord | None:
-    """The finished run in ``rdir``, or None when it has no metrics.json yet."""
+def read_run(rdir: str | os.PathLike[str], *, strict: bool = True) -> RunRecord | None:
+    """The finished run in ``rdir``, or None when it has no metrics.json yet (or, with
+    ``strict=False``, when its metrics.json is not a run record, e.g. another tool's)."""
     path = Path(rdir) / METRICS
     if not path.is_file():
         return None
@@ -126,18 +142,21 @@ def read_run(rdir: str | os.PathLike[str]) -> RunRecord | None:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CroftError(f"{path}: not valid JSON ({exc}); delete it to rerun that run") from None
     if not isinstance(data, dict) or "label" not in data or "accuracy" not in data:
+        if not strict:
+            return None
         raise CroftError(f"{path}: not a croft run record; delete it to rerun that run")
     return RunRecord(data, Path(rdir))
 
 
 def read_runs(root: str | os.PathLike[str]) -> list[RunRecord]:
-    """Every finished run below ``root`` (an output folder or its ``runs/``), path order."""
+    """Every finished run below ``root`` (an output folder or its ``runs/``), path order;
+    metrics.json files that are not run records are skipped, unreadable ones are errors."""
     base = Path(root)
     if not base.is_dir():
         raise CroftError(f"{base}: no such directory; pass the output directory of a run")
     found = []
     for path in sorted(base.rglob(METRICS)):
-        rec = read_run(path.parent)
+        rec = read_run(path.parent, strict=False)
         if rec is not None:
             found.append(rec)
     if not found:

@@ -57,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
     for name, (header, rows) in result["tables"].items():
         print(f"\n{name} (mean ± std over held-out styles x seeds, %):")
         print(render(header, rows))
+    if result.get("marks"):
+        print("\n" + "\n".join(result["marks"]))
     print("\nCRoFT (lambda2 chosen on source validation) against the references:")
     print("\n".join(result["verdict"]))
     print(f"\nreport and plots: {result['report']} ({result['seconds']:.0f} s)")

@@ -114,9 +114,12 @@ def run_world_demo(
     out = Path(out_dir)
     result = run_experiment(cfg, out, progress=progress)
     report = write_report(out, out / "report")
+    from croft.verdict import status_marks, training_status
+
     records = select_records(result["records"])
     return {
         "tables": report["tables"],
+        "marks": status_marks(training_status(records))[1],  # the legend of † / ‡ rows
         "report": str(Path(report["out_dir"]) / "report.md"),
         "verdict": verdict(records),
         "seconds": time.perf_counter() - t0,

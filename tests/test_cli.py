@@ -112,3 +112,23 @@ def test_demo_grid_resumes(tmp_path) -> None:
     assert all(p.stat().st_mtime_ns == t for p, t in stamp.items())
     assert second["summary"] == first["summary"]
     assert "croft_official" in (out / "report.md").read_text()
+
+
+def test_list_shows_every_registry(capsys):
+    from croft.cli.main import main
+
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for heading, entry in [
+        ("methods:", "croft"),
+        ("scores", "knn"),
+        ("head types", "adapter"),
+        ("backbone kinds", "openai"),
+        ("dataset layouts", "oodbench"),
+        ("experiment protocols", "lodo"),
+    ]:
+        block = out.split(heading, 1)[1]
+        assert f"  {entry} " in block.split("\n\n")[0] or f"  {entry}" in block
+    assert main(["list", "protocols"]) == 0
+    only = capsys.readouterr().out
+    assert "imagenet" in only and "methods:" not in only

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import functools
-import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,6 @@ from typing import Any
 import numpy as np
 
 from croft import plotstyle as ps
-from croft.errors import CroftError
 
 Record = Mapping[str, Any]
 
@@ -40,14 +38,9 @@ def load_scores(run: Record) -> dict[str, np.ndarray] | None:
 @functools.lru_cache(maxsize=256)
 def _load_npz(path: str, size: int, mtime_ns: int) -> dict[str, np.ndarray]:
     del size, mtime_ns  # cache key only
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (ValueError, OSError, zipfile.BadZipFile) as exc:
-        raise CroftError(
-            f"{path}: not a readable scores file ({str(exc).splitlines()[0]}); "
-            "delete the run folder and rerun it"
-        ) from None
+    from croft.experiments.records import load_scores
+
+    return load_scores(path)
 
 
 def _by_label(records: Sequence[Record]) -> dict[str, list[Record]]:

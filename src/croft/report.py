@@ -17,7 +17,6 @@ that reads runs), keeps one grid point per (method, held-out domain, seed)
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Mapping, Sequence
@@ -36,34 +35,12 @@ ARROW = {"min": "↓", "max": "↑"}
 
 
 def collect_runs(runs_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Every finished run below ``runs_dir``: its ``metrics.json`` plus ``run_dir`` and, when
-    the run has a ``config.json``, its resolved method config as ``run_config``."""
-    root = Path(runs_dir)
-    if not root.is_dir():
-        raise CroftError(f"{root}: no such directory; pass the output directory of a run")
-    records = []
-    for path in sorted(root.rglob("metrics.json")):
-        try:
-            rec = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise CroftError(
-                f"{path}: not valid JSON ({exc}); delete it to rerun that run"
-            ) from None
-        if not (isinstance(rec, dict) and "label" in rec and "accuracy" in rec):
-            continue
-        rec["run_dir"] = str(path.parent)
-        cfg_path = path.parent / "config.json"
-        if cfg_path.is_file():
-            try:
-                cfg = json.loads(cfg_path.read_text())
-            except json.JSONDecodeError:
-                cfg = {}
-            if isinstance(cfg, dict) and isinstance(cfg.get("config"), dict):
-                rec["run_config"] = cfg["config"]
-        records.append(rec)
-    if not records:
-        raise CroftError(f"{root}: no finished runs (no metrics.json below it)")
-    return records
+    """Every finished run below ``runs_dir`` as a record dict: its ``metrics.json`` plus
+    ``run_dir`` and ``run_config`` (read through :mod:`croft.experiments.records`, the one
+    reader of run folders)."""
+    from croft.experiments.records import read_runs
+
+    return [r.as_dict() for r in read_runs(runs_dir)]
 
 
 def select_records(

@@ -1,4 +1,5 @@
-"""``croft list``: registered methods (with ``-v`` their options), scores and head types."""
+"""``croft list``: everything registered — methods (``-v``: their options), scores, head
+types, backbone kinds, dataset layouts and experiment protocols."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "default and meaning (set them with 'croft fit --set NAME=VALUE' or in a run's "
         "YAML).",
     )
-    p.add_argument("what", nargs="?", choices=["methods", "scores", "heads"], default=None)
+    p.add_argument("what", nargs="?", choices=list(_KINDS), default=None)
     p.add_argument("-v", "--verbose", action="store_true", help="methods: list their options")
     p.set_defaults(func=run)
 
@@ -39,9 +40,32 @@ class HelpOptionsAction(argparse.Action):
         parser.exit(0)
 
 
+#: kind -> (module, registry attribute, heading); methods are listed by :func:`run` itself.
+_KINDS: dict[str, tuple[str, str, str]] = {
+    "methods": ("croft.methods", "METHODS", "methods:"),
+    "scores": ("croft.scores", "SCORES", "scores (higher = more in-distribution):"),
+    "heads": ("croft.methods", "HEADS", "head types (head.json 'head'):"),
+    "backbones": ("croft.backbones.loader", "BACKBONES", "backbone kinds (spec prefix KIND:…):"),
+    "layouts": ("croft.data.layouts", "LAYOUTS", "dataset layouts (--layout):"),
+    "protocols": (
+        "croft.experiments.protocols",
+        "PROTOCOLS",
+        "experiment protocols (YAML 'protocol'):",
+    ),
+}
+
+
+def _list_registry(kind: str) -> None:
+    import importlib
+
+    module, attr, heading = _KINDS[kind]
+    print(heading)
+    for e in getattr(importlib.import_module(module), attr):
+        print(f"  {e.name:<16} {e.summary}".rstrip())
+
+
 def run(args: argparse.Namespace) -> int:
     import croft.methods
-    from croft.scores import SCORES
 
     if args.what in (None, "methods"):
         print("methods:")
@@ -52,12 +76,7 @@ def run(args: argparse.Namespace) -> int:
                 print("  " + format_options(e.name).replace("\n", "\n  ") + "\n")
             else:
                 print(f"  {e.name:<16} {e.summary}")
-    if args.what in (None, "scores"):
-        print("scores (higher = more in-distribution):")
-        for e in SCORES:
-            print(f"  {e.name:<16} {e.summary}")
-    if args.what in (None, "heads"):
-        print("head types (head.json 'head'):")
-        for e in croft.methods.HEADS:
-            print(f"  {e.name}")
+    for kind in _KINDS:
+        if kind != "methods" and args.what in (None, kind):
+            _list_registry(kind)
     return 0

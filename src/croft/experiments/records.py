@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,18 @@ HEAD = "head"
 def run_dir(out_dir: str | os.PathLike[str], label: str, domain: str, seed: int) -> Path:
     """``out_dir/runs/<label>/<domain>_seed<seed>``, refused if it resolves outside ``out_dir``."""
     return inside(out_dir, "runs", label, f"{domain}_seed{seed}")
+
+
+def load_scores(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """The arrays of a run's ``scores.npz``, never unpickled; unreadable: one line."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CroftError(
+            f"{path}: not a readable scores file ({first}); delete the run folder to redo it"
+        ) from None
 
 
 @dataclass
@@ -68,14 +81,7 @@ class RunRecord:
 
     def scores(self) -> dict[str, np.ndarray]:
         """The per-sample arrays of ``scores.npz`` (loaded without pickles)."""
-        path = self.run_dir / "scores.npz"
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                return {k: z[k] for k in z.files}
-        except (OSError, ValueError) as exc:
-            raise CroftError(
-                f"{path}: unreadable scores ({exc}); delete the run to redo it"
-            ) from None
+        return load_scores(self.run_dir / "scores.npz")
 
     @property
     def run_config(self) -> dict[str, Any] | None:

@@ -10,6 +10,8 @@ Per-sample scores are kept so that reports and plots can be redrawn without reru
 
 from __future__ import annotations
 
+import copy
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from croft.conventions import Conventions, cap_per_class
+from croft.conventions import resolve as resolve_conventions
 from croft.errors import CroftError
 from croft.features.files import FeatureSet
 from croft.methods.base import FittedHead
@@ -26,11 +30,14 @@ from croft.scores import SCORES, Detector, ScoreInputs
 
 __all__ = [
     "DEFAULT_SCORES",
+    "Conventions",
     "Evaluation",
+    "detection_head",
     "energy_threshold",
     "evaluate",
     "fit_detectors",
     "head_outputs",
+    "resolve_conventions",
 ]
 
 DEFAULT_SCORES = ("energy", "mcm", "msp", "max_logit", "knn")
@@ -44,9 +51,13 @@ class Evaluation:
     n_id: int
     detection: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     per_sample: dict[str, np.ndarray] = field(default_factory=dict)
+    conventions: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"accuracy": self.accuracy, "n_id": self.n_id, "detection": self.detection}
+        out = {"accuracy": self.accuracy, "n_id": self.n_id, "detection": self.detection}
+        if self.conventions:
+            out["conventions"] = self.conventions
+        return out
 
 
 @torch.no_grad()
@@ -62,20 +73,43 @@ def head_outputs(head: FittedHead, x: torch.Tensor, batch_size: int = 8192) -> S
     return ScoreInputs(**{k: torch.cat(v) for k, v in parts.items()})
 
 
+def detection_head(head: FittedHead, conventions: Conventions | None = None) -> FittedHead:
+    """The head that scores open-set detection: ``conventions``' detection ratios when it
+    sets them (adapter heads), else the head's own detection view (``det_ratio``), else
+    ``head`` itself. Accuracy always uses ``head``."""
+    if conventions is not None and (
+        conventions.detection_ratio is not None or conventions.detection_ratio_text is not None
+    ):
+        head = conventions.apply_to_head(copy.deepcopy(head))
+    view = getattr(head, "detection_view", None)
+    return view() if callable(view) else head
+
+
 def fit_detectors(
     head: FittedHead,
     scores: Sequence[str],
     score_params: Mapping[str, Mapping[str, Any]] | None = None,
     bank: FeatureSet | None = None,
+    knn_k_sweep: Sequence[int] = (),
 ) -> dict[str, Detector]:
     """One fitted :class:`~croft.scores.Detector` per score name, in order.
 
     Scores that need fitting (KNN) are fitted on the head's outputs of ``bank`` (ID
     training or validation features; adapted embeddings for adapter heads); ``bank`` is
-    required only when such a score is requested and is not used otherwise.
+    required only when such a score is requested and is not used otherwise. With ``knn``
+    among ``scores``, each ``k`` of ``knn_k_sweep`` adds a detector ``knn@k`` (values
+    above the bank size are skipped with a warning).
     """
     params = {k: dict(v) for k, v in (score_params or {}).items() if k in scores}
     detectors = {n: SCORES.get(n).detector(**params.get(n, {})) for n in scores}
+    if "knn" in detectors and knn_k_sweep:
+        n_bank = len(bank) if bank is not None else 0
+        base = {k: v for k, v in params.get("knn", {}).items() if k != "k"}
+        for k in knn_k_sweep:
+            if bank is not None and int(k) > n_bank:
+                warnings.warn(f"knn@{k} skipped: the bank holds {n_bank} rows", stacklevel=2)
+                continue
+            detectors[f"knn@{int(k)}"] = SCORES.get("knn").detector(k=int(k), **base)
     stateful = [n for n, d in detectors.items() if d.needs_fit]
     if stateful:
         if bank is None:
@@ -99,19 +133,29 @@ def evaluate(
     id_correct_only: bool = False,
     extra_sets: Mapping[str, FeatureSet] | None = None,
     detectors: Mapping[str, Detector] | None = None,
+    conventions: Conventions | None = None,
 ) -> Evaluation:
     """Accuracy of ``head`` on ``id_set`` and detection of each OOD set.
 
     ``bank`` (ID training or validation features) is required for ``knn``; its
-    embeddings come from the head (adapted features for adapter methods).
-    ``id_correct_only`` keeps only correctly classified ID samples as positives (the
-    authors' energy evaluator, CROFT_SPEC §5.2); the default keeps all ID samples.
-    ``extra_sets`` (e.g. source-domain validation data) are scored for plots only:
-    ``per_sample["extra/<name>/<score>"]``. ``detectors`` (from :func:`fit_detectors`, e.g.
-    shared by several evaluations of one head) replace ``scores``/``score_params``/``bank``.
+    embeddings come from the head (adapted features for adapter heads).
+    ``conventions`` (:class:`~croft.conventions.Conventions`, default croft's) decides the
+    detection side: which ID samples are positives per score (``correct``: only those
+    the detection view classifies correctly, the authors' energy evaluator, X2), at most
+    ``id_cap_per_class`` ID positives per class (drawn with seed 0), the detection view's
+    ratios (:func:`detection_head`, D7), the ``knn`` score's ``k`` and the ``knn@k``
+    sweep. ``id_correct_only=True`` is ``id_positives: correct``. Accuracy always uses
+    ``head`` and every ID sample. ``extra_sets`` (e.g. source-domain validation data) are
+    scored for plots only: ``per_sample["extra/<name>/<score>"]``. ``detectors`` (from
+    :func:`fit_detectors`, fitted on the detection view, e.g. shared by several
+    evaluations of one head) replace ``scores``/``score_params``/``bank``.
     """
+    conv = conventions or Conventions()
+    if id_correct_only:
+        conv = resolve_conventions(conv, {"id_positives": "correct"})
     for name in scores if detectors is None else detectors:
-        SCORES.get(name)  # unknown score: one clear error before any work
+        if not name.startswith("knn@"):
+            SCORES.get(name)  # unknown score: one clear error before any work
     if id_set.class_names != head.class_names:
         raise CroftError(
             f"{id_set.source}: its classes {id_set.class_names[:3]}… differ from the head's "
@@ -119,40 +163,53 @@ def evaluate(
         )
     if bool((id_set.labels < 0).any()):
         raise CroftError(f"{id_set.source}: the ID set has unknown labels (-1); pass it as OOD")
+    det_head = detection_head(head, conv)
     if detectors is None:
-        detectors = fit_detectors(head, scores, score_params, bank)
-    scores = list(detectors)
+        params = {k: dict(v) for k, v in (score_params or {}).items()}
+        if conv.knn_k != 1 and "k" not in params.get("knn", {}):
+            params.setdefault("knn", {})["k"] = conv.knn_k
+        detectors = fit_detectors(det_head, scores, params, bank, conv.knn_k_sweep)
+    names = list(detectors)
 
-    def score_all(fs: FeatureSet) -> tuple[dict[str, np.ndarray], torch.Tensor]:
-        out = head_outputs(head, fs.eval_features())
+    def score_all(fs: FeatureSet, h: FittedHead) -> tuple[dict[str, np.ndarray], torch.Tensor]:
+        out = head_outputs(h, fs.eval_features())
         vals = {n: d.score(out) for n, d in detectors.items()}
         return {n: v.detach().cpu().double().numpy() for n, v in vals.items()}, out.logits
 
-    id_scores, id_logits = score_all(id_set)
+    id_scores, det_logits = score_all(id_set, det_head)
+    id_logits = det_logits
+    if det_head is not head:
+        id_logits = head_outputs(head, id_set.eval_features()).logits
     acc = accuracy(id_logits.cpu(), id_set.labels)
-    keep = np.ones(len(id_set), dtype=bool)
-    if id_correct_only:
-        keep = (id_logits.argmax(1).cpu() == id_set.labels).numpy()
-        if not keep.any():
-            raise CroftError("no ID sample is classified correctly; cannot use id_correct_only")
-    result = Evaluation(accuracy=acc, n_id=len(id_set))
-    for name in scores:
+    kept = np.zeros(len(id_set), dtype=bool)
+    kept[cap_per_class(id_set.labels, conv.id_cap_per_class).numpy()] = True
+    correct = (det_logits.argmax(1).cpu() == id_set.labels).numpy()
+    keep = {"all": kept, "correct": kept & correct}
+    if any(conv.positives(n) == "correct" for n in names) and not keep["correct"].any():
+        raise CroftError("no ID sample is classified correctly; cannot use id_positives correct")
+    result = Evaluation(accuracy=acc, n_id=len(id_set), conventions=conv.to_dict())
+    for name in names:
         result.per_sample[f"id/{name}"] = id_scores[name]
     result.per_sample["id/labels"] = id_set.labels.numpy()
     result.per_sample["id/pred"] = id_logits.argmax(1).cpu().numpy()
+    if det_head is not head:
+        result.per_sample["id/pred_detection"] = det_logits.argmax(1).cpu().numpy()
+    if conv.id_cap_per_class:
+        result.per_sample["id/capped"] = kept
     for ood_name, ood in ood_sets.items():
         if ood.dim != id_set.dim:
             raise CroftError(
                 f"{ood.source}: OOD features are {ood.dim}-d, ID features {id_set.dim}-d"
             )
-        ood_scores, _ = score_all(ood)
+        ood_scores, _ = score_all(ood, det_head)
         result.detection[ood_name] = {
-            n: detection_metrics(id_scores[n][keep], ood_scores[n]) for n in scores
+            n: detection_metrics(id_scores[n][keep[conv.positives(n)]], ood_scores[n])
+            for n in names
         }
-        for n in scores:
+        for n in names:
             result.per_sample[f"ood/{ood_name}/{n}"] = ood_scores[n]
     for extra_name, fs in (extra_sets or {}).items():
-        extra_scores, _ = score_all(fs)
-        for n in scores:
+        extra_scores, _ = score_all(fs, det_head)
+        for n in names:
             result.per_sample[f"extra/{extra_name}/{n}"] = extra_scores[n]
     return result

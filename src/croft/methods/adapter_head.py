@@ -18,7 +18,10 @@ class AdapterHead(FittedHead):
     Buffers: ``text`` ``(C, D)`` raw class text features, ``fc_i``/``fc_t`` ``(D, D)``, and
     ``generator`` ``(D, D)`` (CRoFT's covariate generator; kept for diagnostics, not used
     for prediction). ``eval_ratio``/``eval_ratio_text`` override the training ratios at
-    prediction time (the authors evaluated Setup-II open-set with 0.5/0.0, CROFT_SPEC D7).
+    prediction time. ``det_ratio``/``det_ratio_text`` (``None``: the prediction ratios) are
+    the ratios of the *detection* view (:meth:`detection_view`): the authors score Setup-II
+    open-set detection at 0.5/0.0 while accuracy uses the training ratios (D7), so one fit
+    carries both pairs; both are part of ``spec()`` and so of ``head.json``.
     """
 
     head_name = "adapter"
@@ -33,6 +36,8 @@ class AdapterHead(FittedHead):
         eval_ratio: float | None = None,
         eval_ratio_text: float | None = None,
         dtype: str = "float32",
+        det_ratio: float | None = None,
+        det_ratio_text: float | None = None,
     ) -> None:
         super().__init__(class_names, feature_dim, logit_scale)
         dt = getattr(torch, dtype)
@@ -43,6 +48,7 @@ class AdapterHead(FittedHead):
         self.register_buffer("generator", torch.eye(d, dtype=dt))
         self.ratio, self.ratio_text = float(ratio), float(ratio_text)
         self.eval_ratio, self.eval_ratio_text = eval_ratio, eval_ratio_text
+        self.det_ratio, self.det_ratio_text = det_ratio, det_ratio_text
         self.dtype_name = dtype
 
     def spec(self) -> dict[str, Any]:
@@ -52,7 +58,21 @@ class AdapterHead(FittedHead):
             "eval_ratio": self.eval_ratio,
             "eval_ratio_text": self.eval_ratio_text,
             "dtype": self.dtype_name,
+            "det_ratio": self.det_ratio,
+            "det_ratio_text": self.det_ratio_text,
         }
+
+    def detection_view(self) -> AdapterHead:
+        """The head that open-set detection uses: ``self`` when no detection ratio is set,
+        else a copy predicting with ``det_ratio``/``det_ratio_text`` (same weights)."""
+        if self.det_ratio is None and self.det_ratio_text is None:
+            return self
+        head = copy.deepcopy(self)
+        r, rt = self._ratios()
+        head.eval_ratio = r if self.det_ratio is None else float(self.det_ratio)
+        head.eval_ratio_text = rt if self.det_ratio_text is None else float(self.det_ratio_text)
+        head.det_ratio = head.det_ratio_text = None
+        return head
 
     def _ratios(self) -> tuple[float, float]:
         r = self.ratio if self.eval_ratio is None else float(self.eval_ratio)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +34,17 @@ from croft.methods.training import BaselineTrainConfig, config_dict, train_epoch
 
 @dataclass
 class ClipAdapterConfig(BaselineTrainConfig):
-    """CLIP-Adapter options (CROFT_SPEC §6 defaults)."""
+    """CLIP-Adapter options: residual ratio 0.2, reduction 4, single template.
+
+    ``protocol: original`` (default; CLIP-Adapter's code, a CoOp fork trained with CoOp's
+    ``rn50`` optimiser config): SGD lr 0.002, momentum 0.9, **weight decay 5e-4**, batch
+    32, **200 epochs**, one warm-up epoch at 1e-5 then cosine. Unsure: the paper's text
+    states a learning rate of 1e-5 (not checked against the code here); set ``lr`` to
+    follow it. ``protocol: croft_repo``: the CRoFT repository's shared settings (weight
+    decay 0.1, 30 epochs; the rest equal).
+    """
+
+    ORIGINAL: ClassVar[dict[str, Any]] = {"weight_decay": 5e-4, "epochs": 200}
 
     ratio: float = 0.2
     reduction: int = 4

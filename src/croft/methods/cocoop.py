@@ -25,7 +25,7 @@ first use, see :class:`~croft.methods.prompting.TowerHead`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -48,8 +48,28 @@ from croft.methods.training import config_dict, train_epochs
 
 @dataclass
 class CoCoOpConfig(PromptConfig):
-    """CoCoOp options: CoOp's plus the meta-net's reduction (hidden width ``D // 16``)."""
+    """CoCoOp options: CoOp's plus the meta-net's reduction (hidden width ``D // 16``).
 
+    ``protocol: original`` (default; CoCoOp's code,
+    ``vit_b16_c4_ep10_batch1_ctxv1.yaml``): **4 context tokens initialised from
+    "a photo of a"**, **batch 1**, **10 epochs**, SGD lr 0.002, momentum 0.9, **weight
+    decay 5e-4**, one warm-up epoch at 1e-5 then cosine. ``protocol: croft_repo``: the
+    CRoFT repository's settings as croft ran them before ``protocol`` existed — 16
+    random context vectors, batch 32, weight decay 0.1, 30 epochs (the repository's ViT
+    config used batch 4, its RN50 config 32).
+    """
+
+    ORIGINAL: ClassVar[dict[str, Any]] = {
+        "weight_decay": 5e-4,
+        "epochs": 10,
+        "batch_size": 1,
+        "n_ctx": 4,
+        "ctx_init": "a photo of a",
+    }
+    CROFT_REPO_EXTRA: ClassVar[dict[str, Any]] = {"n_ctx": 16, "ctx_init": ""}
+
+    n_ctx: int = None  # type: ignore[assignment]
+    ctx_init: str = None  # type: ignore[assignment]
     meta_reduction: int = 16
 
     def check(self) -> None:

@@ -22,7 +22,7 @@ for a ViT-B/16-size text tower (12 layers, width 512, 77 tokens) see
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -63,7 +63,17 @@ class PromptConfig(BaselineTrainConfig):
 
 @dataclass
 class CoOpConfig(PromptConfig):
-    """CoOp options (defaults: CROFT_SPEC §6, 16 generic context vectors)."""
+    """CoOp options: 16 generic context vectors, random start, class token last.
+
+    ``protocol: original`` (default; CoOp's code, ``configs/trainers/CoOp/rn50.yaml`` and
+    the 16-shot scripts): SGD lr 0.002, momentum 0.9, **weight decay 5e-4** (Dassl's
+    default), batch 32, **200 epochs**, one warm-up epoch at 1e-5 then cosine. CoOp's
+    ImageNet runs use 50 epochs and its 1/2/4-shot runs 50/100/100: set ``epochs``.
+    ``protocol: croft_repo``: the CRoFT repository's shared settings (weight decay 0.1,
+    30 epochs; the rest equal).
+    """
+
+    ORIGINAL: ClassVar[dict[str, Any]] = {"weight_decay": 5e-4, "epochs": 200}
 
 
 def check_tower_dim(tower: TextTower, train: FeatureSet) -> None:

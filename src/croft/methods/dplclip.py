@@ -37,7 +37,7 @@ pooled domains (DomainBed's DPLCLIP drew a fixed number per domain).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -63,7 +63,22 @@ TEST_PROMPTS = ("image", "train_mean")
 
 @dataclass
 class DPLCLIPConfig(PromptConfig):
-    """DPLCLIP options (defaults: the authors' MLP, 16 generated context tokens)."""
+    """DPLCLIP options: the authors' MLP (3 layers, width 512, dropout 0.1), 16 tokens.
+
+    ``protocol: original`` (default; DPLCLIP's DomainBed hyperparameters): SGD **lr 1e-3,
+    momentum 0.1, no weight decay**, batch 32, no warm-up. Unsure / not reproduced:
+    DomainBed trains a fixed number of steps (5000) at a constant rate with batches drawn
+    per domain; croft keeps 30 epochs of random pooled batches and the cosine schedule.
+    ``protocol: croft_repo``: the CRoFT repository's shared settings (lr 0.002, momentum
+    0.9, weight decay 0.1, one warm-up epoch at 1e-5; 30 epochs, batch 32).
+    """
+
+    ORIGINAL: ClassVar[dict[str, Any]] = {
+        "lr": 1e-3,
+        "momentum": 0.1,
+        "weight_decay": 0.0,
+        "warmup_epochs": 0,
+    }
 
     mlp_width: int = 512
     mlp_depth: int = 3

@@ -4,13 +4,27 @@ Every baseline minimises one loss with one optimiser (SGD with momentum, or Adam
 its parameters; :func:`train_epochs` turns such a loss into the loop's step hook, so the
 schedule, batches, epoch selection and divergence handling are the loop's, exactly as for
 CRoFT.
+
+**Two sets of defaults** (option ``protocol``, docs/deviations.md#baselines):
+
+* ``original`` (the default): each baseline's optimiser settings as its own paper/code
+  states them (each config's ``ORIGINAL``; see each method's module docstring for the
+  source);
+* ``croft_repo``: the settings the CRoFT repository shares across its baselines (SGD,
+  lr 0.002, momentum 0.9, weight decay 0.1, batch 32, 30 epochs, one warm-up epoch at
+  1e-5; :data:`CROFT_REPO`), plus a method's own ``CROFT_REPO`` entries. These are the
+  values croft used for every baseline before ``protocol`` existed, so
+  ``protocol: croft_repo`` fits are bit-identical to those.
+
+An option given explicitly always wins over either table: the protocol only fills the
+options left unset (``None``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -21,19 +35,77 @@ from croft.methods.base import FitResult, FittedHead
 from croft.methods.loop import Batch, Trainable, TrainConfig, lr_at_epoch, run_epochs
 
 OPTIMIZERS = ("sgd", "adamw")
+BASELINE_PROTOCOLS = ("original", "croft_repo")
+CROFT_REPO: dict[str, Any] = {
+    "epochs": 30,
+    "batch_size": 32,
+    "lr": 0.002,
+    "momentum": 0.9,
+    "weight_decay": 0.1,
+    "warmup_epochs": 1,
+    "warmup_lr": 1e-5,
+    "optimizer": "sgd",
+    "adam_eps": 1e-8,
+}
+
+
+def apply_protocol(cfg: Any) -> None:
+    """Fill every option of ``cfg`` left at ``None`` from its protocol's table.
+
+    ``original``: ``cfg.ORIGINAL``, then :data:`CROFT_REPO` for what it does not name;
+    ``croft_repo``: ``cfg.CROFT_REPO_EXTRA``, then :data:`CROFT_REPO`. Strings (from
+    ``--set``) are converted to the table value's type.
+    """
+    protocol = str(cfg.protocol)
+    if protocol not in BASELINE_PROTOCOLS:
+        raise CroftError(f"protocol {protocol!r}: use one of {', '.join(BASELINE_PROTOCOLS)}")
+    first = cfg.ORIGINAL if protocol == "original" else cfg.CROFT_REPO_EXTRA
+    table = {**CROFT_REPO, **first}
+    for f in fields(cfg):
+        if f.name not in table:
+            continue
+        value, default = getattr(cfg, f.name), table[f.name]
+        if value is None:
+            setattr(cfg, f.name, default)
+        elif (
+            isinstance(value, str)
+            and isinstance(default, (int, float))
+            and not isinstance(default, bool)
+        ):
+            try:
+                setattr(cfg, f.name, type(default)(value.strip()))
+            except ValueError:
+                raise CroftError(f"option {f.name}={value!r} is not a number") from None
 
 
 @dataclass
 class BaselineTrainConfig(TrainConfig):
-    """:class:`TrainConfig` plus the optimiser choice of the trained baselines.
+    """:class:`TrainConfig` plus the optimiser choice and ``protocol`` of the baselines.
 
-    ``momentum`` applies to SGD only, ``adam_eps`` to AdamW only.
+    ``momentum`` applies to SGD only, ``adam_eps`` to AdamW only. The optimiser options
+    default to ``None`` = the ``protocol``'s value (:func:`apply_protocol`, run at
+    construction, so a built config always holds numbers).
     """
 
-    optimizer: str = "sgd"
-    adam_eps: float = 1e-8
+    ORIGINAL: ClassVar[dict[str, Any]] = {}
+    CROFT_REPO_EXTRA: ClassVar[dict[str, Any]] = {}
+
+    epochs: int = None  # type: ignore[assignment]
+    batch_size: int = None  # type: ignore[assignment]
+    lr: float = None  # type: ignore[assignment]
+    momentum: float = None  # type: ignore[assignment]
+    weight_decay: float = None  # type: ignore[assignment]
+    warmup_epochs: int = None  # type: ignore[assignment]
+    warmup_lr: float = None  # type: ignore[assignment]
+    optimizer: str = None  # type: ignore[assignment]
+    adam_eps: float = None  # type: ignore[assignment]
+    protocol: str = "original"
+
+    def __post_init__(self) -> None:
+        apply_protocol(self)
 
     def check(self) -> None:
+        apply_protocol(self)
         super().check()
         if self.optimizer not in OPTIMIZERS:
             raise CroftError(f"optimizer {self.optimizer!r}: use one of {', '.join(OPTIMIZERS)}")

@@ -1,0 +1,96 @@
+"""Choosing one grid point on validation data: accuracy, then loss, then the simpler model.
+
+With 16 validation images per class (112 on PACS) validation accuracy ties often, and a
+tie decided by label order picks whichever point sorts first. croft's rule
+(:func:`select_grid_point`), used for every grid (never for epochs, see
+:mod:`croft.methods.loop`):
+
+1. the highest validation accuracy (``val_accuracy``);
+2. among those, the lowest validation negative log-likelihood (``val_nll``, the mean
+   cross-entropy of the head's logits on the validation set, :func:`validation_nll`);
+   a candidate without ``val_nll`` ranks after every candidate with one;
+3. among those, the simpler model: the smaller loss weights, compared key by key over
+   the grid's ``lambda*`` options in sorted key order (``lambda1`` before ``lambda2``),
+   so ``λ = 0`` (the term switched off) wins a full tie;
+4. finally the label, so the result never depends on the order records are read in.
+
+Accuracies within ``acc_tol`` (0: exact) and NLLs within ``nll_tol`` count as equal.
+The functions read plain records (``metrics.json`` dicts), so the experiments runner and
+the report share them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from croft.errors import CroftError
+
+__all__ = ["selection_key", "select_grid_point", "simplicity", "validation_nll"]
+
+
+@torch.no_grad()
+def validation_nll(head: Any, val: Any, batch_size: int = 8192) -> float:
+    """Mean cross-entropy of ``head.logits`` on ``val`` (a FeatureSet; view 0), in nats."""
+    x = head.check_features(val.eval_features())
+    y = val.labels.to(x.device)
+    total = 0.0
+    for start in range(0, x.shape[0], batch_size):
+        logits = head.logits(x[start : start + batch_size]).double()
+        total += float(F.cross_entropy(logits, y[start : start + batch_size], reduction="sum"))
+    return total / max(int(x.shape[0]), 1)
+
+
+def simplicity(options: Mapping[str, Any]) -> tuple[float, ...]:
+    """The ``lambda*`` option values in sorted key order (smaller = simpler model)."""
+    out = []
+    for key in sorted(options):
+        value = options[key]
+        if key.startswith("lambda") and isinstance(value, (int, float)):
+            out.append(float(value))
+    return tuple(out)
+
+
+def selection_key(
+    rec: Mapping[str, Any],
+    *,
+    acc_key: str = "val_accuracy",
+    nll_key: str = "val_nll",
+) -> tuple[Any, ...]:
+    """A sort key, smallest = preferred: ``(−acc, nll, λ…, label)`` (ties not rounded)."""
+    acc = rec.get(acc_key)
+    if acc is None:
+        raise CroftError(f"{rec.get('label', '?')}: no {acc_key}; cannot select among grid points")
+    nll = rec.get(nll_key)
+    nll = math.inf if nll is None or not math.isfinite(float(nll)) else float(nll)
+    return (-float(acc), nll, simplicity(rec.get("options") or {}), str(rec.get("label", "")))
+
+
+def select_grid_point(
+    candidates: Sequence[Mapping[str, Any]],
+    *,
+    acc_key: str = "val_accuracy",
+    nll_key: str = "val_nll",
+    acc_tol: float = 0.0,
+    nll_tol: float = 0.0,
+) -> Mapping[str, Any]:
+    """The candidate the rule in the module docstring keeps (one record of ``candidates``).
+
+    Each candidate is a record with ``acc_key``, optionally ``nll_key``, ``options`` (the
+    grid point's method options) and ``label``.
+    """
+    if not candidates:
+        raise CroftError("select_grid_point: no candidates")
+    keys = [selection_key(c, acc_key=acc_key, nll_key=nll_key) for c in candidates]
+    best_acc = min(k[0] for k in keys)
+    pool = [i for i, k in enumerate(keys) if k[0] <= best_acc + acc_tol]
+    best_nll = min(keys[i][1] for i in pool)
+    if math.isfinite(best_nll):
+        pool = [i for i in pool if keys[i][1] <= best_nll + nll_tol]
+    else:
+        pool = [i for i in pool if not math.isfinite(keys[i][1])]
+    return candidates[min(pool, key=lambda i: (keys[i][2], keys[i][3]))]

@@ -31,7 +31,8 @@ def test_fit_then_eval(files, tmp_path, capsys) -> None:
     assert meta["ood_threshold"]["score"] == "energy"
     assert meta["selection"]["select_epoch"] == "best"
     assert meta["selection"]["selected_epoch"] == meta["selected_epoch"]
-    assert json.loads((head / "config.json").read_text())["lambda2"] == 1000.0
+    # the paper variant's own default λ2 (issue 14; the official keeps 1000)
+    assert json.loads((head / "config.json").read_text())["lambda2"] == 1.0
     out = tmp_path / "m.json"
     argv = ["eval", str(head), "--id", str(files["test"]), "--ood", f"unseen={files['ood']}"]
     argv += ["--ood", str(files["noise"]), "--bank", str(files["train"]), "--out", str(out)]

@@ -86,9 +86,11 @@ def _run(variant: str, **over):
 
 
 def test_paper_generator_steps_move_only_the_generator() -> None:
-    """Adapters end the same with 3 generator steps or none (L_c and L_e off)."""
-    with_gen = _run("paper", gen_step=3, lambda_c=0.0, lambda2=0.0)
-    without = _run("paper", gen_step=0, lambda_c=0.0, lambda2=0.0)
+    """Adapters end the same with 3 generator steps or none (every covariate term off:
+    L_c, L_e and the adapter-side disalignment ``align_term``)."""
+    off = {"lambda_c": 0.0, "lambda2": 0.0, "align_term": False}
+    with_gen = _run("paper", gen_step=3, **off)
+    without = _run("paper", gen_step=0, **off)
     torch.testing.assert_close(with_gen[0], without[0], rtol=0, atol=0)
     torch.testing.assert_close(with_gen[1], without[1], rtol=0, atol=0)
     assert not torch.equal(with_gen[2], without[2]), "the generator did not move"

@@ -30,7 +30,14 @@ Every difference from ``official``:
 
 ``λ1`` has the same role in both: the weight of the generator's disalignment term,
 which defines the worst case ``L_c``; ``L_c = CE(z_I^c)`` enters the adapter loss with
-weight ``lambda_c`` (1, as in the code).
+weight ``lambda_c`` (1, as in the code). As in the official branch, the adapter loss also
+holds ``−λ1·disalign(z_I^c, x̂)`` (``align_term``, default on): the adapters pull the
+adapted covariate features towards same-class zero-shot features, the adapter's side of
+the min–max over the disalignment the generator minimises.
+
+Default weights differ per variant (``lambda1``/``lambda2`` unset): ``official`` 15 / 1000,
+``paper`` 2 / 1, because the paper variant's terms are per-pair / per-sample means
+(docs/deviations.md#paper-scales).
 """
 
 from __future__ import annotations
@@ -68,6 +75,11 @@ from croft.methods.text import class_text_features
 from croft.methods.text import eps_normalize as n
 
 VARIANTS = ("official", "paper")
+# (lambda1, lambda2) when unset; derivation: docs/deviations.md#paper-scales
+VARIANT_LAMBDAS: dict[str, tuple[float, float]] = {
+    "official": (15.0, 1000.0),
+    "paper": (2.0, 1.0),
+}
 REDUCTIONS = ("setup1", "setup2")
 
 
@@ -75,33 +87,54 @@ REDUCTIONS = ("setup1", "setup2")
 class AdapterTrainConfig(TrainConfig):
     """The residual adapter's options on top of the shared :class:`TrainConfig` (CRoFT and the
     CE-only adapter; the authors' defaults). ``eval_ratio < 0``: use ``ratio`` at
-    prediction time (likewise ``eval_ratio_text``)."""
+    prediction time (likewise ``eval_ratio_text``). ``det_ratio``/``det_ratio_text``
+    (``< 0``: unset) are the head's detection-view ratios (``AdapterHead.detection_view``)."""
 
     ratio: float = 0.2
     ratio_text: float = 0.5
     eval_ratio: float = -1.0
     eval_ratio_text: float = -1.0
     ensemble: bool = True
+    det_ratio: float = -1.0  # < 0: detection uses the prediction ratios (D7: 0.5)
+    det_ratio_text: float = -1.0  # (D7: 0.0)
 
     def check(self) -> None:
         super().check()
         if not 0.0 <= self.ratio <= 1.0 or not 0.0 <= self.ratio_text <= 1.0:
             raise CroftError("ratio and ratio_text must lie in [0, 1]")
+        if self.det_ratio > 1.0 or self.det_ratio_text > 1.0:
+            raise CroftError("det_ratio and det_ratio_text must lie in [0, 1] (or < 0: unset)")
 
 
 @dataclass
 class CroftConfig(AdapterTrainConfig):
-    """CRoFT hyperparameters. Defaults: the authors' Setup-II PACS ViT-B/16 run."""
+    """CRoFT hyperparameters. Defaults: the authors' Setup-II PACS ViT-B/16 run.
+
+    ``lambda1``/``lambda2`` left unset (``None``) take the variant's default
+    (:data:`VARIANT_LAMBDAS`): ``official`` 15 / 1000 (the authors'), ``paper`` 2 / 1 (the
+    same effective weights on the paper's per-sample scales, docs/deviations.md#paper-scales).
+    A built config always holds numbers.
+    """
 
     variant: str = "official"
-    lambda1: float = 15.0
-    lambda2: float = 1000.0
+    lambda1: float = None  # type: ignore[assignment]
+    lambda2: float = None  # type: ignore[assignment]
     lambda_c: float = 1.0  # paper variant: weight of L_c = CE(z_I^c) in the adapter loss
     gen_step: int = 1
     wccf: bool = True
     worst_case_branch: bool = True
     energy_reduction: str = "setup2"
     energy_temperature: float = 1.0  # paper variant only
+    align_term: bool = True  # paper variant: −λ1·disalign(adapted x^c, x̂) in the adapter loss
+
+    def __post_init__(self) -> None:
+        defaults = VARIANT_LAMBDAS.get(str(self.variant), VARIANT_LAMBDAS["official"])
+        for key, default in zip(("lambda1", "lambda2"), defaults, strict=True):
+            value = getattr(self, key)
+            try:
+                setattr(self, key, default if value is None else float(value))
+            except (TypeError, ValueError):
+                raise CroftError(f"option {key}={value!r} is not a valid float") from None
 
     def check(self) -> None:
         super().check()
@@ -263,7 +296,10 @@ def paper_step(
     loss1 = torch.zeros((), dtype=x.dtype, device=x.device)
     rows = n(x)
     if cfg.wccf:
-        loss1 = F.cross_entropy(scale * adapt_image(xc, wi, cfg.ratio) @ z_txt.T, y)
+        zc_theta = adapt_image(xc, wi, cfg.ratio)
+        loss1 = cfg.lambda_c * F.cross_entropy(scale * zc_theta @ z_txt.T, y)
+        if cfg.align_term:  # the adapter's side of the min-max over the disalignment
+            loss1 = loss1 - cfg.lambda1 * paper_disalign(zc_theta, rows, y)
         rows = torch.cat([rows, xc], dim=0)
     loss2 = torch.zeros((), dtype=x.dtype, device=x.device)
     if cfg.lambda2 != 0.0:
@@ -272,7 +308,7 @@ def paper_step(
         )
         nb = x.shape[0]
         loss2 = sq[:nb].mean() + (sq[nb:].mean() if sq.shape[0] > nb else 0.0)
-    loss = loss_ce + cfg.lambda_c * loss1 + cfg.lambda2 * loss2
+    loss = loss_ce + loss1 + cfg.lambda2 * loss2
     opt_a.zero_grad()
     loss.backward()
     opt_a.step()
@@ -319,6 +355,8 @@ def _make_head(
         eval_ratio=None if cfg.eval_ratio < 0 else cfg.eval_ratio,
         eval_ratio_text=None if cfg.eval_ratio_text < 0 else cfg.eval_ratio_text,
         dtype=cfg.dtype,
+        det_ratio=None if cfg.det_ratio < 0 else cfg.det_ratio,
+        det_ratio_text=None if cfg.det_ratio_text < 0 else cfg.det_ratio_text,
     )
     wi, wt, wg = (m.detach() for m in params.matrices())
     head.text.copy_(t.detach())

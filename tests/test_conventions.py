@@ -192,3 +192,34 @@ def test_wise_records_the_validation_curve_and_a_fixed_alpha() -> None:
     assert fixed.selection["wise"]["alpha"] == 0.5
     assert fixed.selection["wise"]["alpha_from"] == "config"
     assert len(fixed.selection["wise"]["curve"]) == 11  # the curve is recorded either way
+
+
+def test_report_tables_name_their_conventions_and_fpr95() -> None:
+    from croft.report import build_tables, select_records
+    from croft.tables import tidy_rows
+
+    def rec(label: str, conv: str, seed: int) -> dict:
+        det = {"auroc": 0.8, "fpr95_id_pos": 0.4, "fpr95_paper": 0.3, "aupr_in": 0.7}
+        return {
+            "label": label,
+            "method": label,
+            "test_domain": "photo",
+            "seed": seed,
+            "accuracy": 0.9,
+            "val_accuracy": 0.9,
+            "val_nll": 0.3,
+            "detection": {"dtd": {"energy": det}},
+            "conventions": resolve(conv).to_dict(),
+        }
+
+    one = build_tables([rec("croft", "authors", 1), rec("zeroshot", "authors", 1)])
+    assert one["accuracy"].title.endswith("[conventions: authors]")
+    assert one["detection_energy"].groups[0][1][0] == "fpr95_paper ↓"
+    both = build_tables([rec("croft", "authors", 1), rec("croft", "croft", 1)])
+    assert {"accuracy__authors", "accuracy__croft", "detection_energy__croft"} <= set(both)
+    assert both["detection_energy__croft"].groups[0][1][0] == "fpr95_id_pos ↓"
+    rows = tidy_rows([rec("croft", "authors", 1)])
+    assert {r["metric"] for r in rows} >= {"fpr95_id_pos", "fpr95_paper", "nll"}
+    assert {r["conventions"] for r in rows} == {"authors"}
+    grid = [rec("c[lambda2=10]", "croft", 1), rec("c[lambda2=0]", "croft", 1)]
+    assert select_records(grid)[0]["selected_from"] == "c[lambda2=0]"  # tie -> smaller λ

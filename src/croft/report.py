@@ -27,7 +27,16 @@ import numpy as np
 
 from croft.errors import CroftError
 from croft.fileio import atomic_write_text
-from croft.tables import Cell, Table, tidy_rows, to_csv_text, to_latex, to_wide_csv
+from croft.selection import select_grid_point
+from croft.tables import (
+    Cell,
+    Table,
+    conventions_name,
+    tidy_rows,
+    to_csv_text,
+    to_latex,
+    to_wide_csv,
+)
 from croft.verdict import status_lines, status_marks, training_status, verdict_lines
 
 DETECTION_METRICS = (("fpr95_id_pos", "min"), ("auroc", "max"), ("aupr_in", "max"))
@@ -49,7 +58,9 @@ def select_records(
     """One grid point per (method, held-out domain, seed).
 
     Grid points are labelled ``method[key=value,...]``. ``val_acc`` (default) keeps the
-    point with the best source-validation accuracy (ties: the first in label order);
+    point with the best source-validation accuracy, ties broken by the lower validation
+    NLL (``val_nll``), then the smaller ``lambda*`` values, then the label
+    (:func:`croft.selection.select_grid_point`);
     ``oracle`` keeps the best held-out TEST accuracy and labels the row ``method (oracle)``,
     so that test-set selection can never pass unnoticed. A kept point records
     ``selected_from`` (its grid label) and ``selection_rule``.
@@ -69,7 +80,10 @@ def select_records(
         key = "accuracy" if rule == "oracle" else "val_accuracy"
         if any(m.get(key) is None for m in members):
             raise CroftError(f"{group}: runs without {key}; cannot select among grid points")
-        best = max(sorted(members, key=lambda m: m["label"]), key=lambda m: m[key])
+        if rule == "oracle":
+            best = max(sorted(members, key=lambda m: m["label"]), key=lambda m: m[key])
+        else:
+            best = select_grid_point(members)
         chosen = dict(best)
         chosen["selected_from"] = best["label"]
         chosen["selection_rule"] = rule
@@ -103,7 +117,37 @@ def _table(
     return Table(name, title, groups, rows, better)
 
 
+def headline_fpr95(records: Sequence[Mapping[str, Any]]) -> str:
+    """The FPR95 key the records' conventions show first (both are in results.csv)."""
+    keys = {
+        (r.get("conventions") or {}).get("fpr95", "fpr95_id_pos")
+        for r in records
+        if isinstance(r.get("conventions"), Mapping)
+    }
+    return keys.pop() if len(keys) == 1 else "fpr95_id_pos"
+
+
 def build_tables(records: Sequence[Mapping[str, Any]]) -> dict[str, Table]:
+    """The report's tables, one set per evaluation conventions in the records.
+
+    With one conventions name the tables are keyed by file stem (``accuracy``, …) and each
+    title ends with ``[conventions: NAME]``; records made under several conventions get one
+    set each, keyed ``STEM__NAME``. Detection tables show the conventions' FPR95
+    (``fpr95_id_pos`` or the authors' ``fpr95_paper``) as their first metric.
+    """
+    names = list(dict.fromkeys(conventions_name(r) for r in records))
+    out: dict[str, Table] = {}
+    for name in names:
+        subset = [r for r in records if conventions_name(r) == name]
+        for stem, table in _build_tables(subset).items():
+            table.title = f"{table.title} [conventions: {name}]"
+            key = stem if len(names) == 1 else f"{stem}__{name}"
+            table.name = key
+            out[key] = table
+    return out
+
+
+def _build_tables(records: Sequence[Mapping[str, Any]]) -> dict[str, Table]:
     """The report's human tables (cells: per-run values), keyed by file stem."""
     domains = sorted({r["test_domain"] for r in records})
     cols = [*domains, "avg"]
@@ -152,22 +196,25 @@ def build_tables(records: Sequence[Mapping[str, Any]]) -> dict[str, Table]:
     scores = list(
         dict.fromkeys(s for r in records for o in r.get("detection", {}).values() for s in o)
     )
+    fpr = headline_fpr95(records)
+    metrics = [((fpr if m == "fpr95_id_pos" else m), b) for m, b in DETECTION_METRICS]
     for s in scores:
-        flat = [(o, m) for o in oods for m, _ in DETECTION_METRICS]
+        flat = [(o, m) for o in oods for m, _ in metrics]
 
         def det(r: Mapping[str, Any], j: int, s: str = s, flat: list = flat) -> float | None:
             o, m = flat[j]
             return r.get("detection", {}).get(o, {}).get(s, {}).get(m)
 
-        groups = [(o, [f"{m} {ARROW[b]}" for m, b in DETECTION_METRICS]) for o in oods]
+        groups = [(o, [f"{m} {ARROW[b]}" for m, b in metrics]) for o in oods]
         tables[f"detection_{s}"] = _table(
             f"detection_{s}",
             f"Open-set OOD detection, {s} score (%), mean ± std over held-out domains × "
-            "seeds; fpr95_id_pos: FPR at 95% TPR with ID as positives; aupr_in: AUPR with "
+            "seeds; fpr95_id_pos: FPR at 95% TPR with ID as positives; fpr95_paper: the "
+            "authors' rule (θ = 5th percentile of ID, OOD > θ); aupr_in: AUPR with "
             "ID as positives",
             records,
             groups,
-            [b for _ in oods for _, b in DETECTION_METRICS],
+            [b for _ in oods for _, b in metrics],
             det,
         )
     return tables
@@ -268,6 +315,15 @@ def write_report(
     doc.p(
         f"{len(all_runs)} runs read; {len(records)} after choosing one grid point per "
         "(method, held-out domain, seed). Per-run numbers: results.csv."
+    )
+    conv = list(dict.fromkeys(conventions_name(r) for r in records))
+    doc.p(
+        "Evaluation conventions: "
+        + ", ".join(conv)
+        + " (croft: all ID samples are positives, fpr95_id_pos; authors: correctly "
+        "classified ID positives, detection at ratios 0.5/0.0, the authors' KNN bank and "
+        "k sweep, ≤ 500 ID images per class, fpr95_paper; '+': single fields overridden, "
+        "see each run's metrics.json). Each table's title names its conventions."
     )
     if selection == "oracle":
         doc.p("**Oracle selection: grid points chosen on TEST accuracy (marked).**")

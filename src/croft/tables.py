@@ -69,6 +69,22 @@ def render(header: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool 
 # ---------------------------------------------------------------- tidy long format
 
 
+def conventions_name(rec: Mapping[str, Any]) -> str:
+    """The evaluation conventions a run record was made under (``croft`` when unrecorded):
+    the preset's name, plus ``+`` when single fields were overridden."""
+    conv = rec.get("conventions")
+    if not isinstance(conv, Mapping):
+        return "croft"
+    from croft.conventions import resolve
+
+    name = str(conv.get("name", "croft"))
+    try:
+        same = resolve(name) == resolve(conv)
+    except Exception:  # noqa: BLE001 - a record from another croft version: show its name
+        same = True
+    return name if same else f"{name}+"
+
+
 def _run_columns(rec: Mapping[str, Any], config: Mapping[str, Any] | None) -> dict[str, Any]:
     sel = rec.get("selection") if isinstance(rec.get("selection"), Mapping) else {}
     cols: dict[str, Any] = {
@@ -80,6 +96,7 @@ def _run_columns(rec: Mapping[str, Any], config: Mapping[str, Any] | None) -> di
         "selected_epoch": sel.get("selected_epoch", rec.get("selected_epoch", "")),
         "kept_init": sel.get("kept_init", ""),
         "diverged": sel.get("diverged", ""),
+        "conventions": conventions_name(rec),
         "run_dir": rec.get("run_dir", ""),
     }
     for key, value in sorted((config or rec.get("options") or {}).items()):
@@ -119,6 +136,7 @@ def tidy_rows(
 
         add("test", str(rec.get("test_domain", "")), "", "accuracy", rec.get("accuracy"))
         add("source_val", "source_val", "", "accuracy", rec.get("val_accuracy"))
+        add("source_val", "source_val", "", "nll", rec.get("val_nll"))
         for name, acc in (rec.get("shifted_accuracy") or {}).items():
             add("shifted", name, "", "accuracy", acc)
         for ood, per_score in (rec.get("detection") or {}).items():

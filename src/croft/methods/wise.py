@@ -26,7 +26,7 @@ Unlike WiSE-FT, which fine-tunes the whole model, only the head's few weights mo
 **Which α.** WiSE-FT reports the whole curve and α = 0.5; croft's default picks α on
 source-validation accuracy (``search``), which on few-shot Setup-II data tends to α ≈ 1
 (the fitted head), so a table should show both: the presets list ``wise`` (validation
-α) and ``wise_a0.5`` (``search: false, alpha: 0.5``). Every fit with validation data
+α) and ``wise_a05`` (``search: false, alpha: 0.5``). Every fit with validation data
 records the validation curve (``val_acc``, ``val_nll`` per α) in
 ``FitResult.selection["wise"]`` and ``head.meta["wise_curve"]``; :func:`wise_report`
 gives the held-out curve (accuracy, energy AUROC).

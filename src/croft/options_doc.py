@@ -49,6 +49,10 @@ GLOSSARY = {
     "energy_reduction": "how the EDR penalty reduces over samples (setup1 | setup2)",
     "energy_temperature": "temperature of the energy in the penalty",
     "reduction": "bottleneck reduction factor (D -> D/reduction)",
+    "protocol": "default optimiser settings: original (the method's own paper/code) or "
+    "croft_repo (the CRoFT repository's shared settings)",
+    "det_ratio": "image residual ratio of the detection view (< 0: the prediction ratio)",
+    "det_ratio_text": "text residual ratio of the detection view (< 0: the prediction one)",
 }
 
 
@@ -70,7 +74,7 @@ def _field_comments(cls: type) -> dict[str, str]:
         return {}
     comments: dict[int, str] = {}
     for tok in tokenize.generate_tokens(io.StringIO(source).readline):
-        if tok.type == tokenize.COMMENT:
+        if tok.type == tokenize.COMMENT and not tok.string.lstrip("#").strip().startswith("type:"):
             comments[tok.start[0]] = tok.string.lstrip("#").strip()
     lines = source.splitlines()
     out: dict[str, str] = {}
@@ -96,10 +100,16 @@ def config_options(config_cls: type) -> list[OptionDoc]:
     for klass in reversed(config_cls.__mro__):
         if dataclasses.is_dataclass(klass):
             comments.update(_field_comments(klass))
+    try:  # defaults resolved at construction (a baseline's protocol, CRoFT's variant)
+        built: Any = config_cls()
+    except Exception:  # noqa: BLE001 - a config with required fields: the field defaults
+        built = None
     out = []
     for f in dataclasses.fields(config_cls):
-        if f.default is not dataclasses.MISSING:
-            default: Any = f.default
+        if built is not None:
+            default: Any = getattr(built, f.name)
+        elif f.default is not dataclasses.MISSING:
+            default = f.default
         elif f.default_factory is not dataclasses.MISSING:
             default = f.default_factory()
         else:

@@ -98,13 +98,13 @@ def test_fit_option_sets_detection_ratios() -> None:
     assert M.fit("ce_adapter", train, None, epochs=1).head.det_ratio is None
 
 
-def test_authors_conventions_change_exactly_the_detection_side() -> None:
+def test_authors_conventions_change_exactly_the_detection_side(caplog) -> None:  # noqa: ANN001
     head, id_set, ood, bank = _head(), _set(60, 1), _set(40, 2, ood=True), _set(30, 4)
     kw = {"scores": ["energy", "knn"], "bank": bank}
     croft = evaluate(head, id_set, {"o": ood}, **kw)
     conv = resolve("authors", {"id_cap_per_class": 15, "knn_k_sweep": [1, 5, 100]})
-    with pytest.warns(UserWarning, match="knn@100 skipped"):
-        auth = evaluate(head, id_set, {"o": ood}, conventions=conv, **kw)
+    auth = evaluate(head, id_set, {"o": ood}, conventions=conv, **kw)
+    assert "knn@100 skipped: the bank holds 30 rows" in caplog.text
     assert auth.accuracy == croft.accuracy  # accuracy: prediction ratios, all ID
     assert auth.conventions["name"] == "authors" and croft.conventions["name"] == "croft"
     assert set(auth.detection["o"]) == {"energy", "knn", "knn@1", "knn@5"}
@@ -223,3 +223,11 @@ def test_report_tables_name_their_conventions_and_fpr95() -> None:
     assert {r["conventions"] for r in rows} == {"authors"}
     grid = [rec("c[lambda2=10]", "croft", 1), rec("c[lambda2=0]", "croft", 1)]
     assert select_records(grid)[0]["selected_from"] == "c[lambda2=0]"  # tie -> smaller λ
+
+
+def test_no_correct_id_sample_records_null_metrics(caplog) -> None:  # noqa: ANN001
+    head, id_set, ood = _head(), _set(9, 1), _set(6, 2, ood=True)
+    id_set.labels = (head.predict(id_set.eval_features()) + 1) % C  # every prediction wrong
+    ev = evaluate(head, id_set, {"o": ood}, scores=["energy"], id_correct_only=True)
+    assert ev.detection["o"]["energy"]["auroc"] is None and ev.accuracy == 0.0
+    assert "no ID sample is classified correctly" in caplog.text

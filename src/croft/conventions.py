@@ -23,8 +23,8 @@ Fields (``croft`` preset first, then ``authors``):
 * ``knn_bank`` — the KNN bank: ``train`` (the few-shot training images, eval view) |
   ``source`` (at most ``knn_bank_per_class`` images per class of the source domains'
   train split, the authors' Setup-II bank).
-* ``knn_k`` and ``knn_k_sweep`` — the ``knn`` score's ``k`` (1) and the extra ``k`` values
-  recorded as ``knn@k`` scores: none | 1, 5, 10, 25, 50, 100, 200, 300, 400, 500.
+* ``knn_k_sweep`` — extra ``k`` values recorded as ``knn@k`` scores beside ``knn`` (whose
+  ``k`` is the experiment's ``knn_k``): none | 1, 5, 10, 25, 50, 100, 200, 300, 400, 500.
 * ``id_cap_per_class`` — at most this many ID images per class as detection positives
   (0: all) — 0 | 500 (Setup-II).
 * ``fpr95`` — the FPR95 column tables show first: ``fpr95_id_pos`` | ``fpr95_paper``.
@@ -71,7 +71,6 @@ class Conventions:
     detection_ratio_text: float | None = None
     knn_bank: str = "train"
     knn_bank_per_class: int = 500
-    knn_k: int = 1
     knn_k_sweep: tuple[int, ...] = ()
     id_cap_per_class: int = 0
     fpr95: str = "fpr95_id_pos"
@@ -91,8 +90,8 @@ class Conventions:
             value = getattr(self, key)
             if value is not None and not 0.0 <= float(value) <= 1.0:
                 raise CroftError(f"conventions: {key} must lie in [0, 1] (or null), got {value}")
-        if self.knn_k < 1 or any(int(k) < 1 for k in self.knn_k_sweep):
-            raise CroftError("conventions: knn_k and every knn_k_sweep value must be >= 1")
+        if any(int(k) < 1 for k in self.knn_k_sweep):
+            raise CroftError("conventions: every knn_k_sweep value must be >= 1")
         if self.id_cap_per_class < 0 or self.knn_bank_per_class < 1:
             raise CroftError("conventions: id_cap_per_class >= 0, knn_bank_per_class >= 1")
         return self

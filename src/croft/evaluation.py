@@ -11,7 +11,7 @@ Per-sample scores are kept so that reports and plots can be redrawn without reru
 from __future__ import annotations
 
 import copy
-import warnings
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,10 +28,13 @@ from croft.methods.saving import energy_threshold
 from croft.metrics import accuracy, detection_metrics
 from croft.scores import SCORES, Detector, ScoreInputs
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "DEFAULT_SCORES",
     "Conventions",
     "Evaluation",
+    "convention_detectors",
     "detection_head",
     "energy_threshold",
     "evaluate",
@@ -98,7 +101,7 @@ def fit_detectors(
     training or validation features; adapted embeddings for adapter heads); ``bank`` is
     required only when such a score is requested and is not used otherwise. With ``knn``
     among ``scores``, each ``k`` of ``knn_k_sweep`` adds a detector ``knn@k`` (values
-    above the bank size are skipped with a warning).
+    above the bank size are skipped with a logged warning).
     """
     params = {k: dict(v) for k, v in (score_params or {}).items() if k in scores}
     detectors = {n: SCORES.get(n).detector(**params.get(n, {})) for n in scores}
@@ -107,7 +110,7 @@ def fit_detectors(
         base = {k: v for k, v in params.get("knn", {}).items() if k != "k"}
         for k in knn_k_sweep:
             if bank is not None and int(k) > n_bank:
-                warnings.warn(f"knn@{k} skipped: the bank holds {n_bank} rows", stacklevel=2)
+                log.warning("knn@%d skipped: the bank holds %d rows", k, n_bank)
                 continue
             detectors[f"knn@{int(k)}"] = SCORES.get("knn").detector(k=int(k), **base)
     stateful = [n for n, d in detectors.items() if d.needs_fit]
@@ -120,6 +123,29 @@ def fit_detectors(
         for name in stateful:
             detectors[name].fit(bank_out)
     return detectors
+
+
+def convention_detectors(
+    head: FittedHead,
+    scores: Sequence[str],
+    score_params: Mapping[str, Mapping[str, Any]] | None = None,
+    bank: FeatureSet | None = None,
+    conventions: Conventions | None = None,
+) -> dict[str, Detector]:
+    """:func:`fit_detectors` on ``head``'s detection view under ``conventions`` (its
+    ``knn@k`` sweep included): the detectors :func:`evaluate` uses, to share between
+    several evaluations of one head."""
+    conv = conventions or Conventions()
+    det = detection_head(head, conv)
+    return fit_detectors(det, scores, score_params, bank, conv.knn_k_sweep)
+
+
+def _metrics(id_scores: np.ndarray, ood_scores: np.ndarray) -> dict[str, float | None]:
+    """:func:`detection_metrics`, or every metric ``None`` when there is no positive."""
+    if id_scores.size == 0:
+        keys = ("auroc", "aupr_in", "aupr_out", "fpr95_id_pos", "fpr95_ood_pos", "fpr95_paper")
+        return dict.fromkeys(keys)
+    return detection_metrics(id_scores, ood_scores)
 
 
 def evaluate(
@@ -143,11 +169,11 @@ def evaluate(
     detection side: which ID samples are positives per score (``correct``: only those
     the detection view classifies correctly, the authors' energy evaluator, X2), at most
     ``id_cap_per_class`` ID positives per class (drawn with seed 0), the detection view's
-    ratios (:func:`detection_head`, D7), the ``knn`` score's ``k`` and the ``knn@k``
-    sweep. ``id_correct_only=True`` is ``id_positives: correct``. Accuracy always uses
-    ``head`` and every ID sample. ``extra_sets`` (e.g. source-domain validation data) are
-    scored for plots only: ``per_sample["extra/<name>/<score>"]``. ``detectors`` (from
-    :func:`fit_detectors`, fitted on the detection view, e.g. shared by several
+    ratios (:func:`detection_head`, D7) and the ``knn@k`` sweep. ``id_correct_only=True``
+    is ``id_positives: correct``. Accuracy always uses ``head`` and every ID sample.
+    ``extra_sets`` (e.g. source-domain validation data) are scored for plots only:
+    ``per_sample["extra/<name>/<score>"]``. ``detectors`` (from
+    :func:`convention_detectors`, fitted on the detection view, e.g. shared by several
     evaluations of one head) replace ``scores``/``score_params``/``bank``.
     """
     conv = conventions or Conventions()
@@ -165,10 +191,7 @@ def evaluate(
         raise CroftError(f"{id_set.source}: the ID set has unknown labels (-1); pass it as OOD")
     det_head = detection_head(head, conv)
     if detectors is None:
-        params = {k: dict(v) for k, v in (score_params or {}).items()}
-        if conv.knn_k != 1 and "k" not in params.get("knn", {}):
-            params.setdefault("knn", {})["k"] = conv.knn_k
-        detectors = fit_detectors(det_head, scores, params, bank, conv.knn_k_sweep)
+        detectors = convention_detectors(head, scores, score_params, bank, conv)
     names = list(detectors)
 
     def score_all(fs: FeatureSet, h: FittedHead) -> tuple[dict[str, np.ndarray], torch.Tensor]:
@@ -186,7 +209,10 @@ def evaluate(
     correct = (det_logits.argmax(1).cpu() == id_set.labels).numpy()
     keep = {"all": kept, "correct": kept & correct}
     if any(conv.positives(n) == "correct" for n in names) and not keep["correct"].any():
-        raise CroftError("no ID sample is classified correctly; cannot use id_positives correct")
+        log.warning(
+            "no ID sample is classified correctly: detection metrics with correct-only "
+            "positives are recorded as null"
+        )
     result = Evaluation(accuracy=acc, n_id=len(id_set), conventions=conv.to_dict())
     for name in names:
         result.per_sample[f"id/{name}"] = id_scores[name]
@@ -203,8 +229,7 @@ def evaluate(
             )
         ood_scores, _ = score_all(ood, det_head)
         result.detection[ood_name] = {
-            n: detection_metrics(id_scores[n][keep[conv.positives(n)]], ood_scores[n])
-            for n in names
+            n: _metrics(id_scores[n][keep[conv.positives(n)]], ood_scores[n]) for n in names
         }
         for n in names:
             result.per_sample[f"ood/{ood_name}/{n}"] = ood_scores[n]

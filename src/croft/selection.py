@@ -30,19 +30,34 @@ import torch.nn.functional as F
 
 from croft.errors import CroftError
 
-__all__ = ["selection_key", "select_grid_point", "simplicity", "validation_nll"]
+__all__ = [
+    "select_grid_point",
+    "selection_key",
+    "simplicity",
+    "validation_fit",
+    "validation_nll",
+]
 
 
 @torch.no_grad()
-def validation_nll(head: Any, val: Any, batch_size: int = 8192) -> float:
-    """Mean cross-entropy of ``head.logits`` on ``val`` (a FeatureSet; view 0), in nats."""
+def validation_fit(head: Any, val: Any, batch_size: int = 8192) -> tuple[float, float]:
+    """``(accuracy, NLL)`` of ``head`` on ``val`` (a FeatureSet; view 0) from one pass of
+    logits: top-1 accuracy (``head.predict``'s argmax) and the mean cross-entropy in nats."""
     x = head.check_features(val.eval_features())
     y = val.labels.to(x.device)
-    total = 0.0
+    total, hits = 0.0, []
     for start in range(0, x.shape[0], batch_size):
-        logits = head.logits(x[start : start + batch_size]).double()
-        total += float(F.cross_entropy(logits, y[start : start + batch_size], reduction="sum"))
-    return total / max(int(x.shape[0]), 1)
+        logits = head.logits(x[start : start + batch_size])
+        yb = y[start : start + batch_size]
+        hits.append(logits.argmax(dim=1) == yb)
+        total += float(F.cross_entropy(logits.double(), yb, reduction="sum"))
+    acc = float(torch.cat(hits).float().mean())  # float32 mean, as every croft accuracy
+    return acc, total / max(int(x.shape[0]), 1)
+
+
+def validation_nll(head: Any, val: Any, batch_size: int = 8192) -> float:
+    """Mean cross-entropy of ``head.logits`` on ``val`` (a FeatureSet; view 0), in nats."""
+    return validation_fit(head, val, batch_size)[1]
 
 
 def simplicity(options: Mapping[str, Any]) -> tuple[float, ...]:

@@ -61,7 +61,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.check:
         from croft.experiments import check_experiment
+        from croft.experiments.loading import plan_lines
 
+        for line in plan_lines(cfg):
+            print(line)
         problems = check_experiment(cfg)
         for line in problems:
             print(line)

@@ -107,6 +107,19 @@ class ExperimentBase:
     workers: int = 0
     cache: str = ""  # empty: the default feature cache
     progress: bool = True
+    # evaluation conventions: croft | authors, or {name: ..., field: value} (docs/deviations.md)
+    conventions: Any = "croft"
+
+    SETUP: ClassVar[str] = "setup2"  # which authors' conventions apply (croft.conventions)
+
+    def evaluation_conventions(self) -> Any:
+        """The resolved :class:`croft.conventions.Conventions` of this experiment."""
+        from croft.conventions import resolve
+
+        conv = self.conventions
+        if not isinstance(conv, (str, dict)):
+            raise CroftError(f"conventions: {conv!r}: use croft, authors or a mapping")
+        return resolve(conv, setup=self.SETUP)
 
     def __post_init__(self) -> None:
         if self.protocol in ("", self.PROTOCOL):
@@ -137,6 +150,7 @@ class ExperimentBase:
             raise CroftError("templates: list at least one, e.g. ['a photo of a {}.']")
         self._check_scores()
         self._check_methods()
+        self.evaluation_conventions()
 
     def _check_scores(self) -> None:
         from croft.scores import SCORES
@@ -161,6 +175,7 @@ class ExperimentBase:
         doc = dataclasses.asdict(self)
         for key in self.NOT_IN_RUN_KEY:
             doc.pop(key, None)
+        doc["conventions"] = self.evaluation_conventions().to_dict()
         return doc
 
 
@@ -277,6 +292,7 @@ class ImagenetConfig(ExperimentBase):
     """Setup-I: per seed an ImageNet class split (ID classes / open-set OOD classes)."""
 
     PROTOCOL: ClassVar[str] = "imagenet"
+    SETUP: ClassVar[str] = "setup1"
 
     shifted: list[DataSpec] = field(default_factory=list)  # covariate-shifted test sets
     id_fraction: float = 0.4

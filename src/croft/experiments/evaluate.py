@@ -9,11 +9,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from croft.conventions import Conventions
 from croft.errors import CroftError
-from croft.evaluation import evaluate, fit_detectors, head_outputs
+from croft.evaluation import convention_detectors, evaluate, head_outputs
 from croft.experiments.task import Task
 from croft.features.files import FeatureSet
 from croft.methods.base import FittedHead
+from croft.selection import validation_fit
 
 
 def restricted_predictions(
@@ -66,11 +68,16 @@ def evaluate_task(
     task: Task,
     scores: Sequence[str],
     score_params: Mapping[str, Mapping[str, Any]] | None = None,
+    conventions: Conventions | None = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Record fields (accuracy, n_id, detection, val_accuracy, …) and per-sample arrays."""
+    """Record fields (accuracy, n_id, detection, val_accuracy, val_nll, conventions, …) and
+    per-sample arrays. ``conventions`` (default croft's) decide the detection side
+    (:func:`croft.evaluation.evaluate`); the KNN bank is the task's (``task.bank``)."""
+    conv = conventions or Conventions()
     extra = {"source_val": task.val} if task.val is not None else {}
     bank = task.bank if task.bank is not None else task.train
-    common = {"scores": scores, "detectors": fit_detectors(head, scores, score_params, bank)}
+    detectors = convention_detectors(head, scores, score_params, bank, conv)
+    common = {"scores": scores, "detectors": detectors, "conventions": conv}
     if task.detection_id is None:
         ev = evaluate(head, task.test, task.ood_sets, **common, extra_sets=extra)
     else:  # accuracy on the test set, detection against another ID set
@@ -81,7 +88,8 @@ def evaluate_task(
             if key.startswith("id/"):
                 key = "detection_id/" + key[3:]
             ev.per_sample[key] = value
-    fields: dict[str, Any] = {"val_accuracy": validation_accuracy(head, task.val)}
+    val_acc, val_nll = (None, None) if task.val is None else validation_fit(head, task.val)
+    fields: dict[str, Any] = {"val_accuracy": val_acc, "val_nll": val_nll}
     fields.update(ev.to_dict())
     if task.detection_id is not None:
         fields["n_detection_id"] = len(task.detection_id)

@@ -134,6 +134,24 @@ def check_weights(spec: str) -> str | None:
     return None
 
 
+def plan_lines(cfg: ExperimentBase) -> list[str]:
+    """What the experiment would run, one line each: its evaluation conventions, then every
+    method row with its grid points (``croft run --check`` prints them)."""
+    conv = cfg.evaluation_conventions()
+    runs = expand_methods(cfg.methods)
+    lines = [f"conventions: {conv.name} ({', '.join(f'{k}={v}' for k, v in _fields(conv))})"]
+    lines.append(f"methods: {len(cfg.methods)} rows, {len(runs)} runs per task")
+    for m in cfg.methods:
+        points = [r.label for r in runs if r.label == m.label or r.label.startswith(m.label + "[")]
+        grid = f" ({len(points)} grid points: {', '.join(points)})" if m.grid else ""
+        lines.append(f"  {m.label}: {m.method}{grid}")
+    return lines
+
+
+def _fields(conv: Any) -> list[tuple[str, Any]]:
+    return [(k, v) for k, v in conv.to_dict().items() if k != "name"]
+
+
 def check_experiment(cfg: ExperimentBase) -> list[str]:
     """Every problem found without running: methods, weights, device, datasets, domains."""
     from croft.data import check_layout

@@ -108,5 +108,6 @@ def run_experiment(
             score_params={"knn": {"k": cfg.knn_k}} if "knn" in cfg.scores else None,
             on_result=lambda r: bar.update(1),
             device=cfg.device,
+            conventions=cfg.evaluation_conventions(),
         )
     return {"records": records, "out_dir": str(out), **info}

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from croft.conventions import Conventions
 from croft.errors import CroftError
 from croft.experiments.evaluate import evaluate_task
 from croft.experiments.grid import MethodRun, method_config
@@ -85,13 +86,20 @@ def run_one(
     score_params: Mapping[str, Mapping[str, Any]] | None,
     device: str,
     save_heads: bool,
+    conventions: Conventions | None = None,
 ) -> RunRecord:
-    """Fit, evaluate and save one run into ``rdir`` (its key is written first)."""
+    """Fit, evaluate and save one run into ``rdir`` (its key is written first).
+
+    ``conventions`` give an adapter head its detection ratios before it is evaluated and
+    saved (so ``head.json`` carries them) and decide the detection side of the evaluation.
+    """
     from croft.provenance import environment
 
     write_run_key(rdir, key)
     cfg, result, seconds = fit_method(run, task, device)
-    fields, per_sample = evaluate_task(result.head, task, scores, score_params)
+    conv = conventions or Conventions()
+    conv.apply_to_head(result.head)
+    fields, per_sample = evaluate_task(result.head, task, scores, score_params, conv)
     metrics = {
         "label": run.label,
         "method": run.method,
@@ -137,10 +145,13 @@ def run_grid(
     on_result: Callable[[dict[str, Any]], None] | None = None,
     device: str = "cpu",
     save_heads: bool = True,
+    conventions: Conventions | None = None,
 ) -> list[dict[str, Any]]:
     """Every method on every task; returns every run's metrics (reused or new).
 
-    ``settings``: the resolved experiment settings that change a run (run key).
+    ``settings``: the resolved experiment settings that change a run (run key; it should
+    hold the resolved ``conventions``). ``conventions``: the evaluation conventions
+    (default croft's, :mod:`croft.conventions`).
     """
     out = Path(out_dir)
     settings = dict(settings or {})
@@ -164,6 +175,7 @@ def run_grid(
                 rec = read_run(rdir)
             if rec is None:
                 kw = {"scores": scores, "score_params": score_params, "device": device}
+                kw["conventions"] = conventions
                 rec = run_one(m, task, rdir, key, save_heads=save_heads, **kw)
             records.append(rec.metrics)
             if on_result is not None:

@@ -8,7 +8,7 @@ augmented views), ONE eval-view extraction of everything else, one per OOD set.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ class TaskRecords:
     train: list[Any]
     val: list[Any]
     test: list[Any]
+    bank: list[Any] = field(default_factory=list)  # KNN bank; empty: the training images
 
 
 def _split_source(records: list[Any], val_fraction: float) -> tuple[list[Any], list[Any]]:
@@ -71,6 +72,7 @@ def build_tasks(cfg: LodoConfig) -> tuple[Any, list[TaskRecords]]:
     from croft.data import few_shot, few_shot_authors_balance
 
     full, domains, per_domain = _domain_indices(cfg)
+    conv = cfg.evaluation_conventions()
     tasks = []
     for dom in domains:
         if dom in per_domain:
@@ -93,7 +95,10 @@ def build_tasks(cfg: LodoConfig) -> tuple[Any, list[TaskRecords]]:
             v = val
             if cfg.val_per_class > 0:
                 v = few_shot(val_idx, cfg.val_per_class, seed).records
-            tasks.append(TaskRecords(dom, seed, list(shot.records), list(v), list(test)))
+            bank = []
+            if conv.knn_bank == "source":  # the authors': <= N per class of the source train
+                bank = list(few_shot(source, conv.knn_bank_per_class, seed).records)
+            tasks.append(TaskRecords(dom, seed, list(shot.records), list(v), list(test), bank))
     return full, tasks
 
 
@@ -126,7 +131,7 @@ def lodo_tasks(
     full, task_records = records
     common = store_options(cfg, show)
     train_union = by_path(r for t in task_records for r in t.train)
-    eval_union = by_path(r for t in task_records for r in (*t.train, *t.val, *t.test))
+    eval_union = by_path(r for t in task_records for r in (*t.train, *t.val, *t.test, *t.bank))
     train_index = full.with_records(train_union)
     eval_index = full.with_records(eval_union)
     views = ViewSpec.train_views(cfg.views, cfg.view_seed)
@@ -150,7 +155,7 @@ def lodo_tasks(
                 val=select(eval_pool, t.val, "val") if t.val else None,
                 test=select(eval_pool, t.test, "test"),
                 ood_sets=ood_sets,
-                bank=select(eval_pool, t.train, "bank"),
+                bank=select(eval_pool, t.bank or t.train, "bank"),
             )
 
     return tasks(), len(task_records), {"ood": list(ood_sets)}

@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 
 OOD_NAMES = ("held_out_classes", "textures")
 STYLES = ("photo", "painting", "cartoon", "sketch")
+# the demo's baselines keep the CRoFT repository's shared settings (their numbers predate
+# the per-method original defaults; docs/deviations.md#baselines)
+REPO = {"protocol": "croft_repo"}
 
 
 def demo_methods(full: bool = True, cocoop: bool = True) -> list[MethodGrid]:
@@ -37,22 +40,30 @@ def demo_methods(full: bool = True, cocoop: bool = True) -> list[MethodGrid]:
         MethodGrid("zeroshot", "zeroshot"),
         MethodGrid("ce_adapter", "ce_adapter"),
         MethodGrid("croft", "croft", {"variant": "official"}, {"lambda2": [1000.0, 100.0, 10.0]}),
-        MethodGrid("croft_paper", "croft", {"variant": "paper"}, {"lambda2": [10.0, 1.0, 0.1]}),
+        # the paper variant as the demo always ran it (its pre-issue-14 weights and loss)
+        MethodGrid(
+            "croft_paper",
+            "croft",
+            {"variant": "paper", "lambda1": 15.0, "align_term": False},
+            {"lambda2": [10.0, 1.0, 0.1]},
+        ),
     ]
     if not full:
         return core
     baselines = [
         MethodGrid("linear_probe", "linear_probe", {"views": "mean"}),
-        MethodGrid("clip_adapter", "clip_adapter"),
+        MethodGrid("clip_adapter", "clip_adapter", dict(REPO)),
         MethodGrid("tip_adapter", "tip_adapter"),
-        MethodGrid("tip_adapter_f", "tip_adapter_f"),
+        MethodGrid("tip_adapter_f", "tip_adapter_f", dict(REPO)),
         # the tiny CLIP's context is 12 tokens: 4 learned context vectors, not 16
-        MethodGrid("coop", "coop", {"epochs": 5, "n_ctx": 4}),
-        MethodGrid("dplclip", "dplclip", {"epochs": 5, "n_ctx": 4, "test_prompt": "train_mean"}),
+        MethodGrid("coop", "coop", {**REPO, "epochs": 5, "n_ctx": 4}),
+        MethodGrid(
+            "dplclip", "dplclip", {**REPO, "epochs": 5, "n_ctx": 4, "test_prompt": "train_mean"}
+        ),
         MethodGrid("wise", "wise", {"base": "ce_adapter"}),
     ]
     if cocoop:
-        baselines.append(MethodGrid("cocoop", "cocoop", {"epochs": 3, "n_ctx": 4}))
+        baselines.append(MethodGrid("cocoop", "cocoop", {**REPO, "epochs": 3, "n_ctx": 4}))
     return core[:2] + baselines + core[2:]
 
 

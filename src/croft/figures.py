@@ -214,8 +214,10 @@ def accuracy_auroc_figure(runs: Sequence[Record], score: str = "energy") -> Any:
     )
     for ax, o in zip(axes, oods, strict=True):
         for lab, rs in by.items():
-            rs = [r for r in rs if score in r["detection"].get(o, {})]
-            if not rs:
+            rs = [
+                r for r in rs if r["detection"].get(o, {}).get(score, {}).get("auroc") is not None
+            ]
+            if not rs:  # no run, or none with a metric (e.g. no correct ID sample)
                 continue
             x, xe = _seed_spread(rs, lambda r: r["accuracy"])
             y, ye = _seed_spread(rs, lambda r, o=o: r["detection"][o][score]["auroc"])

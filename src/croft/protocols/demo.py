@@ -35,7 +35,11 @@ def demo_methods(lr: float = 0.01) -> list[MethodRun]:
         MethodRun("zeroshot", "zeroshot"),
         MethodRun("ce_adapter", "ce_adapter", {"lr": lr}),
         MethodRun("croft_official", "croft", {"lr": lr}),
-        MethodRun("croft_paper", "croft", {"lr": lr, "variant": "paper", "lambda2": 1.0}),
+        MethodRun(  # the paper variant as this demo always ran it (pre-issue-14 weights)
+            "croft_paper",
+            "croft",
+            {"lr": lr, "variant": "paper", "lambda1": 15.0, "lambda2": 1.0, "align_term": False},
+        ),
     ]
 
 

@@ -15,7 +15,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("_version", "errors", "registry"),
     ("fileio", "progress", "provenance"),
     ("overrides",),
-    ("metrics", "scores"),
+    ("metrics", "scores", "conventions", "selection"),
     ("backbones",),
     ("data",),
     ("world",),

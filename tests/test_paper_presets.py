@@ -161,6 +161,8 @@ def test_pacs_preset_runs_every_method_under_both_conventions(tmp_path: Path) ->
         md = (report / "report.md").read_text()
         assert f"[conventions: {conv}]" in md
         tables[conv] = (report / "detection_energy.csv").read_text()
+        head = json.loads(next(out.glob("runs/croft[[]*/photo_seed1/head/head.json")).read_text())
+        assert head["spec"]["det_ratio"] == (0.5 if conv == "authors" else None)
     assert "fpr95_paper" in tables["authors"].splitlines()[0] + tables["authors"].splitlines()[1]
     assert "fpr95_id_pos" in tables["croft"].splitlines()[0] + tables["croft"].splitlines()[1]
     knn_sweep = sorted(

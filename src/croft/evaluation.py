@@ -6,6 +6,8 @@
   metrics of :func:`croft.metrics.detection_metrics` with the ID set as positives.
 
 Per-sample scores are kept so that reports and plots can be redrawn without rerunning.
+
+Ids such as B8 or D7 name behaviours of the authors' code; docs/deviations.md defines them.
 """
 
 from __future__ import annotations

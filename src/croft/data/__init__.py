@@ -62,6 +62,8 @@ class folder.
 
 Few-shot selections: :func:`few_shot` (K per class, optionally balanced over domains)
 and :func:`few_shot_authors_balance` (the authors' class-agnostic draw, bug B8).
+
+Ids such as B8 or D7 name behaviours of the authors' code; docs/deviations.md defines them.
 """
 
 from __future__ import annotations

@@ -18,9 +18,10 @@ Options: ``dataset`` (``dtd`` | ``food101`` | ``caltech101``), ``exclude_overlap
 renumbered in the original order), ``max_per_class`` (the paper caps at 100, seeded by
 ``seed``), ``ood`` (labels -1, no class list), ``strict_names``.
 
-The paper's filters (CROFT_SPEC §4.3) keep 92 of CoOp's 100 Caltech classes for PACS and
-84 for VLCS. ``airplane``, ``leopard`` and ``motorbike`` are dropped only because the
-authors' keep-list spells them ``airplanes``/``Leopards``/``Motorbikes``; we keep that.
+The paper's filters (docs/deviations.md#x4, docs/protocols.md#setup2-ood) keep 92 of CoOp's
+100 Caltech classes for PACS and 84 for VLCS. ``airplane``, ``leopard`` and ``motorbike``
+are dropped only because the authors' keep-list spells them
+``airplanes``/``Leopards``/``Motorbikes``; we keep that.
 """
 
 from __future__ import annotations

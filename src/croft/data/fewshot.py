@@ -14,6 +14,8 @@ The result is a new :class:`DatasetIndex` (save it with ``DatasetIndex.save``; p
 relative) whose ``meta["few_shot"]`` records the method, shots, seed and the source
 index hash. The draws use Python's ``random.Random(seed)``; they are reproducible
 here, but cannot equal the authors' draws, which came from the global RNG state.
+
+Ids such as B8 or D7 name behaviours of the authors' code; docs/deviations.md defines them.
 """
 
 from __future__ import annotations

@@ -18,6 +18,8 @@ every image of the source domains goes to ``train`` or ``val`` (``val_fraction``
 (domain, class) group, rounded half up, at least one image left for ``train``), the
 held-out domain goes to ``test``. The train/val assignment of an image depends only on
 ``(seed, domain, class)``, so it is the same in every ``test_on_*.json``.
+
+Ids such as B8 or D7 name behaviours of the authors' code; docs/deviations.md defines them.
 """
 
 from __future__ import annotations

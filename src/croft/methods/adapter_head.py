@@ -1,4 +1,7 @@
-"""The residual linear adapter head shared by CRoFT and the CE-only adapter."""
+"""The residual linear adapter head shared by CRoFT and the CE-only adapter.
+
+Ids such as B8 or D7 name behaviours of the authors' code; docs/deviations.md defines them.
+"""
 
 from __future__ import annotations
 

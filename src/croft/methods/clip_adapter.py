@@ -7,9 +7,9 @@
 default, as the authors; ``ensemble=True`` uses the template ensemble). Trained with
 cross-entropy; ``ratio = 0`` is exactly zero-shot CLIP.
 
-Deviations from the authors' CLIP-Adapter as CROFT_SPEC §6 describes it: cached features
-(view ``e mod V`` in epoch ``e``) instead of fresh augmentations; croft's schedule and
-best-validation-epoch selection; any shot count (the authors' ``run_setup1.py`` trained
+Deviations from the authors' CLIP-Adapter (docs/deviations.md#baseline-clip-adapter): cached
+features (view ``e mod V`` in epoch ``e``) instead of fresh augmentations; croft's schedule
+and best-validation-epoch selection; any shot count (the authors' ``run_setup1.py`` trained
 only 4 shots while the tests loaded 1/16/32); no dataset-specific template table (the
 templates come from the feature file, so the ``ImageNetOOD46`` KeyError cannot occur).
 """

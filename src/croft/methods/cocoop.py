@@ -6,7 +6,7 @@ feature to a bias added to every context token: image ``i`` gets the prompts
 ``s · x̂_i · n(g(prompt_ic))ᵀ``. The context and meta-net are trained with cross-entropy;
 the text encoder is frozen.
 
-Deviations from the authors' CoCoOp as CROFT_SPEC §6 describes it:
+Deviations from the authors' CoCoOp (docs/deviations.md#baseline-cocoop):
 
 * the meta-net runs in fp32 (the authors': fp16);
 * batch size 32 for every backbone (the authors' ViT config has 4, RN50 32);

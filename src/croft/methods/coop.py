@@ -6,7 +6,7 @@ context is trained, with cross-entropy on ``s · n(x) · n(g(prompt_c))ᵀ``; th
 encoder ``g`` is frozen. After fitting the prompts are fixed, so the head is just the
 class text features (:class:`~croft.methods.prompting.PromptTextHead`, no tower needed).
 
-Deviations from the authors' CoOp as CROFT_SPEC §6 describes it:
+Deviations from the authors' CoOp (docs/deviations.md#baseline-coop):
 
 * runs in the tower's precision with an fp32 context (the authors' default ``PREC=fp16``
   kept CLIP in half precision);

@@ -1,7 +1,7 @@
 """CRoFT on cached features: ``official`` (the authors' step) and ``paper`` variants.
 
-``official`` reproduces the authors' training step exactly (CROFT_SPEC §1–§3, §8.1;
-golden vectors in ``shared/golden/croft-official``):
+``official`` reproduces the authors' training step exactly (docs/authors-step.md;
+golden vectors in ``tests/golden/croft-official``):
 
 * adapters ``fc_i``, ``fc_t`` (identity init, residual ``ratio``/``ratio_text``) and the
   covariate generator ``G`` (identity init), each a ``D×D`` matrix;
@@ -150,7 +150,7 @@ def official_step(
     cfg: CroftConfig,
     scale: float,
 ) -> StepLosses:
-    """One batch of the authors' training step (CROFT_SPEC §2.3, golden README).
+    """One batch of the authors' training step (docs/authors-step.md#step-order, #step-all).
 
     ``x`` ``(N, D)`` raw image features, ``y`` ``(N,)``, ``t`` ``(C, D)`` class text features.
     """

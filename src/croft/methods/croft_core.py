@@ -48,7 +48,10 @@ def adapter_forward(
     ratio: float,
     ratio_text: float,
 ) -> Adapted:
-    """The authors' forward (CROFT_SPEC §1.4): mix the adapter output with the RAW feature."""
+    """The authors' forward: mix the adapter output with the RAW feature.
+
+    See docs/authors-step.md#forward.
+    """
     return Adapted(adapt_image(x, w_img, ratio), adapt_text(t, w_txt, ratio_text), n(x), n(t))
 
 
@@ -70,7 +73,9 @@ def official_generator_loss(
     scale: float,
     lambda1: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Official generator objective (CROFT_SPEC §2.1); returns ``(loss, z_I^c)``.
+    """Official generator objective; returns ``(loss, z_I^c)``.
+
+    See docs/authors-step.md#generator-objective.
 
     ``CE(scale * z_I^c z_Tᵀ, y) + lambda1 * mean_{N×N}(M ⊙ z_I^c z_Iᵀ)``; the mean runs over
     all ``N²`` entries, zeros included, as in the code.
@@ -90,7 +95,7 @@ def official_energy_gradient_penalty(
     ratio_text: float,
     reduction: str,
 ) -> torch.Tensor:
-    """The official EDR penalty ``loss2`` (CROFT_SPEC §2.2, the "delta trick").
+    """The official EDR penalty ``loss2`` (docs/authors-step.md#edr-penalty, #shared-delta).
 
     ``S = Σ_{rows, classes} exp(a bᵀ)`` with ``a = n(ratio·r(Wi+δ) + (1-ratio)·r)``,
     ``b = n(ratio_text·t̂(Wt+δ) + (1-ratio_text)·t̂)`` and ONE ``δ = 1e-4·1`` shared by both

@@ -6,10 +6,10 @@ layers, xavier-uniform weights, biases 0.01) maps a raw image feature ``x`` ``(D
 domain's images in a batch are averaged into that domain's prompt
 ``[SOS] mean_d h(x) [class] . [EOS]``; only ``h`` is trained, with cross-entropy.
 
-Bug fixed (CROFT_SPEC §6): the authors scored every image against the concatenated
-class text features of **all** domains in the batch (``N × n_dom·C`` logits, labels only
-indexing the first block). Here image ``i`` is scored only against its own domain's
-``C`` prompts: ``logits_i = s · n(x_i) · n(g(prompt_{d_i, c}))ᵀ``.
+Bug fixed (docs/deviations.md#baseline-dplclip): the authors scored every image against the
+concatenated class text features of **all** domains in the batch (``N × n_dom·C`` logits,
+labels only indexing the first block). Here image ``i`` is scored only against its own
+domain's ``C`` prompts: ``logits_i = s · n(x_i) · n(g(prompt_{d_i, c}))ᵀ``.
 
 Test time (``test_prompt``):
 

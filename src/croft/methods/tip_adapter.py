@@ -15,7 +15,7 @@ set (never on test) over ``α ∈ linspace(0, alpha_max, alpha_steps)`` and
 ``β ∈ linspace(beta_max/beta_steps, beta_max, beta_steps)`` (validation accuracy; ties go
 to the smallest β, then the smallest α); without validation the config's ``α, β`` stay.
 
-Deviations from the authors' code as CROFT_SPEC §6 describes it (bugs fixed):
+Deviations from the authors' code (docs/deviations.md#baseline-tip-adapter; bugs fixed):
 
 * the view average is over the views of the SAME image (the authors averaged passes of a
   shuffled loader, mixing different images in one key, and crashed on the undefined

@@ -1,0 +1,316 @@
+"""Batched training steps of the adapter family: G independent fits stacked on axis 0.
+
+Every tensor carries a leading *member* axis ``G``: features ``x`` ``(G, B, D)``, labels
+``y`` ``(G, B)``, class text ``t`` ``(G, C, D)``, matrices ``(G, D, D)``. Per-member
+scalars (ratios, λ1, λ2, scale, lr, weight decay, momentum, …) are ``(G,)`` tensors,
+viewed as ``(G, 1, 1)`` next to matrices. Every reduction runs per member and the members'
+losses are summed before ``backward``, so each member receives exactly the gradient of its
+own loss with respect to its own matrices: the steps below are the single-fit steps of
+:mod:`croft.methods.croft` written with batched matmuls, op for op in the same order.
+
+SGD is :class:`torch.optim.SGD`'s rule written element-wise with per-member tensors:
+``d = g + wd·p``; ``buf = d`` on a parameter's first step, else ``buf = m·buf + d``;
+``p -= lr·buf``. A parameter without a gradient in a step is not stepped (its ``.grad`` is
+``None`` after ``zero_grad``), as with the optimiser. No step reads a value to the host.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from croft.methods.croft_core import EPS
+from croft.methods.text import eps_normalize as n
+
+MATRICES = ("fc_i", "fc_t", "generator")
+
+
+@dataclass
+class Hyper:
+    """Per-member scalars, each ``(G,)`` in the training dtype. ``m(name)`` is ``(G, 1, 1)``."""
+
+    values: dict[str, torch.Tensor]
+
+    def v(self, name: str) -> torch.Tensor:
+        return self.values[name]
+
+    def m(self, name: str) -> torch.Tensor:
+        return self.values[name][:, None, None]
+
+    def col(self, name: str) -> torch.Tensor:
+        return self.values[name][:, None]
+
+
+@dataclass
+class BatchedParams:
+    """Trainable ``(G, D, D)`` matrices and their SGD momentum buffers.
+
+    ``residual``: the tensors hold ``W - I`` (the paper variant) and :meth:`full` adds ``I``.
+    """
+
+    mats: dict[str, torch.Tensor]
+    residual: bool
+    bufs: dict[str, torch.Tensor | None] = field(default_factory=dict)
+
+    @classmethod
+    def create(
+        cls, members: int, dim: int, dtype: torch.dtype, device: torch.device, residual: bool
+    ) -> BatchedParams:
+        def init() -> torch.Tensor:
+            if residual:
+                return torch.zeros(members, dim, dim, dtype=dtype, device=device)
+            eye = torch.eye(dim, dtype=dtype, device=device)
+            return eye.expand(members, dim, dim).clone()
+
+        mats = {k: init().requires_grad_(True) for k in MATRICES}
+        return cls(mats, residual, dict.fromkeys(MATRICES))
+
+    def full(self, name: str) -> torch.Tensor:
+        p = self.mats[name]
+        if not self.residual:
+            return p
+        return p + torch.eye(p.shape[-1], dtype=p.dtype, device=p.device)
+
+    def zero_grad(self, names: tuple[str, ...]) -> None:
+        for k in names:
+            self.mats[k].grad = None
+
+    @torch.no_grad()
+    def sgd(self, names: tuple[str, ...], hp: Hyper) -> None:
+        """One SGD step (torch.optim.SGD's rule) of every named matrix that has a gradient."""
+        lr, mom, wd = hp.m("lr"), hp.m("momentum"), hp.m("weight_decay")
+        for k in names:
+            p = self.mats[k]
+            if p.grad is None:
+                continue
+            d = p.grad + wd * p
+            buf = self.bufs[k]
+            if buf is None:
+                buf = d.clone()
+            else:
+                buf.mul_(mom).add_(d)
+            self.bufs[k] = buf
+            p.sub_(lr * buf)
+
+
+# ------------------------------------------------------------------------ shared terms
+def adapt(x: torch.Tensor, w: torch.Tensor, r: torch.Tensor, r1: torch.Tensor) -> torch.Tensor:
+    """``n(r·x Wᵀ + r1·x)``: ``x`` ``(G, N, D)``, ``w`` ``(G, D, D)``, ``r``, ``r1`` ``(G,1,1)``."""
+    return n(r * (x @ w.mT) + r1 * x)
+
+
+def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy per member: ``logits`` ``(G, B, C)``, ``y`` ``(G, B)`` -> ``(G,)``."""
+    g, b, c = logits.shape
+    return (
+        F.cross_entropy(logits.reshape(g * b, c), y.reshape(g * b), reduction="none")
+        .view(g, b)
+        .mean(1)
+    )
+
+
+def label_mask(y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``M[g, i, j] = 1`` where ``y[g, i] == y[g, j]``, ``(G, B, B)``."""
+    return (y[:, :, None] == y[:, None, :]).to(dtype)
+
+
+def generator_loss(
+    z_img: torch.Tensor, z_txt: torch.Tensor, y: torch.Tensor, gen: torch.Tensor, hp: Hyper
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Official generator objective per member ``(G,)`` and ``z_I^c`` ``(G, B, D)``."""
+    zc = n(z_img @ gen + z_img)
+    ce = cross_entropy(hp.m("scale") * zc @ z_txt.mT, y)
+    disalign = (label_mask(y, zc.dtype) * (zc @ z_img.mT)).mean((1, 2))
+    return ce + hp.v("lambda1") * disalign, zc
+
+
+def energy_penalty(
+    rows: torch.Tensor, t_zs: torch.Tensor, w_img: torch.Tensor, w_txt: torch.Tensor, hp: Hyper,
+    reduction: str,
+) -> torch.Tensor:  # fmt: skip
+    """The official penalty ``loss2`` per member ``(G,)``, one shared ``δ`` per member."""
+    delta = torch.full_like(w_img, 1e-4).requires_grad_(True)
+    a = rows @ (w_img + delta)
+    b = t_zs @ (w_txt + delta)
+    a = n(hp.m("ratio") * a + hp.m("ratio1") * rows)
+    b = n(hp.m("ratio_text") * b + hp.m("ratio_text1") * t_zs)
+    s = torch.exp(a @ b.mT)
+    if reduction == "setup1":
+        (g,) = torch.autograd.grad(s.sum(), delta, create_graph=True)
+        return (g**2).mean((1, 2))
+    if reduction == "setup2":
+        (g,) = torch.autograd.grad(s.mean((1, 2)).sum(), delta, create_graph=True)
+        return (g**2).sum((1, 2))
+    raise ValueError(f"unknown energy-penalty reduction {reduction!r}")
+
+
+@dataclass
+class StepOut:
+    """Per-member losses of one batch, each ``(G,)`` (detached, on the device)."""
+
+    loss: torch.Tensor
+    loss_ce: torch.Tensor
+    loss1: torch.Tensor
+    loss2: torch.Tensor
+    gen_losses: list[torch.Tensor]
+
+
+def _out(loss, loss_ce, loss1, loss2, gen_losses) -> StepOut:  # noqa: ANN001
+    return StepOut(loss.detach(), loss_ce.detach(), loss1.detach(), loss2.detach(), gen_losses)
+
+
+@dataclass(frozen=True)
+class Structure:
+    """What every member of a group shares (the branches of the step)."""
+
+    variant: str  # "official", "paper" or "ce"
+    wccf: bool = True
+    gen_step: int = 1
+    covariate_rows: bool = True
+    energy_reduction: str = "setup2"
+    penalty: bool = True  # paper: lambda2 != 0
+
+
+# ------------------------------------------------------------------------ official step
+def official_step(
+    p: BatchedParams, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, hp: Hyper, s: Structure
+) -> StepOut:
+    """The authors' step for G members (see :func:`croft.methods.croft.official_step`)."""
+
+    def step_all(loss: torch.Tensor) -> None:
+        p.zero_grad(MATRICES)
+        loss.sum().backward(retain_graph=True)
+        p.sgd(MATRICES, hp)
+
+    fc_i, fc_t, gen = p.mats["fc_i"], p.mats["fc_t"], p.mats["generator"]
+    z_img = adapt(x, fc_i, hp.m("ratio"), hp.m("ratio1"))
+    z_txt = adapt(t, fc_t, hp.m("ratio_text"), hp.m("ratio_text1"))
+    x_zs, t_zs = n(x), n(t)
+    logits = hp.m("scale") * z_img @ z_txt.mT
+    gen_losses: list[torch.Tensor] = []
+    if s.wccf:
+        for _ in range(s.gen_step):
+            loss_g, _ = generator_loss(z_img, z_txt, y, gen, hp)
+            gen_losses.append(loss_g.detach())
+            step_all(loss_g)
+    _, zc = generator_loss(z_img, z_txt, y, gen, hp)
+    rows = x_zs
+    if s.covariate_rows:
+        disalign = (label_mask(y, zc.dtype) * (zc @ x_zs.mT)).mean((1, 2))
+        zc_theta = hp.m("ratio") * zc + hp.m("ratio1") * (zc @ fc_i)
+        loss1 = cross_entropy(hp.m("scale") * zc_theta @ z_txt.mT, y) - hp.v("lambda1") * disalign
+        rows = torch.cat([x_zs, zc], dim=1)
+    else:
+        loss1 = cross_entropy(hp.m("scale") * zc @ z_txt.mT, y)
+    loss2 = energy_penalty(rows, t_zs, fc_i, fc_t, hp, s.energy_reduction)
+    loss_ce = cross_entropy(logits, y)
+    loss = loss_ce + (loss1 if s.wccf else 0.0) + hp.v("lambda2") * loss2
+    step_all(loss)
+    return _out(loss, loss_ce, loss1, loss2, gen_losses)
+
+
+# --------------------------------------------------------------------------- paper step
+def paper_covariate(x: torch.Tensor, gen: torch.Tensor) -> torch.Tensor:
+    xh = n(x)
+    return n(xh @ gen.mT + xh)
+
+
+def paper_disalign(zc: torch.Tensor, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    m = label_mask(y, zc.dtype)
+    return (m * (zc @ z.mT)).sum((1, 2)) / m.sum((1, 2))
+
+
+def _norm_vjp(v: torch.Tensor, cot: torch.Tensor) -> torch.Tensor:
+    r = v.norm(dim=-1, keepdim=True)
+    alpha = 1.0 / (EPS + r)
+    beta = alpha * alpha / r
+    return alpha * cot - beta * (v * cot).sum(-1, keepdim=True) * v
+
+
+def per_sample_energy_grad_sq(
+    rows: torch.Tensor, t: torch.Tensor, w_img: torch.Tensor, w_txt: torch.Tensor, hp: Hyper
+) -> torch.Tensor:
+    """:func:`croft.methods.croft_core.per_sample_energy_grad_sq` per member: ``(G, M)``."""
+    u = hp.m("ratio") * (rows @ w_img.mT) + hp.m("ratio1") * rows
+    v = hp.m("ratio_text") * (t @ w_txt.mT) + hp.m("ratio_text1") * t
+    z_i, z_t = n(u), n(v)
+    p = torch.softmax(z_i @ z_t.mT / hp.m("temperature"), dim=-1)  # (G, M, C)
+    a = _norm_vjp(u, -(p @ z_t))
+    img_sq = hp.col("ratio") ** 2 * (a * a).sum(-1) * (rows * rows).sum(-1)
+    r_v = v.norm(dim=-1)  # (G, C)
+    alpha = 1.0 / (EPS + r_v)
+    beta = alpha * alpha / r_v
+    c = z_i @ v.mT  # (G, M, C)
+    w1 = -p * alpha[:, None, :]
+    w2 = p * beta[:, None, :] * c
+    big_a = w1 @ t  # (G, M, D)
+    k_t = t @ t.mT
+    k_vt = (v @ v.mT) * k_t
+    term_x = (z_i * z_i).sum(-1) * (big_a * big_a).sum(-1)
+    term_xy = 2.0 * ((c * w2) * (big_a @ t.mT)).sum(-1)
+    term_y = ((w2 @ k_vt) * w2).sum(-1)
+    txt_sq = hp.col("ratio_text") ** 2 * (term_x + term_xy + term_y)
+    return img_sq + txt_sq
+
+
+def paper_step(
+    p: BatchedParams, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, hp: Hyper, s: Structure
+) -> StepOut:
+    """The paper variant for G members (see :func:`croft.methods.croft.paper_step`)."""
+    wi, wt = p.full("fc_i"), p.full("fc_t")
+    gen_losses: list[torch.Tensor] = []
+    r, r1 = hp.m("ratio"), hp.m("ratio1")
+    if s.wccf and s.gen_step > 0:
+        with torch.no_grad():
+            z_img = adapt(x, wi, r, r1)
+            z_txt = adapt(t, wt, hp.m("ratio_text"), hp.m("ratio_text1"))
+        wi_d = wi.detach()
+        for _ in range(s.gen_step):
+            zc = adapt(paper_covariate(x, p.full("generator")), wi_d, r, r1)
+            loss_g = cross_entropy(hp.m("scale") * zc @ z_txt.mT, y) + hp.v(
+                "lambda1"
+            ) * paper_disalign(zc, z_img, y)
+            p.zero_grad(("generator",))
+            loss_g.sum().backward()
+            p.sgd(("generator",), hp)
+            gen_losses.append(loss_g.detach())
+    xc = paper_covariate(x, p.full("generator")).detach()
+    z_img = adapt(x, wi, r, r1)
+    z_txt = adapt(t, wt, hp.m("ratio_text"), hp.m("ratio_text1"))
+    loss_ce = cross_entropy(hp.m("scale") * z_img @ z_txt.mT, y)
+    zero = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+    loss1 = zero
+    rows = n(x)
+    if s.wccf:
+        loss1 = cross_entropy(hp.m("scale") * adapt(xc, wi, r, r1) @ z_txt.mT, y)
+        rows = torch.cat([rows, xc], dim=1)
+    loss2 = zero
+    if s.penalty:
+        sq = per_sample_energy_grad_sq(rows, t, wi, wt, hp)
+        nb = x.shape[1]
+        loss2 = sq[:, :nb].mean(1) + (sq[:, nb:].mean(1) if sq.shape[1] > nb else 0.0)
+    loss = loss_ce + hp.v("lambda_c") * loss1 + hp.v("lambda2") * loss2
+    p.zero_grad(("fc_i", "fc_t"))
+    loss.sum().backward()
+    p.sgd(("fc_i", "fc_t"), hp)
+    return _out(loss, loss_ce, loss1, loss2, gen_losses)
+
+
+def ce_step(
+    p: BatchedParams, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, hp: Hyper, s: Structure
+) -> StepOut:
+    """CE-only adapter for G members (see :func:`croft.methods.croft.ce_step`)."""
+    wi, wt = p.full("fc_i"), p.full("fc_t")
+    z_img = adapt(x, wi, hp.m("ratio"), hp.m("ratio1"))
+    logits = hp.m("scale") * z_img @ adapt(t, wt, hp.m("ratio_text"), hp.m("ratio_text1")).mT
+    loss = cross_entropy(logits, y)
+    p.zero_grad(("fc_i", "fc_t"))
+    loss.sum().backward()
+    p.sgd(("fc_i", "fc_t"), hp)
+    zero = torch.zeros_like(loss)
+    return _out(loss, loss, zero, zero, [])
+
+
+STEPS = {"official": official_step, "paper": paper_step, "ce": ce_step}

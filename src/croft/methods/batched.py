@@ -128,8 +128,8 @@ def chunk_size(nbytes: int, budget: int, label: str) -> int:
     """Members per chunk under ``budget``; a one-line error when one member does not fit."""
     if nbytes > budget:
         raise CroftError(
-            f"{label}: one member needs about {nbytes / 2**20:.0f} MiB, more than the chunk "
-            f"budget of {budget / 2**20:.0f} MiB; raise chunk_budget_bytes"
+            f"{label}: one member needs about {nbytes / 2**20:.2f} MiB, more than the chunk "
+            f"budget of {budget / 2**20:.2f} MiB; raise chunk_budget_bytes"
         )
     return max(1, budget // nbytes)
 

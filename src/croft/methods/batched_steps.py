@@ -85,14 +85,14 @@ class BatchedParams:
             p = self.mats[k]
             if p.grad is None:
                 continue
-            d = p.grad + wd * p
+            d = torch.addcmul(p.grad, p, wd)  # = grad.add(p, alpha=wd), same rounding
             buf = self.bufs[k]
             if buf is None:
                 buf = d.clone()
             else:
                 buf.mul_(mom).add_(d)
             self.bufs[k] = buf
-            p.sub_(lr * buf)
+            p.addcmul_(buf, -lr)  # = p.add_(buf, alpha=-lr)
 
 
 # ------------------------------------------------------------------------ shared terms

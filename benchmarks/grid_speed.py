@@ -39,7 +39,7 @@ import torch
 
 import croft.methods as M
 from croft.features import FeatureSet
-from croft.methods.batched import fit_many
+from croft.methods.batched import fit_iter, fit_many
 
 
 def make_set(classes: int, per_class: int, dim: int, views: int, seed: int) -> FeatureSet:
@@ -92,6 +92,15 @@ def member_memory(members: int, dim: int) -> None:
     print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
+def bounded_memory(members: int, dim: int, budget: int) -> None:
+    """Child process: ``members`` one-batch members at ``dim`` under ``budget``; peak RSS."""
+    sets = [make_set(7, 5, dim, 1, i) for i in range(4)]
+    grid = [(sets[i % 4], None, {"epochs": 1, "seed": i, "batch_size": 32}) for i in range(members)]
+    for _ in fit_iter("croft", grid, threads=1, chunk_budget_bytes=budget):
+        pass  # results written elsewhere and dropped: memory must not grow with members
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
 def memory_report() -> dict:
     """Peak bytes per member from the RSS slope between 1 and 9 members, at two D."""
     out = {}
@@ -105,6 +114,11 @@ def memory_report() -> dict:
         per = (peaks[1] - peaks[0]) * 1024 / 8
         out[f"bytes_per_member_d{dim}"] = per
         out[f"d2_factor_d{dim}"] = per / (4 * dim * dim)
+    budget = 512 * 2**20
+    for members in (16, 128):  # at D = 768 under 512 MiB: the peak must not grow with members
+        cmd = [sys.executable, __file__, "--_bounded", f"{members},768,{budget}"]
+        rss = int(subprocess.run(cmd, capture_output=True, text=True).stdout.split()[-1])
+        out[f"peak_rss_mib_{members}_members_d768_budget512mib"] = rss / 1024
     return out
 
 
@@ -118,10 +132,15 @@ def main() -> None:
     ap.add_argument("--setup1-epochs", type=int, default=2)
     ap.add_argument("--memory", action="store_true", help="measure peak bytes per member")
     ap.add_argument("--_member-memory", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--_bounded", default="", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args._member_memory:
         g, dim = (int(v) for v in args._member_memory.split(","))
         member_memory(g, dim)
+        return
+    if args._bounded:
+        g, dim, budget = (int(v) for v in args._bounded.split(","))
+        bounded_memory(g, dim, budget)
         return
     if args.memory:
         print(json.dumps(memory_report(), indent=1))

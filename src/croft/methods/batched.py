@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -59,10 +59,11 @@ log = logging.getLogger(__name__)
 
 BATCHED_METHODS = ("croft", "ce_adapter")
 DEFAULT_BUDGET = 2 * 2**30  # bytes per chunk
-# Measured peak bytes per member (benchmarks/grid_speed.py --memory; see member_bytes):
-# matrices, gradients, momentum, initial and kept copies plus the double-backward graph
-# of the official step hold about MAT_FACTOR·D² numbers, activations ACT_FACTOR·(2B+C)·D.
-MAT_FACTOR = 40
+# Peak bytes per member, measured (benchmarks/grid_speed.py --memory: RSS slope between 1
+# and 9 Setup-II members sharing one training set, float32): 29 MB at D = 512 (28 D²
+# numbers), 8.8 MB at D = 256 (34 D²). The estimate below (MAT_FACTOR·D² + ACT_FACTOR·
+# (2B + C)·D, plus the member's own features) is ~1.3x above both: 38 MB and 11 MB.
+MAT_FACTOR = 30
 ACT_FACTOR = 48
 Member = tuple[FeatureSet, "FeatureSet | None", Mapping[str, Any]]
 
@@ -111,12 +112,14 @@ def group_key(method: str, train: FeatureSet, val: FeatureSet | None, cfg: Any) 
 def member_bytes(
     dim: int, classes: int, batch: int, rows: int, views: int, val_rows: int, dtype_bytes: int
 ) -> int:
-    """Estimated peak bytes one member adds to a chunk (a conservative upper bound).
+    """Estimated peak bytes one member adds to a chunk (~1.3x the measured peak).
 
     ``MAT_FACTOR·D²`` (three matrices with gradients, momentum, initial and kept copies, the
-    energy penalty's shared-δ double-backward graph) + ``ACT_FACTOR·(2B + C)·D`` (step
-    activations, covariate rows included) + the member's own training features
-    ``N·V·D`` and padded validation features ``2·N_val·D``.
+    gradient accumulation of the double-backward step) + ``ACT_FACTOR·(2B + C)·D`` (step
+    activations, covariate rows included) + the member's own training features ``N·V·D``
+    (an upper bound: members sharing a training set store it once) and padded validation
+    features ``2·N_val·D``. At D = 768 (Setup-II rows, float32) about 90 MB: a 2 GiB budget
+    trains 22 members at a time, so a 1,000-member grid runs in 46 chunks of bounded size.
     """
     d = dim
     numbers = MAT_FACTOR * d * d + ACT_FACTOR * (2 * batch + classes) * d
@@ -362,35 +365,20 @@ def fit_many(
     """Fit ``method`` once per member ``(train, val, options)``; results in member order.
 
     Each result equals ``croft.methods.fit(method, train, val, device=device, **options)``.
-    ``threads``: torch threads while fitting (default :func:`default_threads`), restored
-    after. ``errors="raise"`` raises the first member's divergence error (after every
-    member has trained); ``"return"`` puts the :class:`CroftError` in that member's slot.
+    ``errors="raise"`` raises the first member's divergence error (after every member has
+    trained); ``"return"`` puts the :class:`CroftError` in that member's slot. The other
+    arguments are :func:`fit_iter`'s. Every head is kept: use :func:`fit_iter` to write
+    results as they come when the grid's heads (3·D² numbers each) do not fit in memory.
     """
     if errors not in ("raise", "return"):
         raise CroftError(f"errors={errors!r}: use 'raise' or 'return'")
-    spec = METHODS.get(method)
-    dev = torch.device(device)
-    cfgs = [make_config(spec.config_cls, dict(opts)) for _, _, opts in members]
-    for (train, val, _), cfg in zip(members, cfgs, strict=True):
-        train.require_labels()
-        check_val(train, val)
-        cfg.check()
-    total = sum(c.epochs for c in cfgs)
     results: list[FitResult | CroftError | None] = [None] * len(members)
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(threads or default_threads())
-    bar = progress_bar(total, f"fit {method}", "member-epoch", enabled=progress)
-    try:
-        if method not in BATCHED_METHODS:
-            log.info("%s has no batched step: fitting %d members one by one", method, len(members))
-            for i, (train, val, _) in enumerate(members):
-                results[i] = spec.fit(train, val, cfgs[i], device=dev, progress=False)
-                bar.update(cfgs[i].epochs)
-        else:
-            _fit_groups(method, members, cfgs, dev, chunk_budget_bytes, bar.update, results)
-    finally:
-        bar.close()
-        torch.set_num_threads(old_threads)
+    it = fit_iter(
+        method, members, device=device, chunk_budget_bytes=chunk_budget_bytes,
+        progress=progress, threads=threads,
+    )  # fmt: skip
+    for i, r in it:
+        results[i] = r
     if errors == "raise":
         for r in results:
             if isinstance(r, CroftError):
@@ -398,10 +386,61 @@ def fit_many(
     return [r for r in results if r is not None]
 
 
-def _fit_groups(method, members, cfgs, dev, budget, tick, results) -> None:  # noqa: ANN001
+def fit_iter(
+    method: str,
+    members: Sequence[Member],
+    *,
+    device: str | torch.device = "cpu",
+    chunk_budget_bytes: int = DEFAULT_BUDGET,
+    progress: bool = False,
+    threads: int | None = None,
+) -> Iterator[tuple[int, FitResult | CroftError]]:
+    """Yield ``(member index, result or divergence error)`` as each chunk finishes.
+
+    Configs and chunk sizes are checked before any training (one-line errors). ``threads``:
+    torch threads while fitting (default :func:`default_threads`), restored after.
+    ``progress``: one bar over member-epochs. Methods without a batched step are fitted one
+    by one (logged).
+    """
+    spec = METHODS.get(method)
+    dev = torch.device(device)
+    cfgs = [make_config(spec.config_cls, dict(opts)) for _, _, opts in members]
+    for train, val, _ in members:
+        train.require_labels()
+        check_val(train, val)
+    batched = method in BATCHED_METHODS
+    if batched:
+        plan = plan_chunks(method, members, cfgs, chunk_budget_bytes)
+    else:
+        log.info("%s has no batched step: fitting %d members one by one", method, len(members))
+        plan = [[i] for i in range(len(members))]
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads or default_threads())
+    bar = progress_bar(sum(c.epochs for c in cfgs), f"fit {method}", "member-epoch",
+                       enabled=progress)  # fmt: skip
+    try:
+        for part in plan:
+            if not batched:
+                (i,) = part
+                yield i, spec.fit(members[i][0], members[i][1], cfgs[i], device=dev)
+                bar.update(cfgs[i].epochs)
+                continue
+            chunk = Chunk(method, [(members[i][0], members[i][1], cfgs[i]) for i in part], dev)
+            results = fit_chunk(chunk, bar.update)
+            del chunk
+            yield from zip(part, results, strict=True)
+    finally:
+        bar.close()
+        torch.set_num_threads(old_threads)
+
+
+def plan_chunks(method: str, members: Sequence[Member], cfgs: Sequence[Any],
+                budget: int) -> list[list[int]]:  # fmt: skip
+    """Member indices per chunk: grouped by :func:`group_key`, sized by :func:`member_bytes`."""
     groups: dict[tuple, list[int]] = {}
     for i, ((train, val, _), cfg) in enumerate(zip(members, cfgs, strict=True)):
         groups.setdefault(group_key(method, train, val, cfg), []).append(i)
+    plan = []
     for key, idx in groups.items():
         train, cfg = members[idx[0]][0], cfgs[idx[0]]
         val_rows = max((len(members[i][1]) for i in idx if members[i][1] is not None), default=0)
@@ -411,8 +450,5 @@ def _fit_groups(method, members, cfgs, dev, budget, tick, results) -> None:  # n
         )  # fmt: skip
         size = chunk_size(nbytes, budget, f"{method} (D={train.dim}, C={train.num_classes})")
         log.info("%s: group %s, %d members in chunks of %d", method, key[1:], len(idx), size)
-        for start in range(0, len(idx), size):
-            part = idx[start : start + size]
-            chunk = Chunk(method, [(members[i][0], members[i][1], cfgs[i]) for i in part], dev)
-            for i, r in zip(part, fit_chunk(chunk, tick), strict=True):
-                results[i] = r
+        plan.extend(idx[s : s + size] for s in range(0, len(idx), size))
+    return plan

@@ -52,6 +52,8 @@ from croft.methods.loop import (
     select_policy,
     selection_record,
 )
+from croft.methods.saving import _features as features_of
+from croft.methods.saving import provenance
 from croft.methods.text import class_text_features
 from croft.progress import progress as progress_bar
 
@@ -404,6 +406,7 @@ def fit_iter(
     """
     spec = METHODS.get(method)
     dev = torch.device(device)
+    members, paths = _load(members)
     cfgs = [make_config(spec.config_cls, dict(opts)) for _, _, opts in members]
     for train, val, _ in members:
         train.require_labels()
@@ -422,13 +425,15 @@ def fit_iter(
         for part in plan:
             if not batched:
                 (i,) = part
-                yield i, spec.fit(members[i][0], members[i][1], cfgs[i], device=dev)
+                result = spec.fit(members[i][0], members[i][1], cfgs[i], device=dev)
+                yield i, _with_provenance(method, cfgs[i], result, members[i], paths[i])
                 bar.update(cfgs[i].epochs)
                 continue
             chunk = Chunk(method, [(members[i][0], members[i][1], cfgs[i]) for i in part], dev)
             results = fit_chunk(chunk, bar.update)
             del chunk
-            yield from zip(part, results, strict=True)
+            for i, r in zip(part, results, strict=True):
+                yield i, _with_provenance(method, cfgs[i], r, members[i], paths[i])
     finally:
         bar.close()
         torch.set_num_threads(old_threads)
@@ -452,3 +457,32 @@ def plan_chunks(method: str, members: Sequence[Member], cfgs: Sequence[Any],
         log.info("%s: group %s, %d members in chunks of %d", method, key[1:], len(idx), size)
         plan.extend(idx[s : s + size] for s in range(0, len(idx), size))
     return plan
+
+
+def _load(members: Sequence[Member]) -> tuple[list[Member], list[str | None]]:
+    """Members with feature files loaded (each path once); the training files' paths."""
+    cache: dict[str, tuple[FeatureSet | None, str | None]] = {}
+
+    def load(data: Any) -> tuple[FeatureSet | None, str | None]:
+        if data is None or isinstance(data, FeatureSet):
+            return data, None
+        key = str(data)
+        if key not in cache:
+            cache[key] = features_of(data)
+        return cache[key]
+
+    out, paths = [], []
+    for train, val, opts in members:
+        train_fs, path = load(train)
+        out.append((train_fs, load(val)[0], opts))
+        paths.append(path)
+    return out, paths
+
+
+def _with_provenance(method: str, cfg: Any, result: FitResult | CroftError, member: Member,
+                     train_path: str | None) -> FitResult | CroftError:  # fmt: skip
+    """``head.meta`` as :func:`croft.methods.saving.fit_method` writes it."""
+    if isinstance(result, FitResult):
+        prov = provenance(method, cfg, result, member[0], member[1], train_path=train_path)
+        result.head.meta = {**result.head.meta, **prov}
+    return result

@@ -259,3 +259,31 @@ def test_a_shared_training_set_is_stored_once() -> None:
     members = [(TRAIN_A, VAL_A, M.make_config(M.METHODS.get("croft").config_cls, BASE))] * 2
     chunk = Chunk("croft", members, torch.device("cpu"))
     assert chunk.feats.shape[0] == 1  # one training set stored once for both members
+
+
+@pytest.mark.parametrize(("rows", "classes"), [(8, 3), (40, 30)])  # Gram form, formed g
+@pytest.mark.parametrize("reduction", ["setup1", "setup2"])
+def test_batched_penalty_equals_the_official_penalty_and_its_gradient(rows, classes, reduction):
+    from croft.methods.batched_steps import energy_penalty
+    from croft.methods.croft_core import official_energy_gradient_penalty
+    from croft.methods.text import eps_normalize as n
+
+    g = torch.Generator().manual_seed(5)
+    d, dt = 64, torch.float64
+    cfgs = [M.make_config(M.METHODS.get("croft").config_cls, {"ratio": r}) for r in (0.2, 0.6)]
+    hp = hyper(cfgs, [100.0, 100.0], dt, torch.device("cpu"))
+    r = n(torch.randn(2, rows, d, generator=g, dtype=dt)).requires_grad_(True)
+    t = n(torch.randn(2, classes, d, generator=g, dtype=dt))
+    eye = torch.eye(d, dtype=dt)
+    wi = (eye + 0.1 * torch.randn(2, d, d, generator=g, dtype=dt)).requires_grad_(True)
+    wt = (eye + 0.1 * torch.randn(2, d, d, generator=g, dtype=dt)).requires_grad_(True)
+    got = energy_penalty(r, t, wi, wt, hp, reduction)
+    grads = torch.autograd.grad(got.sum(), (r, wi, wt))
+    for m, cfg in enumerate(cfgs):
+        want = official_energy_gradient_penalty(
+            r[m], t[m], wi[m], wt[m], cfg.ratio, cfg.ratio_text, reduction
+        )
+        assert abs(float(want) - float(got[m])) <= 1e-10 * max(1.0, abs(float(want)))
+        for a, b in zip(torch.autograd.grad(want, (r, wi, wt)), grads, strict=True):
+            scale = max(1.0, float(a[m].abs().max()))
+            assert float((a[m] - b[m]).abs().max()) <= 1e-10 * scale

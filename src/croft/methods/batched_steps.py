@@ -132,26 +132,30 @@ def energy_penalty(
 ) -> torch.Tensor:  # fmt: skip
     """The official penalty ``loss2`` per member ``(G,)``, one shared ``δ`` per member.
 
-    Same value as :func:`croft.methods.croft_core.official_energy_gradient_penalty`, computed
-    without any ``D×D`` temporary: with ``δ = 1e-4·11ᵀ``, ``r(W+δ) = rW + 1e-4·(Σ_k r_k)1ᵀ``,
-    and ``g = ∂S/∂δ = UᵀV`` with ``U = [rows; t̂]``, ``V = [∂S/∂a; ∂S/∂b]`` (the gradients
-    of ``S`` at the pre-activations ``a = rows(Wi+δ)``, ``b = t̂(Wt+δ)``), so
-    ``‖g‖² = Σ (UUᵀ) ⊙ (VVᵀ)`` from ``(rows + C)²`` Gram matrices. On a CPU the stacked
-    ``(G, D, D)`` temporaries of the literal form are memory-bound; this form is not.
+    The value of :func:`croft.methods.croft_core.official_energy_gradient_penalty`. With
+    ``δ = 1e-4·11ᵀ``, ``r(W+δ) = rW + 1e-4·(Σ_k r_k)1ᵀ`` and ``g = ∂S/∂δ = UᵀV`` with
+    ``U = [rows; t̂]``, ``V = [∂S/∂a; ∂S/∂b]`` (``S``'s gradients at the pre-activations
+    ``a = rows(Wi+δ)``, ``b = t̂(Wt+δ)``). When ``r = rows + C`` is at most ``D/2``,
+    ``‖g‖² = Σ (UUᵀ) ⊙ (VVᵀ)`` from ``r×r`` Gram matrices, with no ``D×D`` temporary (on a
+    CPU the stacked ``(G, D, D)`` temporaries are memory-bound); otherwise ``g`` is formed.
     """
+    if reduction not in ("setup1", "setup2"):
+        raise ValueError(f"unknown energy-penalty reduction {reduction!r}")
     a_pre = rows @ w_img + 1e-4 * rows.sum(-1, keepdim=True)
     b_pre = t_zs @ w_txt + 1e-4 * t_zs.sum(-1, keepdim=True)
     a = n(hp.m("ratio") * a_pre + hp.m("ratio1") * rows)
     b = n(hp.m("ratio_text") * b_pre + hp.m("ratio_text1") * t_zs)
     s = torch.exp(a @ b.mT)
-    if reduction not in ("setup1", "setup2"):
-        raise ValueError(f"unknown energy-penalty reduction {reduction!r}")
     total = s.sum() if reduction == "setup1" else s.mean((1, 2)).sum()
     ga, gb = torch.autograd.grad(total, (a_pre, b_pre), create_graph=True)
     u = torch.cat([rows, t_zs], dim=1)
     v = torch.cat([ga, gb], dim=1)
-    sq = ((u @ u.mT) * (v @ v.mT)).sum((1, 2))
-    return sq / (w_img.shape[-1] * w_img.shape[-2]) if reduction == "setup1" else sq
+    dim = w_img.shape[-1]
+    if 2 * u.shape[1] <= dim:
+        sq = ((u @ u.mT) * (v @ v.mT)).sum((1, 2))
+    else:
+        sq = ((u.mT @ v) ** 2).sum((1, 2))
+    return sq / (dim * dim) if reduction == "setup1" else sq
 
 
 @dataclass

@@ -13,12 +13,15 @@ Shapes (random features: timing does not depend on their values):
 * per member-epoch: official (gen_step = 1) against the CE-only adapter, both batched over
   the same 60 members.
 * Setup-I-like: C = 400, 4 shots (1,600 rows, 50 batches per epoch), D = 512, 2 views,
-  setup1 penalty: 6 members, batched against sequential over ``--setup1-epochs`` epochs.
+  setup1 penalty: 8 members, batched against sequential over ``--setup1-epochs`` epochs.
 * contention: the batched grid again beside one busy competing torch process (a matmul
   loop with torch's default threads), against the quiet run.
 * threads: the batched grid epoch time with 1 and 2 torch threads.
 
-``--quick`` shrinks epochs and members for a smoke run. ``--json OUT`` writes every figure,
+``--quick`` shrinks epochs and members for a smoke run; ``--epochs`` sets the Setup-II
+epochs (the per-member-epoch figures do not depend on it). Wall seconds and, under
+``cpu_seconds``, process CPU seconds are reported: with one thread on a shared machine the
+CPU seconds estimate what a quiet machine's wall time would be. ``--json OUT`` writes every figure,
 including ``grid_seconds``, ``speedup_vs_sequential`` and
 ``official_vs_ce_per_member_epoch``, plus the load average before and after.
 """
@@ -65,16 +68,26 @@ def setup2_grid(epochs: int, domains: int, seeds: int, lambdas: list[float], dim
     ]
 
 
-def timed(fn) -> float:  # noqa: ANN001
-    t0 = time.perf_counter()
+CPU: dict[str, float] = {}
+
+
+def timed(fn, label: str = "") -> float:  # noqa: ANN001
+    """Wall seconds of ``fn()``; its process CPU seconds go to ``CPU[label]`` (load-robust
+    for one thread: on a shared machine, CPU time is what a quiet run's wall time would be)."""
+    t0, c0 = time.perf_counter(), time.process_time()
     fn()
+    if label:
+        CPU[label] = time.process_time() - c0
     return time.perf_counter() - t0
 
 
-def sequential_seconds(method: str, members, n: int, device: str) -> float:  # noqa: ANN001
-    """Seconds for all ``members`` one by one, measured on the first ``n`` and scaled."""
+def sequential_seconds(method: str, members, n: int, device: str, label: str) -> float:  # noqa: ANN001
+    """Seconds for all ``members`` one by one, measured on the first ``n`` and scaled
+    (``CPU[label]`` scaled alike)."""
     n = min(n, len(members))
-    t = timed(lambda: [M.fit(method, tr, va, device=device, **o) for tr, va, o in members[:n]])
+    t = timed(lambda: [M.fit(method, tr, va, device=device, **o) for tr, va, o in members[:n]],
+              label)  # fmt: skip
+    CPU[label] *= len(members) / n
     return t * len(members) / n
 
 
@@ -122,6 +135,31 @@ def memory_report() -> dict:
     return out
 
 
+def setup1(res: dict, quick: bool, epochs: int, dev: str) -> None:
+    """Setup-I-like shape (C = 400, 4 shots, D = 512): batched against sequential."""
+    s1 = {"energy_reduction": "setup1", "lambda1": 5.0, "epochs": epochs}
+    trains = [make_set(400, 4, 512, 2, 200 + i) for i in range(2)]
+    grid = [(tr, None, {**s1, "seed": s, "lambda2": lam}) for tr in trains for s in (1, 2)
+            for lam in (1.0, 5.0)][: 4 if quick else 8]  # fmt: skip
+    res["setup1_members"] = len(grid)
+    res["setup1_batched_seconds"] = timed(lambda: fit_many("croft", grid, device=dev), "s1")
+    res["setup1_sequential_seconds"] = sequential_seconds("croft", grid, 2, dev, "s1_seq")
+    res["setup1_speedup"] = res["setup1_sequential_seconds"] / res["setup1_batched_seconds"]
+
+
+def contended(fn) -> float:  # noqa: ANN001
+    """Wall seconds of ``fn()`` beside one busy competing torch process."""
+    stop = mp.Event()
+    proc = mp.Process(target=busy_loop, args=(stop,), daemon=True)
+    proc.start()
+    time.sleep(1.0)
+    try:
+        return timed(fn, "contended")
+    finally:
+        stop.set()
+        proc.join(timeout=30)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smoke run: few epochs and members")
@@ -130,6 +168,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads for batched fits")
     ap.add_argument("--seq-fits", type=int, default=3, help="sequential fits actually timed")
     ap.add_argument("--setup1-epochs", type=int, default=2)
+    ap.add_argument("--epochs", type=int, default=0, help="Setup-II epochs (default 30)")
+    ap.add_argument("--skip", default="", help="comma list of: threads,contention,setup1")
     ap.add_argument("--memory", action="store_true", help="measure peak bytes per member")
     ap.add_argument("--_member-memory", default="", help=argparse.SUPPRESS)
     ap.add_argument("--_bounded", default="", help=argparse.SUPPRESS)
@@ -147,6 +187,7 @@ def main() -> None:
         return
     torch.set_num_threads(args.threads)
     epochs, lambdas = (3, [10.0, 1000.0]) if args.quick else (30, [1.0, 10.0, 100.0, 1000.0, 1e4])
+    epochs = args.epochs or epochs
     res: dict = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
         "device": args.device,
@@ -159,40 +200,34 @@ def main() -> None:
     member_epochs = len(grid) * epochs
     fit_many("croft", grid[:2], device=dev, threads=args.threads)  # warm-up
     res["members"] = len(grid)
-    res["grid_seconds"] = timed(lambda: fit_many("croft", grid, device=dev, threads=args.threads))
+    res["epochs"] = epochs
+    res["grid_seconds"] = timed(
+        lambda: fit_many("croft", grid, device=dev, threads=args.threads), "grid"
+    )
     ce_grid = [(tr, va, {"epochs": o["epochs"], "seed": o["seed"]}) for tr, va, o in grid]
-    res["ce_grid_seconds"] = timed(lambda: fit_many("ce_adapter", ce_grid, device=dev))
+    res["ce_grid_seconds"] = timed(
+        lambda: fit_many("ce_adapter", ce_grid, device=dev, threads=args.threads), "ce"
+    )
     res["official_vs_ce_per_member_epoch"] = res["grid_seconds"] / res["ce_grid_seconds"]
     res["official_ms_per_member_epoch"] = 1e3 * res["grid_seconds"] / member_epochs
-    res["sequential_grid_seconds"] = sequential_seconds("croft", grid, args.seq_fits, dev)
+    res["sequential_grid_seconds"] = sequential_seconds("croft", grid, args.seq_fits, dev, "seq")
     res["speedup_vs_sequential"] = res["sequential_grid_seconds"] / res["grid_seconds"]
-    # Setup-I-like shape
-    s1 = {"energy_reduction": "setup1", "lambda1": 5.0, "epochs": args.setup1_epochs}
-    trains = [make_set(400, 4, 512, 2, 200 + i) for i in range(2)]
-    s1_grid = [(tr, None, {**s1, "seed": s, "lambda2": lam}) for tr in trains for s in (1, 2)
-               for lam in (1.0, 5.0)][: 4 if args.quick else 8]  # fmt: skip
-    res["setup1_members"] = len(s1_grid)
-    res["setup1_batched_seconds"] = timed(lambda: fit_many("croft", s1_grid, device=dev))
-    res["setup1_sequential_seconds"] = sequential_seconds("croft", s1_grid, 2, dev)
-    res["setup1_speedup"] = res["setup1_sequential_seconds"] / res["setup1_batched_seconds"]
-    # threads: the other count, on the same grid
-    other = 2 if args.threads == 1 else 1
-    res[f"grid_seconds_threads{other}"] = timed(
-        lambda: fit_many("croft", grid, device=dev, threads=other)
-    )
-    # contention: one busy competing torch process
-    stop = mp.Event()
-    proc = mp.Process(target=busy_loop, args=(stop,), daemon=True)
-    proc.start()
-    time.sleep(1.0)
-    try:
-        res["grid_seconds_contended"] = timed(
+    skip = set(args.skip.split(","))
+    if "setup1" not in skip:
+        setup1(res, args.quick, args.setup1_epochs, dev)
+    if "threads" not in skip:
+        other = 2 if args.threads == 1 else 1
+        res[f"grid_seconds_threads{other}"] = timed(
+            lambda: fit_many("croft", grid, device=dev, threads=other), f"threads{other}"
+        )
+    if "contention" not in skip:
+        res["grid_seconds_contended"] = contended(
             lambda: fit_many("croft", grid, device=dev, threads=args.threads)
         )
-    finally:
-        stop.set()
-        proc.join(timeout=30)
-    res["contention_slowdown"] = res["grid_seconds_contended"] / res["grid_seconds"]
+        res["contention_slowdown"] = res["grid_seconds_contended"] / res["grid_seconds"]
+    res["cpu_seconds"] = dict(CPU)
+    res["speedup_vs_sequential_cpu"] = CPU["seq"] / CPU["grid"]
+    res["official_vs_ce_per_member_epoch_cpu"] = CPU["grid"] / CPU["ce"]
     res["load_after"] = os.getloadavg()
     for k, v in res.items():
         print(f"{k:<36} {v:.3f}" if isinstance(v, float) else f"{k:<36} {v}")

@@ -85,10 +85,11 @@ class BatchedParams:
             p = self.mats[k]
             if p.grad is None:
                 continue
-            d = torch.addcmul(p.grad, p, wd)  # = grad.add(p, alpha=wd), same rounding
+            d = p.grad.addcmul_(p, wd)  # = grad.add(p, alpha=wd), same rounding, in place
+            p.grad = None  # d is ours now (no (G, D, D) allocation per step)
             buf = self.bufs[k]
             if buf is None:
-                buf = d.clone()
+                buf = d
             else:
                 buf.mul_(mom).add_(d)
             self.bufs[k] = buf

@@ -21,7 +21,8 @@ import torch
 import croft.methods as M
 from croft.errors import CroftError
 from croft.features import FeatureSet
-from croft.methods.batched import Chunk, chunk_size, fit_many, hyper, member_bytes
+from croft.methods.batched import chunk_size, fit_many, member_bytes
+from croft.methods.batched_chunk import Chunk, hyper
 from croft.methods.batched_steps import BatchedParams, Structure, official_step
 from croft.methods.croft_core import adapter_forward
 from test_official_parity import GOLDEN_DIR, _cases, config_from_case
@@ -142,7 +143,7 @@ def test_float32_members_match_to_documented_tolerance() -> None:
         assert s.selected_epoch == b.selected_epoch
 
 
-def test_shapes_group_automatically_and_results_keep_member_order() -> None:
+def test_shapes_group_automatically_and_results_keep_member_order(caplog) -> None:  # noqa: ANN001
     other = make_set(3, 10, 8, 1, 7)  # another class count, dimension, row count, views
     val_other = make_set(3, 3, 8, 1, 8)
     members = [
@@ -152,9 +153,12 @@ def test_shapes_group_automatically_and_results_keep_member_order() -> None:
         (TRAIN_B, VAL_B, {**BASE, "seed": 4, "gen_step": 2}),  # another step structure
         (other, None, {**BASE, "seed": 5, "epochs": 2}),
     ]
-    singles, batched = run_both("croft", members, chunk_budget_bytes=10**9)
+    with caplog.at_level("INFO", logger="croft.progress"):
+        singles, batched = run_both("croft", members, chunk_budget_bytes=10**9, progress=True)
     for s, b in zip(singles, batched, strict=True):
         assert_same(s, b, ATOL64)
+    done = [r.getMessage() for r in caplog.records if r.name == "croft.progress"][-1]
+    assert done.startswith("fit croft: 18/18 (100%)") and "member-epoch/s" in done
 
 
 def test_small_budget_chunks_give_the_same_results_and_one_member_too_big_is_refused() -> None:

@@ -19,6 +19,7 @@ from croft.methods.base import (
     register_head,
     register_method,
 )
+from croft.methods.batched import fit_iter, fit_many
 from croft.methods.io import load_head, save_head
 from croft.methods.loop import TrainConfig
 from croft.methods.saving import energy_threshold, fit_and_save, fit_method
@@ -33,6 +34,8 @@ __all__ = [
     "energy_threshold",
     "fit",
     "fit_and_save",
+    "fit_iter",
+    "fit_many",
     "load_head",
     "make_config",
     "register_head",

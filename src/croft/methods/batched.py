@@ -56,6 +56,12 @@ log = logging.getLogger(__name__)
 
 BATCHED_METHODS = ("croft", "ce_adapter")
 DEFAULT_BUDGET = 2 * 2**30  # bytes per chunk
+# On a CPU, stacked (G, D, D) matrices beyond a few MiB fall out of cache and each
+# element-wise pass over them becomes memory-bound: at D = 512 (grid_speed.py, 48 members)
+# chunks of ~4 members ran 146 ms per member-epoch, ~12: 160 ms, 48: 176 ms. So on a CPU
+# one stacked matrix is kept within CPU_STACK_BYTES (D = 512 float32: 8 members; D = 128:
+# 128); on other devices only the memory budget limits a chunk.
+CPU_STACK_BYTES = 8 * 2**20
 # Peak bytes per member, measured (benchmarks/grid_speed.py --memory: RSS slope between 1
 # and 9 Setup-II members sharing one training set, float32): 29 MB at D = 512 (28 D²
 # numbers), 8.8 MB at D = 256 (34 D²). The estimate below (MAT_FACTOR·D² + ACT_FACTOR·
@@ -190,7 +196,7 @@ def fit_iter(
         check_val(train, val)
     batched = method in BATCHED_METHODS
     if batched:
-        plan = plan_chunks(method, members, cfgs, chunk_budget_bytes)
+        plan = plan_chunks(method, members, cfgs, chunk_budget_bytes, dev)
     else:
         log.info("%s has no batched step: fitting %d members one by one", method, len(members))
         plan = [[i] for i in range(len(members))]
@@ -216,9 +222,10 @@ def fit_iter(
         torch.set_num_threads(old_threads)
 
 
-def plan_chunks(method: str, members: Sequence[Member], cfgs: Sequence[Any],
-                budget: int) -> list[list[int]]:  # fmt: skip
-    """Member indices per chunk: grouped by :func:`group_key`, sized by :func:`member_bytes`."""
+def plan_chunks(method: str, members: Sequence[Member], cfgs: Sequence[Any], budget: int,
+                device: torch.device) -> list[list[int]]:  # fmt: skip
+    """Member indices per chunk: grouped by :func:`group_key`, sized by :func:`member_bytes`
+    (and, on a CPU, by :data:`CPU_STACK_BYTES`)."""
     groups: dict[tuple, list[int]] = {}
     for i, ((train, val, _), cfg) in enumerate(zip(members, cfgs, strict=True)):
         groups.setdefault(group_key(method, train, val, cfg), []).append(i)
@@ -226,11 +233,14 @@ def plan_chunks(method: str, members: Sequence[Member], cfgs: Sequence[Any],
     for key, idx in groups.items():
         train, cfg = members[idx[0]][0], cfgs[idx[0]]
         val_rows = max((len(members[i][1]) for i in idx if members[i][1] is not None), default=0)
+        itemsize = getattr(torch, cfg.dtype).itemsize
         nbytes = member_bytes(
             train.dim, train.num_classes, min(cfg.batch_size, len(train)), len(train),
-            train.num_views, val_rows, getattr(torch, cfg.dtype).itemsize,
+            train.num_views, val_rows, itemsize,
         )  # fmt: skip
         size = chunk_size(nbytes, budget, f"{method} (D={train.dim}, C={train.num_classes})")
+        if device.type == "cpu":
+            size = min(size, max(1, CPU_STACK_BYTES // (train.dim * train.dim * itemsize)))
         log.info("%s: group %s, %d members in chunks of %d", method, key[1:], len(idx), size)
         plan.extend(idx[s : s + size] for s in range(0, len(idx), size))
     return plan

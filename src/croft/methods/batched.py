@@ -74,11 +74,12 @@ Member = tuple[FeatureSet, "FeatureSet | None", Mapping[str, Any]]
 def default_threads() -> int:
     """Torch threads for batched fits: ``CROFT_THREADS`` if set, else 1.
 
-    Why 1 (benchmarks/grid_speed.py, a 2-core machine shared with other work): with one
-    other busy process, two threads made the batched grid 3x slower than one thread
-    (OpenMP workers waiting on a descheduled sibling), while one thread lost only 1.4x
-    beside a competing process. Two threads can only win on an otherwise idle machine;
-    set ``CROFT_THREADS=2`` (or ``threads=2``) there.
+    Why 1 (benchmarks/grid_speed.py on a 2-core machine shared with other work, load 3-5):
+    two threads made the batched 60-member grid 1.4x (10 epochs) to 4.6x (3 epochs) slower
+    in wall time than one thread, and used 2.7-4.6x its CPU time (OpenMP workers spinning
+    while a sibling is descheduled); one thread beside a busy competing torch process lost
+    1.0-2.1x, i.e. no more than its fair share of the cores. Two threads can only win on an
+    otherwise idle machine; set ``CROFT_THREADS=2`` (or ``threads=2``) there.
     """
     value = os.environ.get("CROFT_THREADS", "").strip()
     if not value:

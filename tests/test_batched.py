@@ -68,6 +68,7 @@ STRUCTURES = {
     "official_wccf_off": {"wccf": False},
     "paper": {"variant": "paper", "lambda_c": 0.5, "energy_temperature": 0.5},
     "paper_gen2_wccf_off": {"variant": "paper", "gen_step": 2, "wccf": False},
+    "paper_no_align": {"variant": "paper", "align_term": False, "det_ratio": 0.5},
 }
 
 

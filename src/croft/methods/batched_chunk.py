@@ -42,7 +42,9 @@ def structure_of(method: str, cfg: Any) -> Structure:
     if method == "ce_adapter":
         return Structure("ce")
     if cfg.variant == "paper":
-        return Structure("paper", cfg.wccf, cfg.gen_step, penalty=cfg.lambda2 != 0.0)
+        return Structure(
+            "paper", cfg.wccf, cfg.gen_step, penalty=cfg.lambda2 != 0.0, align_term=cfg.align_term
+        )
     return Structure("official", cfg.wccf, cfg.gen_step, cfg.covariate_rows, cfg.energy_reduction)
 
 
@@ -181,6 +183,8 @@ class Chunk:
             eval_ratio=None if cfg.eval_ratio < 0 else cfg.eval_ratio,
             eval_ratio_text=None if cfg.eval_ratio_text < 0 else cfg.eval_ratio_text,
             dtype=cfg.dtype,
+            det_ratio=None if cfg.det_ratio < 0 else cfg.det_ratio,
+            det_ratio_text=None if cfg.det_ratio_text < 0 else cfg.det_ratio_text,
         )
         eye = torch.eye(train.dim, dtype=self.dtype, device=self.dev)
         full = [m + eye if self.params.residual else m for m in mats]

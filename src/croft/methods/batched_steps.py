@@ -184,6 +184,7 @@ class Structure:
     covariate_rows: bool = True
     energy_reduction: str = "setup2"
     penalty: bool = True  # paper: lambda2 != 0
+    align_term: bool = True  # paper: −λ1·disalign in the adapter loss
 
 
 # ------------------------------------------------------------------------ official step
@@ -297,14 +298,17 @@ def paper_step(
     loss1 = zero
     rows = n(x)
     if s.wccf:
-        loss1 = cross_entropy(hp.m("scale") * adapt(xc, wi, r, r1) @ z_txt.mT, y)
+        zc_theta = adapt(xc, wi, r, r1)
+        loss1 = hp.v("lambda_c") * cross_entropy(hp.m("scale") * zc_theta @ z_txt.mT, y)
+        if s.align_term:
+            loss1 = loss1 - hp.v("lambda1") * paper_disalign(zc_theta, rows, y)
         rows = torch.cat([rows, xc], dim=1)
     loss2 = zero
     if s.penalty:
         sq = per_sample_energy_grad_sq(rows, t, wi, wt, hp)
         nb = x.shape[1]
         loss2 = sq[:, :nb].mean(1) + (sq[:, nb:].mean(1) if sq.shape[1] > nb else 0.0)
-    loss = loss_ce + hp.v("lambda_c") * loss1 + hp.v("lambda2") * loss2
+    loss = loss_ce + loss1 + hp.v("lambda2") * loss2
     p.zero_grad(("fc_i", "fc_t"))
     loss.sum().backward()
     p.sgd(("fc_i", "fc_t"), hp)

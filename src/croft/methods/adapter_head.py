@@ -54,6 +54,29 @@ class AdapterHead(FittedHead):
         self.det_ratio, self.det_ratio_text = det_ratio, det_ratio_text
         self.dtype_name = dtype
 
+    @classmethod
+    def for_config(
+        cls, class_names: list[str], feature_dim: int, logit_scale: float, cfg: Any
+    ) -> AdapterHead:
+        """An identity head with ``cfg``'s ratios and dtype (an ``AdapterTrainConfig``; a
+        negative evaluation or detection ratio means "use the training ratio")."""
+
+        def opt(value: float) -> float | None:
+            return None if value < 0 else value
+
+        return cls(
+            class_names,
+            feature_dim,
+            logit_scale,
+            ratio=cfg.ratio,
+            ratio_text=cfg.ratio_text,
+            eval_ratio=opt(cfg.eval_ratio),
+            eval_ratio_text=opt(cfg.eval_ratio_text),
+            dtype=cfg.dtype,
+            det_ratio=opt(cfg.det_ratio),
+            det_ratio_text=opt(cfg.det_ratio_text),
+        )
+
     def spec(self) -> dict[str, Any]:
         return {
             "ratio": self.ratio,

@@ -174,18 +174,7 @@ class Chunk:
     def head(self, g: int, mats: Sequence[torch.Tensor]) -> AdapterHead:
         """The member's head for matrices ``mats`` = (fc_i, fc_t, generator) as stored."""
         cfg, train = self.cfgs[g], self.trains[g]
-        head = AdapterHead(
-            train.class_names,
-            train.dim,
-            self.scales[g],
-            ratio=cfg.ratio,
-            ratio_text=cfg.ratio_text,
-            eval_ratio=None if cfg.eval_ratio < 0 else cfg.eval_ratio,
-            eval_ratio_text=None if cfg.eval_ratio_text < 0 else cfg.eval_ratio_text,
-            dtype=cfg.dtype,
-            det_ratio=None if cfg.det_ratio < 0 else cfg.det_ratio,
-            det_ratio_text=None if cfg.det_ratio_text < 0 else cfg.det_ratio_text,
-        )
+        head = AdapterHead.for_config(train.class_names, train.dim, self.scales[g], cfg)
         eye = torch.eye(train.dim, dtype=self.dtype, device=self.dev)
         full = [m + eye if self.params.residual else m for m in mats]
         head.text.copy_(self.t[g])

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from croft.methods.croft_core import EPS
+from croft.methods.croft_core import EPS, norm_vjp
 from croft.methods.text import eps_normalize as n
 
 MATRICES = ("fc_i", "fc_t", "generator")
@@ -236,13 +236,6 @@ def paper_disalign(zc: torch.Tensor, z: torch.Tensor, y: torch.Tensor) -> torch.
     return (m * (zc @ z.mT)).sum((1, 2)) / m.sum((1, 2))
 
 
-def _norm_vjp(v: torch.Tensor, cot: torch.Tensor) -> torch.Tensor:
-    r = v.norm(dim=-1, keepdim=True)
-    alpha = 1.0 / (EPS + r)
-    beta = alpha * alpha / r
-    return alpha * cot - beta * (v * cot).sum(-1, keepdim=True) * v
-
-
 def per_sample_energy_grad_sq(
     rows: torch.Tensor, t: torch.Tensor, w_img: torch.Tensor, w_txt: torch.Tensor, hp: Hyper
 ) -> torch.Tensor:
@@ -251,7 +244,7 @@ def per_sample_energy_grad_sq(
     v = hp.m("ratio_text") * (t @ w_txt.mT) + hp.m("ratio_text1") * t
     z_i, z_t = n(u), n(v)
     p = torch.softmax(z_i @ z_t.mT / hp.m("temperature"), dim=-1)  # (G, M, C)
-    a = _norm_vjp(u, -(p @ z_t))
+    a = norm_vjp(u, -(p @ z_t))
     img_sq = hp.col("ratio") ** 2 * (a * a).sum(-1) * (rows * rows).sum(-1)
     r_v = v.norm(dim=-1)  # (G, C)
     alpha = 1.0 / (EPS + r_v)

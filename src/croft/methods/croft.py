@@ -293,18 +293,7 @@ def ce_step(
 def _make_head(
     train: FeatureSet, cfg: AdapterTrainConfig, t: torch.Tensor, params: CroftParams, scale: float
 ) -> AdapterHead:
-    head = AdapterHead(
-        train.class_names,
-        train.dim,
-        scale,
-        ratio=cfg.ratio,
-        ratio_text=cfg.ratio_text,
-        eval_ratio=None if cfg.eval_ratio < 0 else cfg.eval_ratio,
-        eval_ratio_text=None if cfg.eval_ratio_text < 0 else cfg.eval_ratio_text,
-        dtype=cfg.dtype,
-        det_ratio=None if cfg.det_ratio < 0 else cfg.det_ratio,
-        det_ratio_text=None if cfg.det_ratio_text < 0 else cfg.det_ratio_text,
-    )
+    head = AdapterHead.for_config(train.class_names, train.dim, scale, cfg)
     wi, wt, wg = (m.detach() for m in params.matrices())
     head.text.copy_(t.detach())
     head.fc_i.copy_(wi)

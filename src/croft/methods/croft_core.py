@@ -121,7 +121,7 @@ def official_energy_gradient_penalty(
     raise ValueError(f"unknown energy-penalty reduction {reduction!r}")
 
 
-def _norm_vjp(v: torch.Tensor, cot: torch.Tensor) -> torch.Tensor:
+def norm_vjp(v: torch.Tensor, cot: torch.Tensor) -> torch.Tensor:
     """``J_n(v)ᵀ cot`` for ``n(v) = v/(eps+||v||)`` row-wise (J is symmetric)."""
     r = v.norm(dim=-1, keepdim=True)
     alpha = 1.0 / (EPS + r)
@@ -151,7 +151,7 @@ def per_sample_energy_grad_sq(
     z_i, z_t = n(u), n(v)
     p = torch.softmax(z_i @ z_t.T / temperature, dim=1)  # (M, C)
     # image side: dE_i/dz_i = -Σ_j p_ij z_t_j ; through n(u): a_i
-    a = _norm_vjp(u, -(p @ z_t))
+    a = norm_vjp(u, -(p @ z_t))
     img_sq = ratio**2 * (a * a).sum(-1) * (rows * rows).sum(-1)
     # text side: dE_i/dv_j = w_ij z_i + w'_ij v_j
     r_v = v.norm(dim=-1)  # (C,)

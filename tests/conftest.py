@@ -9,7 +9,9 @@ import torch
 
 from croft.simulate import LodoTask, SimConfig, Simulator
 
-torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+# One torch thread for the whole suite: the tests' tiny ops run fastest on one, and two
+# threaded processes on a 2-core machine slow each other down many times over.
+torch.set_num_threads(1)
 
 SMALL = SimConfig(dim=32, classes=5, unseen_classes=4, shots=8, test_per_class=30)
 
@@ -21,13 +23,9 @@ def small_task() -> LodoTask:
 
 @pytest.fixture()
 def isolated_cache(tmp_path, monkeypatch):
-    """A private feature/world cache, and one torch thread (tiny models run fastest on
-    one, and two threaded processes on a 2-core machine slow each other down badly)."""
+    """A private feature/world cache (``$CROFT_CACHE_DIR`` in a temporary folder)."""
     monkeypatch.setenv("CROFT_CACHE_DIR", str(tmp_path / "croft-cache"))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    return tmp_path / "croft-cache"
 
 
 @pytest.fixture(scope="session")

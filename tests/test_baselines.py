@@ -19,14 +19,6 @@ FAST = {"epochs": 4, "lr": 0.02, "warmup_epochs": 0}
 PROMPT = {"epochs": 3, "n_ctx": 4}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: threads only add overhead on shared cores
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def tower() -> TinyTextTower:
     return TinyTextTower()

@@ -12,14 +12,6 @@ from croft.methods import load_head, save_head
 backbones = pytest.importorskip("croft.backbones")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def spec(tmp_path_factory) -> str:
     from safetensors.torch import save_file

@@ -27,14 +27,6 @@ RECORD_KEYS = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def easy() -> World:
     """Well separated classes with exact text: zero-shot validation accuracy is 1.0."""

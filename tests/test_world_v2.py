@@ -200,3 +200,16 @@ def test_study_pretraining_is_bit_identical_on_rerun(tmp_path: Path) -> None:
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     doc = json.loads((tmp_path / "a" / "open_clip_config.json").read_text())
     assert doc["world_version"] == "2" and doc["training"]["threads"] == 1
+
+
+def test_pretrain_cli_study_preset(tmp_path: Path) -> None:
+    from croft.cli.main import main
+    from croft.world import load_tiny_clip
+
+    out = tmp_path / "ckpt"
+    args = ["world", "pretrain", "--preset", "study", "--out", str(out), "--steps", "2"]
+    args += ["--pool-size", "48", "--batch-size", "16", "--no-progress", "--threads", "1"]
+    assert main(args) == 0
+    _, _, cfg = load_tiny_clip(out)
+    assert cfg["world_version"] == "2" and cfg["training"]["config"]["name_rate"] == 0.10
+    assert cfg["training"]["config"]["background_tints"] is True

@@ -288,7 +288,30 @@ def main() -> None:
                 f"ce {ce['test_acc']:.3f} (lr x{ce['lr_mult']:g}, epoch {ce['selected_epoch']}) "
                 f"lp val {rec['linear_probe']['val_acc']:.3f} [{time.perf_counter() - t0:.0f} s]"
             )
-    result = {"gates": gates(records), "records": records, "checkpoint": ckpt}
+    import os
+
+    result = {
+        "gates": gates(records),
+        "records": records,
+        "checkpoint": ckpt,
+        "world": str(root),
+        "protocol": {
+            "seeds": a.seeds,
+            "styles": a.styles,
+            "shots": 16,
+            "sampling": "balanced",
+            "val": "all source val images (10 per class and style)",
+            "views": a.views,
+            "crop_scale": list(CROP_SCALE),
+            "epochs": a.epochs,
+            "lr_rule": "lr_mult x 0.002 x (100 / s)^2",
+            "lr_mults": a.lr_mults,
+            "templates": ["a photo of a {}."],
+            "score": "energy, all ID test samples positive",
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+            "torch_threads": torch.get_num_threads(),
+        },
+    }
     result["seconds"] = time.perf_counter() - t0
     atomic_write_json(a.out, result)
     print(_summary_table(records))

@@ -170,7 +170,7 @@ def test_study_tiny_clip_is_shipped_and_encodes() -> None:
     backbone = load_backbone(f"openclip:{TINY_CLIP_ARCH}:{path}")
     assert abs(backbone.logit_scale - cfg["logit_scale"]) < 1e-4
     items = list(iter_world(replace(STUDY_WORLD, per_class=2, test_per_class=0), 7, ("id",)))
-    x = torch.stack([torch.from_numpy(it.image).permute(2, 0, 1).float() / 255 for it in items])
+    x = torch.stack([torch.tensor(it.image).permute(2, 0, 1).float() / 255 for it in items])
     x = (x - 0.5) / 0.25
     with torch.no_grad():
         f = model.encode_image(x)

@@ -27,8 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--preset",
         default="demo",
-        choices=["demo", "tiny"],
-        help="world size and classes (default demo)",
+        choices=["demo", "tiny", "study", "study-tiny"],
+        help="world size and classes (default demo = world v1; study = world v2 of "
+        "docs/world-study.md)",
     )
     g.add_argument(
         "--overwrite", action="store_true", help="replace OUT when it holds something else"
@@ -43,6 +44,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "into --out (atomically: an interrupted run keeps the old checkpoint).",
     )
     t.add_argument("--out", required=True, help="output folder for the checkpoint")
+    t.add_argument(
+        "--preset",
+        default="demo",
+        choices=["demo", "study"],
+        help="which world's tiny CLIP: demo (v1, shipped in assets/world) or study (v2, "
+        "shipped in assets/world_v2); default demo",
+    )
     t.add_argument("--seed", type=int, default=None, help="seed (default 0)")
     t.add_argument(
         "--steps",
@@ -88,7 +96,7 @@ def _pretrain(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from croft.errors import CroftError
-    from croft.world.config import PretrainConfig
+    from croft.world.config import pretrain_preset
     from croft.world.pretrain import pretrain
 
     over = {
@@ -104,7 +112,7 @@ def _pretrain(args: argparse.Namespace) -> int:
     for k, v in over.items():
         if k != "seed" and v < 1:
             raise CroftError(f"--{k.replace('_', '-')} must be >= 1, got {v}")
-    cfg = replace(PretrainConfig(), **over)
+    cfg = replace(pretrain_preset(args.preset), **over)
     if cfg.pool_size < cfg.batch_size:
         cfg = replace(cfg, batch_size=cfg.pool_size)
     path = pretrain(

@@ -11,6 +11,10 @@ to run the whole pipeline on (images -> features -> fit -> evaluation):
   pre-trained on the world's captions by :func:`pretrain` (``croft world pretrain``), with
   a deliberate gap to the downstream task (:mod:`croft.world.config`).
 
+World v2 (``preset="study"``, docs/world-study.md) adds a class-tied background tint in
+the train/val splits (a shortcut), separate test splits and sketch as an extra target;
+its tiny CLIP ships beside v1's (``tiny_clip_checkpoint("study")``).
+
 Importing this package is light: numpy, PIL and open_clip load when first used.
 """
 
@@ -28,6 +32,7 @@ __all__ = [
     "iter_world",
     "load_tiny_clip",
     "pretrain",
+    "pretrain_preset",
     "read_world",
     "register_tiny_clip",
     "tiny_clip_checkpoint",
@@ -45,6 +50,7 @@ _WHERE = {
     "WorldConfig": "config",
     "PretrainConfig": "config",
     "world_preset": "config",
+    "pretrain_preset": "config",
     "generate_world": "generate",
     "iter_world": "generate",
     "read_world": "generate",

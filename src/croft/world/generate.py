@@ -16,6 +16,16 @@
 Every image comes from its own random stream ``(seed, set, domain, class, index)``, so a
 seed gives the same world in any order, and the folder is reused when its manifest
 matches (same version, config and seed).
+
+World v2 (``preset="study"``) also writes ``out/tints.json`` (``{relpath: tint index}``
+for every object image) and renders the extra target domains (sketch) too. Per (class,
+domain) images ``0 .. n_train-1`` are train, the next ``n_val`` val and the last
+``test_per_class`` test; ``test_on_<h>.json`` trains and validates on the train and val
+images of the other leave-one-out domains (never the extra ones) and tests on ``h``'s
+test images; ``test_on_<extra>.json`` trains on every leave-one-out domain. Use the
+``oodbench`` layout (the split files): ``images/<domain>`` holds all three splits, so the
+DomainBed view of ``images`` would test on shortcut-carrying train/val images too. The
+style-matched open set of held-out style ``h`` is the folder ``ood_classes/<h>``.
 """
 
 from __future__ import annotations
@@ -34,12 +44,23 @@ import numpy as np
 from croft.errors import CroftError
 from croft.world.captions import describe
 from croft.world.config import WORLD_VERSION, WorldConfig, world_preset
-from croft.world.render import render_object, render_texture
+from croft.world.render import TINTS, render_object, render_texture
 
-__all__ = ["WorldImage", "generate_world", "generator_digest", "iter_world", "read_world"]
+__all__ = [
+    "WorldImage",
+    "generate_world",
+    "generator_digest",
+    "iter_world",
+    "read_world",
+    "split_of",
+]
 
 MANIFEST = "world.json"
-_SET_ID, _SET_OOD, _SET_TEX = 1, 2, 3
+TINTS_FILE = "tints.json"
+_SET_ID, _SET_OOD, _SET_TEX, _SET_TINT = 1, 2, 3, 4
+#: World v1's generator digest, frozen: v1 images are pinned bit for bit by a golden test
+#: (tests/test_world.py), so edits that add v2 leave v1 worlds (and their caches) valid.
+_V1_GENERATOR = "3fa5d6308fcec4ab"
 
 
 @dataclass
@@ -52,6 +73,7 @@ class WorldImage:
     domain: str  # style ("" for textures)
     index: int
     caption: str
+    tint: int = -1  # background tint (index into TINTS); -1: none (v1, textures)
 
     @property
     def relpath(self) -> str:
@@ -68,25 +90,38 @@ class WorldImage:
         return f"ood_textures/{self.name}/{self.name}_{self.index:04d}.png"
 
 
+def _tint(cfg: WorldConfig, seed: int, set_id: int, di: int, ci: int, k: int) -> int | None:
+    """The background tint of one object image (None in v1). Train/val ID images carry
+    their class's tint with probability ``shortcut_rate`` (else a uniform one); test,
+    open-set images: uniform. Drawn from its own stream, apart from the image's."""
+    if cfg.shortcut_rate is None:
+        return None
+    rng = np.random.default_rng([seed, _SET_TINT, set_id, di, ci, k])
+    if set_id == _SET_ID and k < cfg.per_class and rng.random() < cfg.shortcut_rate:
+        return ci
+    return int(rng.integers(len(TINTS)))
+
+
 def iter_world(
     cfg: WorldConfig, seed: int = 0, kinds: tuple[str, ...] = ("id", "ood_class", "texture")
 ) -> Iterator[WorldImage]:
     """Render the world's images in a fixed order (ID, held-out classes, textures)."""
     size = cfg.image_size
-    if "id" in kinds:
-        for di, d in enumerate(cfg.domains):
-            for ci, c in enumerate(cfg.id_classes):
-                for k in range(cfg.per_class):
-                    rng = np.random.default_rng([seed, _SET_ID, di, ci, k])
-                    img, colour = render_object(c, d, rng, size)
-                    yield WorldImage(img, "id", c, d, k, describe(d, c, colour))
-    if "ood_class" in kinds:
-        for di, d in enumerate(cfg.domains):
-            for ci, c in enumerate(cfg.ood_classes):
-                for k in range(cfg.ood_per_class):
-                    rng = np.random.default_rng([seed, _SET_OOD, di, ci, k])
-                    img, colour = render_object(c, d, rng, size)
-                    yield WorldImage(img, "ood_class", c, d, k, describe(d, c, colour))
+    n_id = cfg.per_class + cfg.test_per_class
+    for set_id, kind, classes, n in (
+        (_SET_ID, "id", cfg.id_classes, n_id),
+        (_SET_OOD, "ood_class", cfg.ood_classes, cfg.ood_per_class),
+    ):
+        if kind not in kinds:
+            continue
+        for di, d in enumerate(cfg.all_domains):
+            for ci, c in enumerate(classes):
+                for k in range(n):
+                    rng = np.random.default_rng([seed, set_id, di, ci, k])
+                    tint = _tint(cfg, seed, set_id, di, ci, k)
+                    img, colour = render_object(c, d, rng, size, background=tint)
+                    cap = describe(d, c, colour)
+                    yield WorldImage(img, kind, c, d, k, cap, -1 if tint is None else tint)
     if "texture" in kinds:
         for ti, t in enumerate(cfg.textures):
             for k in range(cfg.textures_per_kind):
@@ -96,23 +131,33 @@ def iter_world(
                 )
 
 
-def _split_files(cfg: WorldConfig, items: list[WorldImage]) -> dict[str, dict[str, list]]:
+def split_of(cfg: WorldConfig, index: int) -> str:
+    """``"train"``, ``"val"`` or ``"test"``: the split of ID image ``index`` of a (class,
+    domain). v1 has no test images of its own (a held-out domain tests on all of them)."""
     n_val = max(1, round(cfg.per_class * cfg.val_fraction))
-    n_train = cfg.per_class - n_val
-    rows: dict[str, dict[str, list]] = {d: {"train": [], "val": []} for d in cfg.domains}
+    if index < cfg.per_class - n_val:
+        return "train"
+    return "val" if index < cfg.per_class else "test"
+
+
+def _split_files(cfg: WorldConfig, items: list[WorldImage]) -> dict[str, dict[str, list]]:
+    rows: dict[str, dict[str, list]] = {
+        d: {"train": [], "val": [], "test": []} for d in cfg.all_domains
+    }
     for it in items:
         if it.kind != "id":
             continue
         label = cfg.id_classes.index(it.name)
         row = [it.relpath[len("images/") :], label, it.name]
-        rows[it.domain]["train" if it.index < n_train else "val"].append(row)
+        rows[it.domain][split_of(cfg, it.index)].append(row)
     out = {}
-    for held in cfg.domains:
+    for held in cfg.all_domains:
         src = [d for d in cfg.domains if d != held]
+        test = rows[held]["test"] if cfg.test_per_class else rows[held]["train"] + rows[held]["val"]
         out[held] = {
             "train": [r for d in src for r in rows[d]["train"]],
             "val": [r for d in src for r in rows[d]["val"]],
-            "test": rows[held]["train"] + rows[held]["val"],
+            "test": test,
         }
     return out
 
@@ -130,8 +175,8 @@ def generator_digest() -> str:
 
 def _fingerprint(cfg: WorldConfig, seed: int) -> dict[str, Any]:
     doc = {
-        "croft_world": WORLD_VERSION,
-        "generator": generator_digest(),
+        "croft_world": cfg.version,
+        "generator": _V1_GENERATOR if cfg.version == WORLD_VERSION else generator_digest(),
         "seed": seed,
         "config": cfg.to_dict(),
     }
@@ -162,21 +207,36 @@ def _write(tmp: Path, cfg: WorldConfig, seed: int, preset: str | None) -> dict[s
     for held, split in _split_files(cfg, items).items():
         (tmp / f"test_on_{held}.json").write_text(json.dumps(split))
     (tmp / "captions.json").write_text(json.dumps(captions, indent=0))
+    layout_v2: dict[str, Any] = {}
+    if cfg.shortcut_rate is not None:
+        tints = {it.relpath: it.tint for it in items if it.tint >= 0}
+        (tmp / TINTS_FILE).write_text(json.dumps(tints, indent=0))
+        layout_v2 = {
+            "tints": TINTS_FILE,
+            "style_matched_ood": "ood_classes/{domain}",
+            "extra_domains": list(cfg.extra_domains),
+            "split_sizes": {
+                s: sum(split_of(cfg, k) == s for k in range(cfg.per_class + cfg.test_per_class))
+                for s in ("train", "val", "test")
+            },
+        }
     counts = {k: sum(it.kind == k for it in items) for k in ("id", "ood_class", "texture")}
     manifest = {
         **_fingerprint(cfg, seed),
         "preset": preset,
         "id_classes": list(cfg.id_classes),
         "domains": list(cfg.domains),
+        **({"extra_domains": list(cfg.extra_domains)} if cfg.extra_domains else {}),
         "ood_classes": list(cfg.ood_classes),
         "textures": list(cfg.textures),
         "counts": counts,
         "layout": {
             "domainbed_root": "images",
-            "pacs_splits": [f"test_on_{d}.json" for d in cfg.domains],
+            "pacs_splits": [f"test_on_{d}.json" for d in cfg.all_domains],
             "ood_classes_root": "ood_classes",
             "ood_textures_root": "ood_textures",
             "captions": "captions.json",
+            **layout_v2,
         },
     }
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
@@ -257,7 +317,7 @@ def generate_world(
         c = manifest["counts"]
         log(
             f"wrote the world to {out} in {time.monotonic() - t0:.1f} s: {c['id']} ID images "
-            f"({len(cfg.domains)} domains), {c['ood_class']} held-out-class and "
+            f"({len(cfg.all_domains)} domains), {c['ood_class']} held-out-class and "
             f"{c['texture']} texture images"
         )
     return manifest

@@ -23,8 +23,8 @@ import numpy as np
 
 from croft.errors import CroftError
 from croft.world.captions import caption, world_vocabulary
-from croft.world.config import WORLD_VERSION, PretrainConfig
-from croft.world.render import COLOURS, TEXTURES, render_object, render_texture
+from croft.world.config import PretrainConfig
+from croft.world.render import COLOURS, TEXTURES, TINTS, render_object, render_texture
 from croft.world.shapes import OBJECT_CLASSES
 from croft.world.tiny_clip import MEAN, STD, build_model_config, save_checkpoint
 from croft.world.tokenizer import WordTokenizer
@@ -48,9 +48,9 @@ class Pool:
 
 
 def _render_range(
-    args: tuple[int, int, int, tuple[str, ...], float, int, dict[str, str], float],
+    args: tuple[int, int, int, tuple[str, ...], float, int, dict[str, str], float, bool],
 ) -> tuple[np.ndarray, ...]:
-    seed, start, stop, styles, texture_fraction, size, typical, typical_rate = args
+    seed, start, stop, styles, texture_fraction, size, typical, typical_rate, tints = args
     n = stop - start
     images = np.zeros((n, size, size, 3), np.uint8)
     meta = np.full((4, n), -1, np.int64)
@@ -64,7 +64,10 @@ def _render_range(
             c, s = int(rng.integers(len(_CLASS_NAMES))), int(rng.integers(len(styles)))
             name = _CLASS_NAMES[c]
             force = typical.get(name) if rng.random() < typical_rate else None
-            images[j], colour = render_object(name, styles[s], rng, size, colour=force)
+            tint = int(rng.integers(len(TINTS))) if tints else None  # v2: uniform, no class tie
+            images[j], colour = render_object(
+                name, styles[s], rng, size, colour=force, background=tint
+            )
             meta[:3, j] = (c, s, _COLOUR_NAMES.index(colour))
     return images, meta
 
@@ -84,6 +87,7 @@ def build_pool(cfg: PretrainConfig, workers: int = 1, progress: bool = True) -> 
             cfg.image_size,
             cfg.typical_colours,
             cfg.typical_colour_rate,
+            cfg.background_tints,
         )
         for a in range(0, cfg.pool_size, chunk)
     ]
@@ -304,6 +308,7 @@ def _pretrain(
         "final_loss_ema": round(loss_ema, 4),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
     }
     return save_checkpoint(
@@ -313,5 +318,5 @@ def _pretrain(
         tok,
         logit_scale=scale,
         training=training,
-        world_version=WORLD_VERSION,
+        world_version=cfg.world_version,
     )

@@ -22,6 +22,7 @@ __all__ = [
     "COLOURS",
     "STYLES",
     "TEXTURES",
+    "TINTS",
     "render_object",
     "render_texture",
 ]
@@ -41,6 +42,19 @@ COLOURS: dict[str, tuple[float, float, float]] = {
 }
 _COLOUR_NAMES = list(COLOURS)
 _PALETTE = np.array([COLOURS[c] for c in _COLOUR_NAMES])
+
+#: Background tints (RGB in 0..1) of world v2's shortcut: the ``background`` argument of
+#: :func:`render_object` is an index into this list. The values lie on the pixel style's
+#: quarter grid, so quantised pixel art keeps them apart; no caption ever names them.
+TINTS: tuple[tuple[float, float, float], ...] = (
+    (1.0, 0.5, 0.5),  # rose
+    (0.75, 0.75, 0.5),  # olive-sand
+    (0.5, 1.0, 0.75),  # mint
+    (0.5, 0.75, 1.0),  # sky
+    (0.75, 0.5, 1.0),  # lilac
+    (0.25, 0.25, 0.25),  # slate
+    (1.0, 1.0, 0.75),  # cream
+)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -166,13 +180,17 @@ def _contrasting_bg(rng: np.random.Generator, main: np.ndarray, lo: float, hi: f
 
 
 # ----------------------------------------------------------------------------- styles
-Style = Callable[[np.ndarray, np.ndarray, np.random.Generator], np.ndarray]
+#: ``(index map, part colours, rng, tint or None) -> float RGB``; a tint (RGB in 0..1)
+#: replaces the style's random background colour, each style applying it its own way.
+Style = Callable[[np.ndarray, np.ndarray, np.random.Generator, "np.ndarray | None"], np.ndarray]
 
 
-def _photo(idx: np.ndarray, cols: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _photo(
+    idx: np.ndarray, cols: np.ndarray, rng: np.random.Generator, tint: np.ndarray | None = None
+) -> np.ndarray:
     s = idx.shape[0]
     mask = idx > 0
-    base = _contrasting_bg(rng, cols[1], 0.2, 0.85)
+    base = _contrasting_bg(rng, cols[1], 0.2, 0.85) if tint is None else _jitter(rng, tint, 0.04)
     bg = base * (0.7 + 0.55 * _lowfreq(rng, s, 3)) + 0.12 * (_lowfreq(rng, s, 12) - 0.5)
     shadow = _blur(_shift(mask.astype(np.float32), 3, 3), 1.5)[..., None]
     bg = bg * (1.0 - 0.4 * shadow)
@@ -185,11 +203,16 @@ def _photo(idx: np.ndarray, cols: np.ndarray, rng: np.random.Generator) -> np.nd
     return img + rng.normal(0, 0.02, img.shape).astype(np.float32)
 
 
-def _cartoon(idx: np.ndarray, cols: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _cartoon(
+    idx: np.ndarray, cols: np.ndarray, rng: np.random.Generator, tint: np.ndarray | None = None
+) -> np.ndarray:
     s = idx.shape[0]
     mask = idx > 0
     bg = np.empty((s, s, 3), np.float32)
-    bg[:] = 0.55 + 0.45 * _contrasting_bg(rng, cols[1], 0.3, 1.0)
+    if tint is None:
+        bg[:] = 0.55 + 0.45 * _contrasting_bg(rng, cols[1], 0.3, 1.0)
+    else:  # the tint itself, flat
+        bg[:] = _jitter(rng, tint, 0.04)
     if rng.random() < 0.5:  # a ground band
         bg[int(s * rng.uniform(0.65, 0.85)) :] = 0.5 + 0.4 * rng.uniform(0, 1, 3)
     mean = cols.mean(axis=1, keepdims=True)
@@ -203,11 +226,17 @@ def _cartoon(idx: np.ndarray, cols: np.ndarray, rng: np.random.Generator) -> np.
     return img
 
 
-def _painting(idx: np.ndarray, cols: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _painting(
+    idx: np.ndarray, cols: np.ndarray, rng: np.random.Generator, tint: np.ndarray | None = None
+) -> np.ndarray:
     s = idx.shape[0]
     mask = idx > 0
-    c1 = _contrasting_bg(rng, cols[1], 0.15, 0.9)
-    c2 = _contrasting_bg(rng, cols[1], 0.15, 0.9)
+    if tint is None:
+        c1 = _contrasting_bg(rng, cols[1], 0.15, 0.9)
+        c2 = _contrasting_bg(rng, cols[1], 0.15, 0.9)
+    else:  # two shades of the tint
+        c1 = _jitter(rng, tint, 0.04)
+        c2 = np.clip(tint * rng.uniform(0.75, 0.95), 0, 1).astype(np.float32)
     t = _lowfreq(rng, s, 3)
     bg = c1 * t + c2 * (1 - t)
     cells = (6, 20) if rng.random() < 0.5 else (20, 6)
@@ -229,7 +258,9 @@ def _wobble(idx: np.ndarray, rng: np.random.Generator, amp: float) -> np.ndarray
     return idx[y, x]
 
 
-def _sketch(idx: np.ndarray, cols: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _sketch(
+    idx: np.ndarray, cols: np.ndarray, rng: np.random.Generator, tint: np.ndarray | None = None
+) -> np.ndarray:
     """A quick pencil sketch: wobbly, thin, broken strokes on paper, sometimes hatched."""
     s = idx.shape[0]
     idx = _wobble(idx, rng, 5.0 * s / 64)
@@ -250,18 +281,22 @@ def _sketch(idx: np.ndarray, cols: np.ndarray, rng: np.random.Generator) -> np.n
         period = int(rng.integers(5, 8))
         hatch = ((xx + yy) % period == 0) & (idx > 0) & ~main
         img[hatch] = np.minimum(img[hatch], ink + 0.3)
-    tint = np.array([1.0, 0.98, 0.94], np.float32)
-    return img[..., None] * tint
+    paper_rgb = np.array([1.0, 0.98, 0.94], np.float32)
+    if tint is not None:  # tinted paper: the tint mixed with white
+        paper_rgb = (0.45 + 0.55 * tint).astype(np.float32)
+    return img[..., None] * paper_rgb
 
 
-def _pixel(idx: np.ndarray, cols: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _pixel(
+    idx: np.ndarray, cols: np.ndarray, rng: np.random.Generator, tint: np.ndarray | None = None
+) -> np.ndarray:
     s = idx.shape[0]
     g = int(rng.integers(14, 19))
     pos = ((np.arange(g) + 0.5) * s / g).astype(int)
     small = idx[np.ix_(pos, pos)]
     mask = small > 0
     bg = np.empty((g, g, 3), np.float32)
-    bg[:] = _contrasting_bg(rng, cols[1], 0.1, 0.9)
+    bg[:] = _contrasting_bg(rng, cols[1], 0.1, 0.9) if tint is None else _jitter(rng, tint, 0.04)
     img = np.where(mask[..., None], cols[small], bg)
     if rng.random() < 0.7:
         border = _edges(mask.astype(np.uint8)) & mask
@@ -270,10 +305,15 @@ def _pixel(idx: np.ndarray, cols: np.ndarray, rng: np.random.Generator) -> np.nd
     return img
 
 
-def _neon(idx: np.ndarray, cols: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _neon(
+    idx: np.ndarray, cols: np.ndarray, rng: np.random.Generator, tint: np.ndarray | None = None
+) -> np.ndarray:
     s = idx.shape[0]
     bg = np.empty((s, s, 3), np.float32)
-    bg[:] = rng.uniform(0.0, 0.12, 3) * np.array([0.6, 0.6, 1.0])
+    if tint is None:
+        bg[:] = rng.uniform(0.0, 0.12, 3) * np.array([0.6, 0.6, 1.0])
+    else:  # a dark shade of the tint
+        bg[:] = 0.2 * tint
     light = np.clip(cols[1] * 1.3 + 0.2, 0, 1)
     tube = _dilate(_edges(idx), 1).astype(np.float32)
     glow = _blur(tube, 2.5)[..., None]
@@ -293,16 +333,34 @@ STYLES: dict[str, Style] = {
 
 
 def render_object(
-    name: str, style: str, rng: np.random.Generator, size: int = 32, colour: str | None = None
+    name: str,
+    style: str,
+    rng: np.random.Generator,
+    size: int = 32,
+    colour: str | None = None,
+    background: int | None = None,
 ) -> tuple[np.ndarray, str]:
     """One image of class ``name`` in ``style``: ``(uint8 (size, size, 3), colour name)``.
 
-    The main colour is random unless ``colour`` (a key of :data:`COLOURS`) is given.
+    The main colour is random unless ``colour`` (a key of :data:`COLOURS`) is given. The
+    background is the style's random one unless ``background`` (an index into
+    :data:`TINTS`) is given; the style then builds it from that tint its own way (photo:
+    the tint with low-frequency shading and the object's shadow; painting: two shades of
+    it blended by strokes; cartoon and pixel: the flat tint; sketch: paper mixed from the
+    tint and white; neon: a dark shade of it). ``background=None`` draws exactly what
+    world v1 draws.
     """
     ss = 2 * size
     idx = _index_map(name, rng, ss)
     colour, cols = _part_colours(rng, colour)
-    img = STYLES[style](idx, cols, rng)
+    tint = None
+    if background is not None:
+        if not 0 <= background < len(TINTS):
+            raise ValueError(
+                f"background tint index must be in [0, {len(TINTS)}), got {background}"
+            )
+        tint = np.asarray(TINTS[background], np.float32)
+    img = STYLES[style](idx, cols, rng, tint)
     if img.shape[0] == ss:
         img = _downsample(img, 2)
     elif img.shape[0] != size:

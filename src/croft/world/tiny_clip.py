@@ -52,6 +52,9 @@ TINY_CLIP_ARCH = "croft-world-rn-tiny"
 WEIGHTS_NAME = "open_clip_model.safetensors"
 CONFIG_NAME = "open_clip_config.json"
 ASSET_DIR = Path(__file__).resolve().parents[1] / "assets" / "world"
+#: World v2's tiny CLIP (preset ``"study"``), the same architecture pre-trained on v2.
+ASSET_DIR_V2 = Path(__file__).resolve().parents[1] / "assets" / "world_v2"
+_ASSETS = {"demo": ASSET_DIR, "study": ASSET_DIR_V2}
 #: Images are normalised with these per-channel statistics (close to the world's own).
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.25, 0.25, 0.25)
@@ -90,13 +93,20 @@ def build_model_config(
     }
 
 
-def tiny_clip_checkpoint() -> Path:
-    """The shipped safetensors file (its config JSON lies beside it)."""
-    path = ASSET_DIR / WEIGHTS_NAME
+def tiny_clip_checkpoint(world: str = "demo") -> Path:
+    """The shipped safetensors file (its config JSON lies beside it) of a world's tiny CLIP:
+    ``"demo"`` (world v1, ``assets/world``) or ``"study"`` (world v2, ``assets/world_v2``).
+    Load it as any open_clip checkpoint: ``openclip:{TINY_CLIP_ARCH}:{path}``."""
+    if world not in _ASSETS:
+        raise CroftError(
+            f"no shipped tiny CLIP for world {world!r}; choose one of {sorted(_ASSETS)}"
+        )
+    folder = _ASSETS[world]
+    path = folder / WEIGHTS_NAME
     if not path.is_file():
         raise CroftError(
             f"the tiny world CLIP is missing at {path}; rebuild it with "
-            f"`croft world pretrain --out {ASSET_DIR}`"
+            f"`croft world pretrain --preset {world} --out {folder}`"
         )
     return path
 

@@ -14,3 +14,10 @@ class CroftError(ValueError):
 
     def __init__(self, message: str) -> None:
         super().__init__(" ".join(str(message).split()))
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message (its type name when the message is empty): how a
+    third-party exception is quoted inside a one-line :class:`CroftError`."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from croft.backbones.base import Backbone
 from croft.backbones.preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, Preprocess
-from croft.errors import CroftError
+from croft.errors import CroftError, first_line
 
 if TYPE_CHECKING:
     import torch
@@ -44,16 +44,11 @@ SINGLE_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise CroftError(f"cannot read {path}: {_first_line(exc)}") from None
+        raise CroftError(f"cannot read {path}: {first_line(exc)}") from None
     if not isinstance(data, dict):
         raise CroftError(f"{path} does not hold a JSON object")
     return data
@@ -145,7 +140,7 @@ class HFClipBackbone(Backbone):
                 )
             except Exception as exc:  # noqa: BLE001
                 raise CroftError(
-                    f"no usable CLIP tokenizer in {self.directory} ({_first_line(exc)}); save one "
+                    f"no usable CLIP tokenizer in {self.directory} ({first_line(exc)}); save one "
                     "there with tokenizer.save_pretrained"
                 ) from None
         length = int(self.model.config.text_config.max_position_embeddings)
@@ -205,7 +200,7 @@ def load_hf(spec: str, path: Path, *, quick_gelu: bool | None, precision: str) -
         )
     except Exception as exc:  # noqa: BLE001
         raise CroftError(
-            f"cannot load the Hugging Face CLIP model in {path}: {_first_line(exc)}"
+            f"cannot load the Hugging Face CLIP model in {path}: {first_line(exc)}"
         ) from None
     bad = [
         f"{len(keys)} {kind.replace('_', ' ')} ({', '.join(keys[:3])})"

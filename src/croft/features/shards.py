@@ -9,7 +9,9 @@ number and record range, the skipped images (JSON) and a ``checksum``
 from __future__ import annotations
 
 import contextlib
+import json
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -86,6 +88,30 @@ def read_shard(
     if feats.shape[0] != stop - start or ok.shape != (stop - start,):
         raise CroftError(f"feature shard {path} has the wrong number of rows; delete it and rerun")
     return feats, ok
+
+
+def read_shards(
+    directory: Path, khash: str, bounds: list[tuple[int, int]]
+) -> tuple[torch.Tensor, torch.Tensor, list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every shard's features and ``ok`` flags concatenated in record order, the skipped
+    images and the manifest's ``shards`` entries."""
+    feats, oks, shard_docs = [], [], []
+    skipped: list[dict[str, Any]] = []
+    for s, (a, b) in enumerate(bounds):
+        path = directory / shard_name(s)
+        meta = shard_done(path, khash, s, a, b)
+        if meta is None:
+            raise CroftError(
+                f"feature shard {path} is missing after extraction (did a rank fail?); "
+                "run the same command again to finish it"
+            )
+        f, ok = read_shard(path, a, b, meta)
+        feats.append(f)
+        oks.append(ok)
+        bad = json.loads(meta.get("skipped", "[]"))
+        skipped.extend(bad)
+        shard_docs.append({"file": path.name, "start": a, "stop": b, "skipped": len(bad)})
+    return torch.cat(feats), torch.cat(oks), skipped, shard_docs
 
 
 def kept_ranges(ok: torch.Tensor) -> list[list[int]]:

@@ -1,16 +1,12 @@
 """The keyed feature store: resumable, torchrun-sharded extraction into a cache directory.
 
-Key: what determines the features -- the backbone fingerprint (weights sha256, precision,
-architecture, preprocessing), the dataset-index hash (paths, labels, classes, domains),
-the images' identity (``files``: each file's size, mtime_ns and ctime_ns, or its sha256
-with ``hash_contents=True``; see :meth:`~croft.data.DatasetIndex.file_identity`), the
-view spec (``eval`` | ``train`` with ``V`` views and a base seed) and the shard size. A
-replaced or repaired image changes the key, so nothing stale is served. Its sha256 is in
-the directory name (``<cache>/<backbone>-<view tag>-<key hash[:16]>/``) and the full key
-in the manifest; a different key is a different directory, and a manifest whose key
-differs from the one asked for is an error, never reused. Every shard carries a checksum
-verified when it is read (:mod:`croft.features.shards`); a corrupted shard is removed and
-reported, and the next run extracts it again.
+The key (backbone fingerprint, dataset-index hash, the images' identity, the view spec and
+the shard size) and the directory it names are defined in :mod:`croft.features.manifest`.
+A replaced or repaired image changes the key, so nothing stale is served; a different key
+is a different directory, and a manifest whose key differs from the one asked for is an
+error, never reused. Every shard carries a checksum verified when it is read
+(:mod:`croft.features.shards`); a corrupted shard is removed and reported, and the next run
+extracts it again.
 
 Directory content::
 
@@ -35,19 +31,19 @@ whatever the number of ranks or interruptions (same device, precision and batch 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from croft._version import __version__
 from croft.errors import CroftError
 from croft.features.extract import (
+    DistContext,
     ImageViews,
     ViewSpec,
     barrier,
@@ -57,26 +53,23 @@ from croft.features.extract import (
     extract_text_features,
     plan_batches,
 )
-from croft.features.files import (
-    FeatureSet,
-    save_features,
+from croft.features.files import FeatureSet, save_features
+from croft.features.manifest import (
+    MANIFEST,
+    STORE_SCHEMA,
+    check_manifest,
+    default_cache_dir,
+    key_hash,
+    store_directory,
+    store_key,
+    store_manifest,
+    write_manifest,
 )
-from croft.features.shards import (
-    kept_ranges as _kept_ranges,
-)
-from croft.features.shards import (
-    read_shard as _read_shard,
-)
-from croft.features.shards import (
-    shard_done as _shard_done,
-)
-from croft.features.shards import (
-    shard_name as _shard_name,
-)
-from croft.features.shards import (
-    write_shard as _write_shard,
-)
-from croft.fileio import atomic_write_bytes, cache_dir, canonical_json
+from croft.features.shards import kept_ranges as _kept_ranges
+from croft.features.shards import read_shards
+from croft.features.shards import shard_done as _shard_done
+from croft.features.shards import shard_name as _shard_name
+from croft.features.shards import write_shard as _write_shard
 from croft.progress import progress as progress_bar
 
 if TYPE_CHECKING:
@@ -85,10 +78,24 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STORE_SCHEMA = "croft.feature-store/1"
-MANIFEST = "manifest.json"
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_SHARD_SIZE",
+    "MANIFEST",
+    "STORE_SCHEMA",
+    "ExtractionInterrupted",
+    "default_cache_dir",
+    "extract_features",
+    "key_hash",
+    "store_directory",
+    "store_key",
+    "store_manifest",
+    "write_feature_file",
+]
+
 DEFAULT_SHARD_SIZE = 1024
 DEFAULT_BATCH_SIZE = 64
+Bounds = list[tuple[int, int]]
 
 
 class ExtractionInterrupted(KeyboardInterrupt):
@@ -102,85 +109,12 @@ class ExtractionInterrupted(KeyboardInterrupt):
         self.directory, self.done, self.total = directory, done, total
 
 
-def default_cache_dir() -> Path:
-    """``$CROFT_CACHE_DIR/features`` or ``~/.cache/croft/features``."""
-    return cache_dir() / "features"
-
-
-_canonical = canonical_json
-
-
-def store_key(
-    backbone: Backbone,
-    index: DatasetIndex,
-    view: ViewSpec,
-    shard_size: int,
-    *,
-    hash_contents: bool = False,
-) -> dict[str, Any]:
-    """The full key of an extraction (JSON-ready). ``files`` is the images' identity
-    (:meth:`~croft.data.DatasetIndex.file_identity`), so a replaced or repaired image gives
-    another key and is extracted again."""
-    return {
-        "schema": STORE_SCHEMA,
-        "backbone": backbone.fingerprint(),
-        "preprocess": backbone.preprocess.to_dict(),
-        "index_hash": index.hash(),
-        "files": {
-            "mode": "sha256" if hash_contents else "stat",
-            "hash": index.file_identity(contents=hash_contents),
-        },
-        "num_records": len(index),
-        "view": view.to_dict(),
-        "shard_size": int(shard_size),
-    }
-
-
-def key_hash(key: dict[str, Any]) -> str:
-    """Hex sha256 of the canonical JSON of ``key``."""
-    return hashlib.sha256(_canonical(key).encode()).hexdigest()
-
-
-def store_directory(
-    cache_dir: str | os.PathLike[str], name: str, view: ViewSpec, khash: str
-) -> Path:
-    """``<cache>/<name>-<view tag>-<key hash[:16]>``."""
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "backbone"
-    return Path(cache_dir).expanduser() / f"{slug}-{view.tag}-{khash[:16]}"
-
-
-# -- files ----------------------------------------------------------------------------------
-
-
 def write_feature_file(fs: FeatureSet, path: str | os.PathLike[str]) -> Path:
     """:func:`~croft.features.save_features` (kept as the store's name for it)."""
     return save_features(fs, path)
 
 
-def _write_json(path: Path, doc: dict[str, Any]) -> None:
-    atomic_write_bytes(path, (json.dumps(doc, indent=1, ensure_ascii=False) + "\n").encode())
-
-
 # -- extraction -----------------------------------------------------------------------------
-
-
-def _check_manifest(path: Path, key: dict[str, Any], khash: str) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        doc = None
-    if not isinstance(doc, dict) or doc.get("schema") != STORE_SCHEMA:
-        raise CroftError(
-            f"{path} is not a croft feature-store manifest; remove {path.parent} and run again"
-        )
-    if doc.get("key_hash") != khash or _canonical(doc.get("key")) != _canonical(key):
-        raise CroftError(
-            f"feature cache {path.parent} was written for another key (backbone, preprocessing, "
-            f"dataset or views differ); remove that directory or pass another --cache"
-        )
-    return doc
 
 
 def extract_features(
@@ -220,64 +154,18 @@ def extract_features(
     process group is created here if needed (see :func:`croft.features.extract.dist_context`).
     """
     view = view or ViewSpec()
-    if len(index) == 0:
-        raise CroftError(
-            f"dataset index {index.name or str(index.root)!r} has no records to extract; "
-            "check the split and domain filters"
-        )
-    for name, value, low in (("batch_size", batch_size, 1), ("shard_size", shard_size, 1)):
-        if not isinstance(value, int) or value < low:
-            raise CroftError(f"{name} must be a positive integer, got {value!r}")
-    if not isinstance(workers, int) or workers < 0:
-        raise CroftError(f"workers must be a non-negative integer, got {workers!r}")
+    _check_arguments(index, batch_size=batch_size, shard_size=shard_size, workers=workers)
     tpl = check_templates(templates) if templates is not None else None
 
     key = store_key(backbone, index, view, shard_size, hash_contents=hash_contents)
     khash = key_hash(key)
     directory = store_directory(cache_dir or default_cache_dir(), backbone.name, view, khash)
-    manifest_path = directory / MANIFEST
     n = len(index)
     bounds = [(s, min(s + shard_size, n)) for s in range(0, n, shard_size)]
     with dist_context(backbone.device) as ctx:
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise CroftError(
-                f"cannot create feature cache {directory}: {exc.strerror or exc}; pass a "
-                "writable --cache directory (or set CROFT_CACHE_DIR)"
-            ) from None
-        _check_manifest(manifest_path, key, khash)
-        base_doc = {
-            "schema": STORE_SCHEMA,
-            "key_hash": khash,
-            "key": key,
-            "complete": False,
-            "num_records": n,
-            "shard_size": shard_size,
-            "num_shards": len(bounds),
-            "dataset": {"name": index.name, "root": str(index.root)},
-            "backbone_spec": backbone.spec,
-            "batch_size": batch_size,
-            "world_size": ctx.world_size,
-            "croft_version": _version(),
-        }
-        if ctx.is_main:
-            _write_json(manifest_path, base_doc)
-
-        done = {
-            s: meta
-            for s, (a, b) in enumerate(bounds)
-            if (meta := _shard_done(directory / _shard_name(s), khash, s, a, b)) is not None
-        }
-        if strict:
-            for s in sorted(done):
-                _raise_strict(json.loads(done[s].get("skipped", "[]")))
+        base_doc = _open_store(directory, key, khash, backbone, index, bounds, batch_size, ctx)
         mine = [s for s in range(len(bounds)) if s % ctx.world_size == ctx.rank]
-        for s in mine:  # leftovers of killed writes of this rank's shards
-            for stale in directory.glob(f".{_shard_name(s)}.*.tmp"):
-                with contextlib.suppress(OSError):
-                    stale.unlink()
-        todo = [s for s in mine if s not in done]
+        todo = _pending_shards(directory, khash, bounds, mine, strict=strict)
         try:
             _run_shards(
                 backbone,
@@ -303,10 +191,81 @@ def extract_features(
         )
 
 
-def _version() -> str:
-    from croft._version import __version__
+def _check_arguments(
+    index: DatasetIndex, *, batch_size: Any, shard_size: Any, workers: Any
+) -> None:
+    """One-line errors for an empty index and bad batch/shard sizes or worker counts."""
+    if len(index) == 0:
+        raise CroftError(
+            f"dataset index {index.name or str(index.root)!r} has no records to extract; "
+            "check the split and domain filters"
+        )
+    for name, value, low in (("batch_size", batch_size, 1), ("shard_size", shard_size, 1)):
+        if not isinstance(value, int) or value < low:
+            raise CroftError(f"{name} must be a positive integer, got {value!r}")
+    if not isinstance(workers, int) or workers < 0:
+        raise CroftError(f"workers must be a non-negative integer, got {workers!r}")
 
-    return str(__version__)
+
+def _open_store(
+    directory: Path,
+    key: dict[str, Any],
+    khash: str,
+    backbone: Backbone,
+    index: DatasetIndex,
+    bounds: Bounds,
+    batch_size: int,
+    ctx: DistContext,
+) -> dict[str, Any]:
+    """Create ``directory``, refuse a manifest written for another key and (rank 0) write
+    the incomplete manifest; returns that manifest document."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CroftError(
+            f"cannot create feature cache {directory}: {exc.strerror or exc}; pass a "
+            "writable --cache directory (or set CROFT_CACHE_DIR)"
+        ) from None
+    manifest_path = directory / MANIFEST
+    check_manifest(manifest_path, key, khash)
+    base_doc = {
+        "schema": STORE_SCHEMA,
+        "key_hash": khash,
+        "key": key,
+        "complete": False,
+        "num_records": len(index),
+        "shard_size": key["shard_size"],
+        "num_shards": len(bounds),
+        "dataset": {"name": index.name, "root": str(index.root)},
+        "backbone_spec": backbone.spec,
+        "batch_size": batch_size,
+        "world_size": ctx.world_size,
+        "croft_version": str(__version__),
+    }
+    if ctx.is_main:
+        write_manifest(manifest_path, base_doc)
+    return base_doc
+
+
+def _pending_shards(
+    directory: Path, khash: str, bounds: Bounds, mine: list[int], *, strict: bool
+) -> list[int]:
+    """This rank's shards (``mine``) still to encode. Finished shards are checked (with
+    ``strict``, one that skipped an image raises) and leftovers of killed writes of this
+    rank's shards are removed."""
+    done = {
+        s: meta
+        for s, (a, b) in enumerate(bounds)
+        if (meta := _shard_done(directory / _shard_name(s), khash, s, a, b)) is not None
+    }
+    if strict:
+        for s in sorted(done):
+            _raise_strict(json.loads(done[s].get("skipped", "[]")))
+    for s in mine:
+        for stale in directory.glob(f".{_shard_name(s)}.*.tmp"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
+    return [s for s in mine if s not in done]
 
 
 def _raise_strict(skipped: list[dict[str, Any]]) -> None:
@@ -380,29 +339,15 @@ def _assemble(
     view: ViewSpec,
     directory: Path,
     khash: str,
-    bounds: list[tuple[int, int]],
+    bounds: Bounds,
     base_doc: dict[str, Any],
     templates: list[str] | None,
     out: str | os.PathLike[str] | None,
     extra: dict[str, Any],
 ) -> FeatureSet:
-    feats, oks, shard_docs = [], [], []
-    skipped: list[dict[str, Any]] = []
-    for s, (a, b) in enumerate(bounds):
-        path = directory / _shard_name(s)
-        meta = _shard_done(path, khash, s, a, b)
-        if meta is None:
-            raise CroftError(
-                f"feature shard {path} is missing after extraction (did a rank fail?); "
-                "run the same command again to finish it"
-            )
-        f, ok = _read_shard(path, a, b, meta)
-        feats.append(f)
-        oks.append(ok)
-        bad = json.loads(meta.get("skipped", "[]"))
-        skipped.extend(bad)
-        shard_docs.append({"file": path.name, "start": a, "stop": b, "skipped": len(bad)})
-    ok = torch.cat(oks)
+    """Read every shard, complete the manifest and build (and write to ``out``) the
+    feature set of the decodable images."""
+    features, ok, skipped, shard_docs = read_shards(directory, khash, bounds)
     doc = dict(base_doc)
     doc.update(
         complete=True,
@@ -412,7 +357,7 @@ def _assemble(
         skipped=skipped,
     )
     manifest_path = directory / MANIFEST
-    _write_json(manifest_path, doc)
+    write_manifest(manifest_path, doc)
     if not bool(ok.any()):
         raise CroftError(
             f"none of the {len(ok)} images under {index.root} could be decoded (listed in "
@@ -432,7 +377,7 @@ def _assemble(
     }
     info.update(extra)
     fs = FeatureSet(
-        features=torch.cat(feats)[ok],
+        features=features[ok],
         labels=torch.tensor(index.labels(), dtype=torch.int64)[ok],
         class_names=list(index.class_names),
         domains=torch.tensor(index.domain_ids(), dtype=torch.int64)[ok],
@@ -453,12 +398,3 @@ def _assemble(
             manifest_path,
         )
     return fs
-
-
-def store_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a store directory's ``manifest.json``."""
-    path = Path(directory) / MANIFEST
-    try:
-        return dict(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError) as exc:
-        raise CroftError(f"cannot read feature-store manifest {path}: {exc}") from None

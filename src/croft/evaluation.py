@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -181,40 +181,18 @@ def evaluate(
     conv = conventions or Conventions()
     if id_correct_only:
         conv = resolve_conventions(conv, {"id_positives": "correct"})
-    for name in scores if detectors is None else detectors:
-        if not name.startswith("knn@"):
-            SCORES.get(name)  # unknown score: one clear error before any work
-    if id_set.class_names != head.class_names:
-        raise CroftError(
-            f"{id_set.source}: its classes {id_set.class_names[:3]}… differ from the head's "
-            f"{head.class_names[:3]}…; evaluate on data with the head's class list"
-        )
-    if bool((id_set.labels < 0).any()):
-        raise CroftError(f"{id_set.source}: the ID set has unknown labels (-1); pass it as OOD")
+    _check_inputs(head, id_set, scores if detectors is None else detectors)
     det_head = detection_head(head, conv)
     if detectors is None:
         detectors = convention_detectors(head, scores, score_params, bank, conv)
     names = list(detectors)
 
-    def score_all(fs: FeatureSet, h: FittedHead) -> tuple[dict[str, np.ndarray], torch.Tensor]:
-        out = head_outputs(h, fs.eval_features())
-        vals = {n: d.score(out) for n, d in detectors.items()}
-        return {n: v.detach().cpu().double().numpy() for n, v in vals.items()}, out.logits
-
-    id_scores, det_logits = score_all(id_set, det_head)
+    id_scores, det_logits = _score_set(detectors, id_set, det_head)
     id_logits = det_logits
     if det_head is not head:
         id_logits = head_outputs(head, id_set.eval_features()).logits
     acc = accuracy(id_logits.cpu(), id_set.labels)
-    kept = np.zeros(len(id_set), dtype=bool)
-    kept[cap_per_class(id_set.labels, conv.id_cap_per_class).numpy()] = True
-    correct = (det_logits.argmax(1).cpu() == id_set.labels).numpy()
-    keep = {"all": kept, "correct": kept & correct}
-    if any(conv.positives(n) == "correct" for n in names) and not keep["correct"].any():
-        log.warning(
-            "no ID sample is classified correctly: detection metrics with correct-only "
-            "positives are recorded as null"
-        )
+    kept, keep = _id_positives(id_set, det_logits, conv, names)
     result = Evaluation(accuracy=acc, n_id=len(id_set), conventions=conv.to_dict())
     for name in names:
         result.per_sample[f"id/{name}"] = id_scores[name]
@@ -229,14 +207,55 @@ def evaluate(
             raise CroftError(
                 f"{ood.source}: OOD features are {ood.dim}-d, ID features {id_set.dim}-d"
             )
-        ood_scores, _ = score_all(ood, det_head)
+        ood_scores, _ = _score_set(detectors, ood, det_head)
         result.detection[ood_name] = {
             n: _metrics(id_scores[n][keep[conv.positives(n)]], ood_scores[n]) for n in names
         }
         for n in names:
             result.per_sample[f"ood/{ood_name}/{n}"] = ood_scores[n]
     for extra_name, fs in (extra_sets or {}).items():
-        extra_scores, _ = score_all(fs, det_head)
+        extra_scores, _ = _score_set(detectors, fs, det_head)
         for n in names:
             result.per_sample[f"extra/{extra_name}/{n}"] = extra_scores[n]
     return result
+
+
+def _check_inputs(head: FittedHead, id_set: FeatureSet, scores: Iterable[str]) -> None:
+    """One-line errors before any work: unknown scores, an ID set with other classes or
+    unknown labels."""
+    for name in scores:
+        if not name.startswith("knn@"):
+            SCORES.get(name)
+    if id_set.class_names != head.class_names:
+        raise CroftError(
+            f"{id_set.source}: its classes {id_set.class_names[:3]}… differ from the head's "
+            f"{head.class_names[:3]}…; evaluate on data with the head's class list"
+        )
+    if bool((id_set.labels < 0).any()):
+        raise CroftError(f"{id_set.source}: the ID set has unknown labels (-1); pass it as OOD")
+
+
+def _score_set(
+    detectors: Mapping[str, Detector], fs: FeatureSet, head: FittedHead
+) -> tuple[dict[str, np.ndarray], torch.Tensor]:
+    """Every detector's scores of ``fs`` (float64 arrays) and ``head``'s logits ``(N, C)``."""
+    out = head_outputs(head, fs.eval_features())
+    vals = {n: d.score(out) for n, d in detectors.items()}
+    return {n: v.detach().cpu().double().numpy() for n, v in vals.items()}, out.logits
+
+
+def _id_positives(
+    id_set: FeatureSet, det_logits: torch.Tensor, conv: Conventions, names: Sequence[str]
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The per-class cap's mask and the ID positives per convention: ``all`` (the capped
+    samples) and ``correct`` (those the detection view also classifies correctly)."""
+    kept = np.zeros(len(id_set), dtype=bool)
+    kept[cap_per_class(id_set.labels, conv.id_cap_per_class).numpy()] = True
+    correct = (det_logits.argmax(1).cpu() == id_set.labels).numpy()
+    keep = {"all": kept, "correct": kept & correct}
+    if any(conv.positives(n) == "correct" for n in names) and not keep["correct"].any():
+        log.warning(
+            "no ID sample is classified correctly: detection metrics with correct-only "
+            "positives are recorded as null"
+        )
+    return kept, keep

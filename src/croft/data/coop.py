@@ -30,7 +30,7 @@ from collections import defaultdict
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
-from croft.data._dassl import parse_split_file, report_mismatched, report_missing
+from croft.data._dassl import Row, parse_split_file, report_mismatched, report_missing
 from croft.data._scan import Problems, examples, norm_name, require_dir
 from croft.data.fewshot import few_shot
 from croft.data.index import DatasetIndex, Record
@@ -128,22 +128,49 @@ def read_coop(
     strict_names: bool = True,
 ) -> DatasetIndex:
     """Read a CoOp dataset from its ``split_zhou_*.json``."""
+    spec, overlap = _check_options(dataset, exclude_overlap_with, max_per_class)
+    images, split_path = _locate(root, spec, problems)
+    rows, class_names = parse_split_file(
+        split_path, problems, f"restore CoOp's original {spec.split_file}"
+    )
+    records = _records(rows, images, spec, split_path, problems, strict_names=strict_names)
+    name = spec.key
+    if overlap is not None:
+        records, class_names = _drop_overlap(records, class_names, overlap, split_path, problems)
+        name = f"{spec.key}-no-{overlap}"
+
+    index = DatasetIndex(images, records, class_names, [spec.key], name=name)
+    if max_per_class is not None:
+        index = few_shot(index, max_per_class, seed)
+        index.name = f"{name}-max{max_per_class}-seed{seed}"
+    if ood:
+        index = index.with_records([replace(r, label=-1) for r in index.records], class_names=[])
+    return index
+
+
+def _check_options(
+    dataset: str | None, exclude_overlap_with: str | None, max_per_class: int | None
+) -> tuple[CoopDataset, str | None]:
+    """The dataset and the lower-cased overlap filter (``pacs`` | ``vlcs`` | None)."""
     if dataset is None:
         raise CroftError(
             f"layout 'coop' needs dataset= (--dataset), one of {', '.join(COOP_DATASETS)}"
         )
     spec = coop_dataset(dataset)
-    dropped: tuple[str, ...] = ()
-    overlap = (exclude_overlap_with or "").lower()
+    overlap = None
     if exclude_overlap_with is not None:
+        overlap = exclude_overlap_with.lower()
         if spec.key != "caltech101":
             raise CroftError(f"exclude_overlap_with applies to caltech101 only, not {spec.key!r}")
         if overlap not in CALTECH101_DROPPED:
             raise CroftError(f"exclude_overlap_with={exclude_overlap_with!r}: use 'pacs' or 'vlcs'")
-        dropped = CALTECH101_DROPPED[overlap]
     if max_per_class is not None and (not isinstance(max_per_class, int) or max_per_class < 1):
         raise CroftError(f"max_per_class must be a positive integer, got {max_per_class!r}")
+    return spec, overlap
 
+
+def _locate(root: Path, spec: CoopDataset, problems: Problems) -> tuple[Path, Path]:
+    """The image folder and the split file under ``root`` (``$DATA`` or the dataset folder)."""
     require_dir(root, "dataset root", f"pass $DATA or $DATA/{spec.folder}", problems)
     base = root / spec.folder if (root / spec.folder).is_dir() else root
     images = base / spec.images
@@ -160,10 +187,20 @@ def read_coop(
             f"split file {split_path} not found; put CoOp's {spec.split_file} (CoOp "
             f"DATASETS.md) next to {spec.images}/"
         )
-    rows, class_names = parse_split_file(
-        split_path, problems, f"restore CoOp's original {spec.split_file}"
-    )
+    return images, split_path
 
+
+def _records(
+    rows: list[Row],
+    images: Path,
+    spec: CoopDataset,
+    split_path: Path,
+    problems: Problems,
+    *,
+    strict_names: bool,
+) -> list[Record]:
+    """The split file's rows whose image exists (and, with ``strict_names``, whose folder
+    names its class); the others are reported."""
     missing: list[str] = []
     mismatched: dict[tuple[str, str], int] = defaultdict(int)
     records: list[Record] = []
@@ -185,30 +222,30 @@ def read_coop(
     report_missing(
         missing, split_path, images, problems, f"restore the images or CoOp's {spec.split_file}"
     )
+    return records
 
-    name = spec.key
-    if dropped:
-        drop = {_canon(c) for c in dropped}
-        present = {_canon(c) for c in class_names}
-        absent = sorted(drop - present)
-        if absent:
-            problems.add(
-                f"split file {split_path} lacks the class(es) {examples(absent, 5)} that "
-                f"the paper's {overlap} filter drops; its class names differ "
-                f"from CoOp's Caltech-101 names, so the filter would not match the paper"
-            )
-        kept = [c for c in class_names if _canon(c) not in drop]
-        new_label = {c: i for i, c in enumerate(kept)}
-        records = [
-            replace(r, label=new_label[r.class_name]) for r in records if r.class_name in new_label
-        ]
-        class_names = kept
-        name = f"{spec.key}-no-{overlap}"
 
-    index = DatasetIndex(images, records, class_names, [spec.key], name=name)
-    if max_per_class is not None:
-        index = few_shot(index, max_per_class, seed)
-        index.name = f"{name}-max{max_per_class}-seed{seed}"
-    if ood:
-        index = index.with_records([replace(r, label=-1) for r in index.records], class_names=[])
-    return index
+def _drop_overlap(
+    records: list[Record],
+    class_names: list[str],
+    overlap: str,
+    split_path: Path,
+    problems: Problems,
+) -> tuple[list[Record], list[str]]:
+    """The paper's Caltech filter for ``overlap`` (``pacs`` | ``vlcs``): the kept records,
+    relabelled in the original class order, and the kept class names."""
+    drop = {_canon(c) for c in CALTECH101_DROPPED[overlap]}
+    present = {_canon(c) for c in class_names}
+    absent = sorted(drop - present)
+    if absent:
+        problems.add(
+            f"split file {split_path} lacks the class(es) {examples(absent, 5)} that "
+            f"the paper's {overlap} filter drops; its class names differ "
+            f"from CoOp's Caltech-101 names, so the filter would not match the paper"
+        )
+    kept = [c for c in class_names if _canon(c) not in drop]
+    new_label = {c: i for i, c in enumerate(kept)}
+    records = [
+        replace(r, label=new_label[r.class_name]) for r in records if r.class_name in new_label
+    ]
+    return records, kept

@@ -51,7 +51,7 @@ CASES = {
     "cocoop": PROMPT,
     "dplclip": {**PROMPT, "mlp_width": 32},
     "dplclip_train_mean": {**PROMPT, "mlp_width": 32, "test_prompt": "train_mean"},
-    "wise": {"base": "clip_adapter", "base_options": "epochs=4;lr=0.02;warmup_epochs=0"},
+    "wise": {"base": "clip_adapter", "base_options": {"epochs": 4, "lr": 0.02, "warmup_epochs": 0}},
 }
 
 

@@ -181,14 +181,14 @@ def test_baseline_protocols(name: str) -> None:
 
 def test_wise_records_the_validation_curve_and_a_fixed_alpha() -> None:
     train, val = _set(30, 5), _set(21, 6)
-    r = M.fit("wise", train, val, base="ce_adapter", base_options="epochs=2")
+    r = M.fit("wise", train, val, base="ce_adapter", base_options={"epochs": 2})
     curve = r.selection["wise"]["curve"]
     assert [p["alpha"] for p in curve] == pytest.approx([i / 10 for i in range(11)])
     best = max(curve, key=lambda p: p["val_acc"])["val_acc"]
     chosen = r.selection["wise"]["alpha"]
     assert next(p for p in curve if p["alpha"] == chosen)["val_acc"] == best
     assert r.head.meta["wise_curve"] == curve
-    fixed = M.fit("wise", train, val, base="ce_adapter", base_options="epochs=2", search=False)
+    fixed = M.fit("wise", train, val, base="ce_adapter", base_options={"epochs": 2}, search=False)
     assert fixed.selection["wise"]["alpha"] == 0.5
     assert fixed.selection["wise"]["alpha_from"] == "config"
     assert len(fixed.selection["wise"]["curve"]) == 11  # the curve is recorded either way

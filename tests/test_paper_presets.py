@@ -142,7 +142,7 @@ def test_pacs_preset_runs_every_method_under_both_conventions(tmp_path: Path) ->
         if m.method in ("coop", "dplclip"):
             sets.append(f"methods.{i}.options.n_ctx=4")
         if m.method == "wise":
-            sets.append(f"methods.{i}.options.base_options=epochs=1")
+            sets.append(f"methods.{i}.options.base_options={{epochs: 1}}")
     n_runs = len(expand_methods(cfg.methods))
     tables = {}
     for conv in ("croft", "authors"):

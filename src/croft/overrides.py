@@ -1,7 +1,9 @@
 """The one override grammar: ``key.path=value`` with a YAML value.
 
-Used by ``croft run --set``, ``croft fit --set`` (flat method options) and the
-experiment loader. Grammar::
+Used by ``croft run --set``, ``croft fit --set`` (flat method options), ``croft extract
+--option`` (flat layout options), WiSE's ``base_options`` text and the experiment loader.
+List-valued method options (``c_grid``, ``alpha_grid``) take a YAML list, mapping-valued
+ones (``base_options``) a YAML mapping. Grammar::
 
     item   := path "=" value
     path   := segment ("." segment)*
@@ -100,11 +102,11 @@ def apply_overrides(
 
 
 def parse_options(items: Iterable[str] | None, what: str = "--set") -> dict[str, Any]:
-    """Flat ``key=value`` items (method options) -> a dict of YAML values."""
+    """Flat ``key=value`` items (method or layout options) -> a dict of YAML values."""
     out: dict[str, Any] = {}
     for item in items or []:
         path, value = parse_assignment(item, what)
         if len(path) != 1 or not isinstance(path[0], str):
-            raise CroftError(f"{what} {item!r}: a method option is one name, e.g. {what} lr=0.01")
+            raise CroftError(f"{what} {item!r}: an option is one name, e.g. {what} lr=0.01")
         out[path[0]] = value
     return out

@@ -27,8 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--option",
         action="append",
         metavar="KEY=VALUE",
-        help="layout option (repeatable), e.g. --option test_domain=photo; true/false and "
-        "integers are converted, a,b becomes a list",
+        help="layout option (repeatable), e.g. --option test_domain=photo; the value is "
+        "YAML, as for --set: ood=true, max_per_class=100, splits=[train, val]",
     )
     p.add_argument("--split", default="all", help="train, val, test or all (default: all records)")
     p.add_argument("--domains", metavar="A,B", help="keep only these domains (comma-separated)")
@@ -69,27 +69,25 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=run)
 
 
-def _value(text: str) -> object:
-    low = text.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    if text.lstrip("-").isdigit():
-        return int(text)
-    if "," in text:
-        return tuple(v.strip() for v in text.split(",") if v.strip())
-    return text
-
-
 def parse_options(items: list[str] | None) -> dict[str, object]:
-    """``["test_domain=photo", "ood=true"]`` -> ``{"test_domain": "photo", "ood": True}``."""
-    from croft.errors import CroftError
+    """``["test_domain=photo", "ood=true", "splits=[train, val]"]`` -> layout options,
+    with the :mod:`croft.overrides` grammar (one name, a YAML value). The older comma list
+    (``splits=train,val``) is still read as a list, with a DeprecationWarning."""
+    import warnings
 
-    out: dict[str, object] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise CroftError(f"--option {item!r}: expected KEY=VALUE (e.g. test_domain=photo)")
-        out[key.strip()] = _value(value.strip())
+    from croft.overrides import parse_options as parse
+
+    out: dict[str, object] = parse(items, "--option")
+    for key, value in out.items():
+        if isinstance(value, str) and "," in value:
+            parts = tuple(v.strip() for v in value.split(",") if v.strip())
+            warnings.warn(
+                f"--option {key}={value}: a comma list is deprecated; write "
+                f"{key}=[{', '.join(parts)}]",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            out[key] = parts
     return out
 
 

@@ -52,6 +52,9 @@ class MethodGrid:
 
     def __post_init__(self) -> None:
         legacy = {k: v for k, v in self.options.items() if isinstance(v, list)}
+        if legacy:  # lists for list-valued options (e.g. c_grid) are plain values
+            lists = _list_options(self.method)
+            legacy = {k: v for k, v in legacy.items() if k not in lists}
         if legacy:  # the old form: a list in options was a grid
             warnings.warn(
                 f"method {self.label}: a list in options is read as a grid; write "
@@ -67,6 +70,17 @@ class MethodGrid:
                 raise CroftError(f"method {self.label}: grid {key} must be a non-empty list")
             if key in self.options:
                 raise CroftError(f"method {self.label}: {key} is both an option and a grid")
+
+
+def _list_options(method: str) -> tuple[str, ...]:
+    """The options of ``method`` whose value is a list (its config's ``LIST_OPTIONS``, e.g.
+    the linear probe's ``c_grid``): a list for them is their value, never a grid."""
+    import croft.methods  # noqa: F401  (registers every method)
+    from croft.methods.base import METHODS
+
+    if method not in METHODS:
+        return ()  # an unknown method is reported where the run is built
+    return tuple(getattr(METHODS.get(method).config_cls, "LIST_OPTIONS", ()))
 
 
 @dataclass

@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -40,11 +40,14 @@ class LinearProbeConfig:
 
     c: float = 1.0  # inverse L2 strength used when there is no search
     search: bool = True  # pick C on validation accuracy when validation features are given
-    c_grid: str = DEFAULT_GRID
+    c_grid: str | list[float] = DEFAULT_GRID  # C values searched: [0.1, 1, 10] or "0.1,1,10"
     views: str = "all"  # all | mean | first
     max_iter: int = 1000
     logit_scale: float = -1.0  # only for similarities(); < 0: the backbone's
     dtype: str = "float32"
+
+    #: options whose value is a list (in YAML options such a list is the value, not a grid)
+    LIST_OPTIONS: ClassVar[tuple[str, ...]] = ("c_grid",)
 
     def check(self) -> None:
         if self.views not in VIEWS:

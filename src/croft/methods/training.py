@@ -111,15 +111,30 @@ class BaselineTrainConfig(TrainConfig):
             raise CroftError(f"optimizer {self.optimizer!r}: use one of {', '.join(OPTIMIZERS)}")
 
 
-def parse_floats(text: str, name: str) -> list[float]:
-    """``"0.1,1,10"`` -> ``[0.1, 1.0, 10.0]`` (a comma-separated option)."""
+def parse_floats(value: str | Sequence[float] | float, name: str) -> list[float]:
+    """The numbers of a list option: a list (YAML or ``--set name=[0.1, 1, 10]``), one
+    number, or the comma-separated text ``"0.1,1,10"`` (``;`` also separates; the older
+    form, still accepted) -> ``[0.1, 1.0, 10.0]``."""
+    hint = f"give a list of numbers, e.g. {name}=[0.1, 1, 10] (or the text 0.1,1,10)"
+    if isinstance(value, str):
+        parts: list[Any] = [v for v in value.replace(";", ",").split(",") if v.strip()]
+    elif isinstance(value, (list, tuple)):
+        parts = list(value)
+    else:
+        parts = [value]
     try:
-        values = [float(v) for v in str(text).replace(";", ",").split(",") if v.strip()]
-    except ValueError:
-        raise CroftError(f"option {name}={text!r}: give comma-separated numbers") from None
+        values = [_number(v) for v in parts]
+    except (TypeError, ValueError):
+        raise CroftError(f"option {name}={value!r}: {hint}") from None
     if not values:
-        raise CroftError(f"option {name} is empty: give comma-separated numbers")
+        raise CroftError(f"option {name} is empty: {hint}")
     return values
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise TypeError(value)
+    return float(value)
 
 
 def make_optimizer(
@@ -166,10 +181,23 @@ def train_epochs(
 
 
 def config_dict(cfg: Any) -> dict[str, Any]:
-    """The config's JSON-able fields as a dict (for ``head.meta``); objects are left out."""
+    """The config's JSON-able fields as a dict (for ``head.meta``): scalars, lists and
+    mappings of them (e.g. a ``c_grid`` list, WiSE's ``base_options``); objects are left
+    out."""
     out: dict[str, Any] = {}
     for f in fields(cfg):
         value = getattr(cfg, f.name)
-        if value is None or isinstance(value, (bool, int, float, str)):
-            out[f.name] = value
+        if _plain(value):
+            out[f.name] = list(value) if isinstance(value, tuple) else value
     return out
+
+
+def _plain(value: Any) -> bool:
+    """JSON data: scalars, and lists / string-keyed mappings of JSON data."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    return False

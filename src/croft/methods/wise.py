@@ -35,9 +35,10 @@ gives the held-out curve (accuracy, energy AUROC).
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -48,6 +49,7 @@ from croft.methods.base import METHODS, FitResult, FittedHead, make_config, regi
 from croft.methods.loop import check_val
 from croft.methods.training import config_dict, parse_floats
 from croft.methods.zeroshot import ZeroShotHead, zeroshot_head
+from croft.overrides import parse_value
 from croft.scores import energy
 from croft.selection import validation_nll
 
@@ -137,28 +139,58 @@ class WiseConfig:
     """WiSE options: the base method, its options and the mixing coefficient."""
 
     base: str = "ce_adapter"
-    base_options: str = ""  # "key=value;key=value" for the base method's config
+    # the base method's options, a mapping: {epochs: 10, lr: 0.01} (the older text
+    # "epochs=10;lr=0.01" is still read, with a DeprecationWarning)
+    base_options: str | dict[str, Any] = ""
     alpha: float = 0.5  # used when there is no search
     search: bool = True  # pick alpha on validation accuracy when validation is given
-    alpha_grid: str = "0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1"
+    # alpha values searched: a list [0, 0.5, 1] or the text "0,0.5,1"
+    alpha_grid: str | list[float] = "0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1"
+
+    #: options whose value is a list (in YAML options such a list is the value, not a grid)
+    LIST_OPTIONS: ClassVar[tuple[str, ...]] = ("alpha_grid",)
 
     def check(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:
             raise CroftError(f"alpha {self.alpha} must lie in [0, 1]")
         parse_floats(self.alpha_grid, "alpha_grid")
-        parse_options(self.base_options)
+        parse_options(self.base_options, warn=False)
 
 
-def parse_options(text: str) -> dict[str, Any]:
-    """``"epochs=10;lr=0.01"`` -> ``{"epochs": "10", "lr": "0.01"}``."""
+def parse_options(value: str | Mapping[str, Any], *, warn: bool = True) -> dict[str, Any]:
+    """``base_options`` as a dict of the base method's options.
+
+    A mapping (YAML, ``--set base_options={epochs: 10, lr: 0.01}``) is used as it is, and
+    so is mapping text (``"{epochs: 10}"``, read with :func:`croft.overrides.parse_value`).
+    The older text ``"epochs=10;lr=0.01"`` -> ``{"epochs": "10", "lr": "0.01"}`` (values
+    stay text; the base config converts them) is deprecated: a DeprecationWarning when
+    ``warn``.
+    """
+    hint = "give a mapping, e.g. base_options={epochs: 10, lr: 0.01}"
+    if isinstance(value, str) and value.strip().startswith("{"):
+        value = parse_value(value.strip(), "option base_options")
+    if isinstance(value, Mapping):
+        bad = [k for k in value if not isinstance(k, str)]
+        if bad:
+            raise CroftError(f"option base_options: key {bad[0]!r} is not a name; {hint}")
+        return dict(value)
+    if not isinstance(value, str):
+        raise CroftError(f"option base_options={value!r}: {hint}")
     out: dict[str, Any] = {}
-    for part in str(text).split(";"):
+    for part in value.split(";"):
         if not part.strip():
             continue
-        key, sep, value = part.partition("=")
+        key, sep, raw = part.partition("=")
         if not sep or not key.strip():
-            raise CroftError(f"base_options entry {part!r}: write key=value;key=value")
-        out[key.strip()] = value.strip()
+            raise CroftError(f"base_options entry {part!r}: {hint} (or write key=value;key=value)")
+        out[key.strip()] = raw.strip()
+    if out and warn:
+        warnings.warn(
+            f"base_options {value!r}: the key=value;key=value text is deprecated; write "
+            f"base_options={{{', '.join(f'{k}: {v}' for k, v in out.items())}}}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
     return out
 
 

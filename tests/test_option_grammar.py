@@ -165,3 +165,28 @@ def test_wise_base_options_mapping_and_text_fit_the_same_head() -> None:
     for name, value in a.head.state_dict().items():
         assert torch.equal(value, b.head.state_dict()[name]), name
     assert a.head.meta["config"]["base_options"] == {"epochs": 2}
+
+
+def test_cli_shows_croft_deprecations_as_one_warning_line(tmp_path, capsys):
+    from croft.cli.main import main
+
+    root = tmp_path / "data"
+    (root / "a").mkdir(parents=True)
+    rc = main(
+        [
+            "extract",
+            "--root",
+            str(root),
+            "--layout",
+            "folder",
+            "--option",
+            "splits=a,b",
+            "--out",
+            str(tmp_path / "f.safetensors"),
+            "--backbone",
+            "openclip:X:/nope.pt",
+        ]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert any(line.startswith("croft: warning:") and "splits" in line for line in err), err

@@ -21,3 +21,7 @@ def first_line(exc: BaseException) -> str:
     third-party exception is quoted inside a one-line :class:`CroftError`."""
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+class CroftDeprecationWarning(DeprecationWarning):
+    """An input form croft still reads but will stop reading; the CLI always shows it."""

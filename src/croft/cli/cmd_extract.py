@@ -75,6 +75,7 @@ def parse_options(items: list[str] | None) -> dict[str, object]:
     (``splits=train,val``) is still read as a list, with a DeprecationWarning."""
     import warnings
 
+    from croft.errors import CroftDeprecationWarning
     from croft.overrides import parse_options as parse
 
     out: dict[str, object] = parse(items, "--option")
@@ -84,7 +85,7 @@ def parse_options(items: list[str] | None) -> dict[str, object]:
             warnings.warn(
                 f"--option {key}={value}: a comma list is deprecated; write "
                 f"{key}=[{', '.join(parts)}]",
-                DeprecationWarning,
+                CroftDeprecationWarning,
                 stacklevel=2,
             )
             out[key] = parts

@@ -21,10 +21,11 @@ import logging
 import os
 import pkgutil
 import sys
+import warnings
 from collections.abc import Sequence
 
 from croft._version import __version__
-from croft.errors import CroftError
+from croft.errors import CroftDeprecationWarning, CroftError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,6 +59,17 @@ def _install_log_handler() -> None:
     logger = logging.getLogger("croft")
     if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
         logger.addHandler(_StderrHandler(logging.WARNING))
+
+
+def _show_deprecation(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001, ANN202
+    """croft's own deprecations as ``croft: warning: …`` lines; other warnings as usual."""
+    if issubclass(category, CroftDeprecationWarning):
+        print(f"croft: warning: {' '.join(str(message).split())}", file=sys.stderr)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
+
+
+_default_showwarning = warnings.showwarning
 
 
 _FIXES = {
@@ -108,6 +120,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     _install_log_handler()
+    with warnings.catch_warnings():  # croft's deprecations are always shown, as one line
+        warnings.simplefilter("default", CroftDeprecationWarning)
+        warnings.showwarning = _show_deprecation
+        return _dispatch(args)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    """Run the command; every failure becomes one ``croft: error:`` line and an exit code."""
     try:
         check_device_arg(args)
         return int(args.func(args) or 0)

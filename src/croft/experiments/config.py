@@ -18,7 +18,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from croft.errors import CroftError
+from croft.errors import CroftDeprecationWarning, CroftError
 from croft.fileio import safe_name
 
 MAX_VIEWS = 64  # augmented training views per image (memory grows linearly)
@@ -60,7 +60,7 @@ class MethodGrid:
                 f"method {self.label}: a list in options is read as a grid; write "
                 f"grid: {{{', '.join(f'{k}: {v}' for k, v in legacy.items())}}} instead "
                 "(lists in options will become plain values)",
-                DeprecationWarning,
+                CroftDeprecationWarning,
                 stacklevel=2,
             )
             self.options = {k: v for k, v in self.options.items() if k not in legacy}

@@ -43,7 +43,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from croft.errors import CroftError
+from croft.errors import CroftDeprecationWarning, CroftError
 from croft.features.files import FeatureSet
 from croft.methods.base import METHODS, FitResult, FittedHead, make_config, register_method
 from croft.methods.loop import check_val
@@ -188,7 +188,7 @@ def parse_options(value: str | Mapping[str, Any], *, warn: bool = True) -> dict[
         warnings.warn(
             f"base_options {value!r}: the key=value;key=value text is deprecated; write "
             f"base_options={{{', '.join(f'{k}: {v}' for k, v in out.items())}}}",
-            DeprecationWarning,
+            CroftDeprecationWarning,
             stacklevel=2,
         )
     return out

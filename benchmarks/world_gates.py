@@ -8,11 +8,13 @@ CE adapter: lr in {1, 4, 16} x 0.002 x (100/s)^2 (the scale-aware rule, s = the
 backbone's logit scale), 30 epochs, chosen per (style, seed) on source-validation
 accuracy, ties by validation NLL, then the smaller lr.
 
-Training views are RandomResizedCrop(scale=(0.7, 1)) + flip as the design asks. The
-feature store has no crop-scale option (its train transform uses
-``croft.backbones.preprocess.TRAIN_SCALE`` = (0.08, 1)); this script sets that module
-constant for its own process and uses a PRIVATE feature cache (``--cache``), because the
-store's key does not record the scale, so these features must never meet the shared cache.
+Training views are RandomResizedCrop(scale=(0.7, 1)) + flip as the design asks, through
+the feature store's ``ViewSpec.train_views(..., crop_scale=(0.7, 1))`` (the scale is part
+of the store key, so the shared feature cache is safe; ``--cache`` picks another one).
+
+G4 measures the world's shortcut cue as its manifest names it (``layout.shortcut``): the
+object's colour (the study world since the change of 2026-12-01) or the background tint
+(the superseded first design, ``--shortcut-cue tint``).
 
     OMP_NUM_THREADS=1 python benchmarks/world_gates.py --out gates.json
 """
@@ -63,11 +65,9 @@ def _rows(fs: Any, index: Any) -> dict:
 
 def load_data(root: Path, backbone: Any, seeds: list[int], cache: Path, views: int) -> dict:
     """Feature sets of every (held-out style, seed) task, the extra target and OOD sets."""
-    import croft.backbones.preprocess as pp
     from croft.data import few_shot, read_layout
     from croft.features import ViewSpec, extract_features, extract_text_features
 
-    pp.TRAIN_SCALE = CROP_SCALE  # see the module docstring: private cache only
     common = {"cache_dir": str(cache), "batch_size": 256, "workers": 0, "progress": False}
     per = {h: read_layout(root, "oodbench", test_domain=h) for h in (*SEEN, EXTRA)}
     full = per[SEEN[0]]
@@ -82,7 +82,8 @@ def load_data(root: Path, backbone: Any, seeds: list[int], cache: Path, views: i
         key=lambda r: r.path,
     )
     tr_index, ev_index = full.with_records(train_union), full.with_records(eval_union)
-    tr = extract_features(backbone, tr_index, view=ViewSpec.train_views(views, 0), **common)
+    train_view = ViewSpec.train_views(views, 0, CROP_SCALE)
+    tr = extract_features(backbone, tr_index, view=train_view, **common)
     ev = extract_features(backbone, ev_index, view=ViewSpec.eval_view(), **common)
     text = extract_text_features(backbone, list(full.class_names), ["a photo of a {}."])
     tr_rows, ev_rows = _rows(tr, tr_index), _rows(ev, ev_index)
@@ -105,8 +106,29 @@ def load_data(root: Path, backbone: Any, seeds: list[int], cache: Path, views: i
     data["extra"] = _feature_set(ev, ev_rows, extra, full, text)
     data["textures"] = ood(root / "ood_textures", "folder", ood=True)
     data["pooled"] = ood(root / "ood_classes", "domainbed")
-    data["tints"] = json.loads((root / "tints.json").read_text())
+    data["cue"] = _cue_agreement(root)
     return data
+
+
+def _cue_agreement(root: Path) -> dict[str, bool]:
+    """``{path under images/: does the image carry its class's shortcut cue}`` (ID images)."""
+    man = json.loads((root / "world.json").read_text())
+    short = man["layout"].get("shortcut", {"cue": "tint"})
+    if short["cue"] == "tint":  # the superseded design: tint index == class index
+        tints = json.loads((root / "tints.json").read_text())
+        classes = man["id_classes"]
+        return {
+            p[len("images/") :]: t == classes.index(p.split("/")[2])
+            for p, t in tints.items()
+            if p.startswith("images/")
+        }
+    colours = json.loads((root / "colours.json").read_text())
+    want = short["values"]
+    return {
+        p[len("images/") :]: c == want[p.split("/")[2]]
+        for p, c in colours.items()
+        if p.startswith("images/")
+    }
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -124,16 +146,11 @@ def _auroc(head: Any, id_fs: Any, ood_fs: Any) -> float:
     return auroc(energy(_logits(head, id_fs)), energy(_logits(head, ood_fs)))
 
 
-def _tint_split(head: Any, val: Any, tints: dict[str, int]) -> tuple[float, float]:
-    """Validation accuracy on tint-agreeing and tint-disagreeing images."""
+def _cue_split(head: Any, val: Any, cue: dict[str, bool]) -> tuple[float, float]:
+    """Validation accuracy on cue-agreeing and cue-disagreeing images."""
     pred = _logits(head, val).argmax(1)
     ok = (pred == val.labels).numpy()
-    agree = np.array(
-        [
-            tints["images/" + p] == int(y)
-            for p, y in zip(val.extra["paths"], val.labels, strict=True)
-        ]
-    )
+    agree = np.array([cue[p] for p in val.extra["paths"]])
     return float(ok[agree].mean()), float(ok[~agree].mean())
 
 
@@ -176,7 +193,7 @@ def run_task(train: Any, val: Any, test: Any, data: dict, h: str, seed: int, a: 
         m["val_acc"], m["val_nll"] = _acc_nll(head, val)
         m["test_acc"] = _acc_nll(head, test)[0]
         m["sketch_acc"] = _acc_nll(head, data["extra"])[0]
-        m["val_acc_tint_agree"], m["val_acc_tint_disagree"] = _tint_split(head, val, data["tints"])
+        m["val_acc_cue_agree"], m["val_acc_cue_disagree"] = _cue_split(head, val, data["cue"])
         m["auroc_matched"] = _auroc(head, test, data["ood_matched"][h])
         m["auroc_textures"] = _auroc(head, test, data["textures"])
         m["auroc_pooled"] = _auroc(head, test, data["pooled"])
@@ -210,11 +227,12 @@ def gates(records: list[dict]) -> dict[str, Any]:
     ce_gain = float(np.mean(arr("ce_adapter", "val_acc") - arr("zeroshot", "val_acc")))
     changed = float(np.mean(arr("ce_adapter", "changed_best")))
     kept = int(sum(r["ce_adapter"]["selected_epoch"] == 0 for r in records))
-    shortcut = float(
-        np.mean(
-            arr("ce_adapter", "val_acc_tint_agree") - arr("ce_adapter", "val_acc_tint_disagree")
-        )
-    )
+
+    def cue_gap(method: str) -> float:
+        agree, disagree = arr(method, "val_acc_cue_agree"), arr(method, "val_acc_cue_disagree")
+        return float(np.mean(agree - disagree))
+
+    shortcut = cue_gap("ce_adapter")
     zs_auroc = float(np.mean(arr("zeroshot", "auroc_matched")))
     diff = arr("ce_adapter", "test_acc") - arr("zeroshot", "test_acc")
     lo, hi = paired_bootstrap(diff)
@@ -231,7 +249,14 @@ def gates(records: list[dict]) -> dict[str, Any]:
             "runs": len(records),
             "pass": changed >= 0.05 and ce_gain >= 0.05 and kept <= 2,
         },
-        "G4": {"agree_minus_disagree_val": shortcut, "pass": shortcut >= 0.10},
+        "G4": {
+            "agree_minus_disagree_val": shortcut,
+            "ce_agree_val": float(np.mean(arr("ce_adapter", "val_acc_cue_agree"))),
+            "ce_disagree_val": float(np.mean(arr("ce_adapter", "val_acc_cue_disagree"))),
+            "zeroshot_agree_minus_disagree_val": cue_gap("zeroshot"),
+            "probe_agree_minus_disagree_val": cue_gap("linear_probe"),
+            "pass": shortcut >= 0.10,
+        },
         "G5": {"zeroshot_matched_energy_auroc": zs_auroc, "pass": 0.65 <= zs_auroc <= 0.95},
         "G6": {
             "ce_minus_zeroshot_test_acc": float(diff.mean()),
@@ -254,6 +279,7 @@ def _summary_table(records: list[dict]) -> str:
 
 def main() -> None:
     from croft.backbones import load_backbone
+    from croft.features.store import default_cache_dir
     from croft.fileio import atomic_write_json, cache_dir
     from croft.world import TINY_CLIP_ARCH, generate_world, tiny_clip_checkpoint
 
@@ -265,15 +291,25 @@ def main() -> None:
     p.add_argument("--lr-mults", type=float, nargs="+", default=[1.0, 4.0, 16.0])
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--views", type=int, default=8)
-    p.add_argument("--cache", type=Path, default=None, help="private feature cache")
+    p.add_argument("--cache", type=Path, default=None, help="feature cache (default: croft's)")
+    p.add_argument(
+        "--shortcut-cue",
+        choices=("colour", "tint"),
+        default="colour",
+        help="the study world's shortcut (tint: the superseded first design)",
+    )
     p.add_argument("--out", type=Path, default=Path("world_gates.json"))
     a = p.parse_args()
     t0 = time.perf_counter()
-    root = a.world or cache_dir() / "world" / "study-seed0"
-    generate_world(root, preset="study", seed=0, log=print)
+    from croft.world import world_preset
+
+    tag = "" if a.shortcut_cue == "colour" else "-tint"
+    root = a.world or cache_dir() / "world" / f"study{tag}-seed0"
+    world = None if a.shortcut_cue == "colour" else world_preset("study", shortcut_cue="tint")
+    generate_world(root, preset="study", seed=0, config=world, log=print)
     ckpt = a.checkpoint or str(tiny_clip_checkpoint("study"))
     backbone = load_backbone(f"openclip:{TINY_CLIP_ARCH}:{ckpt}")
-    cache = a.cache or a.out.with_suffix(".features")
+    cache = a.cache or default_cache_dir()
     data = load_data(root, backbone, a.seeds, cache, a.views)
     print(f"features ready in {time.perf_counter() - t0:.0f} s")
     records = []
@@ -303,6 +339,7 @@ def main() -> None:
             "val": "all source val images (10 per class and style)",
             "views": a.views,
             "crop_scale": list(CROP_SCALE),
+            "shortcut_cue": a.shortcut_cue,
             "epochs": a.epochs,
             "lr_rule": "lr_mult x 0.002 x (100 / s)^2",
             "lr_mults": a.lr_mults,

@@ -136,9 +136,12 @@ class Preprocess:
 
         return transform
 
-    def train_transform(self) -> Callable[[Image.Image, int], torch.Tensor]:
-        """Augmenting transform ``(img, seed) -> (3, S, S)``: random resized crop with scale
-        (0.08, 1) and ratio (3/4, 4/3), then a horizontal flip with p = 0.5, then normalise.
+    def train_transform(
+        self, scale: tuple[float, float] | None = None
+    ) -> Callable[[Image.Image, int], torch.Tensor]:
+        """Augmenting transform ``(img, seed) -> (3, S, S)``: random resized crop with area
+        ``scale`` (default ``TRAIN_SCALE`` = (0.08, 1)) and ratio (3/4, 4/3), then a
+        horizontal flip with p = 0.5, then normalise.
 
         The crop and flip are drawn from a local ``torch.Generator`` seeded with ``seed``, so
         the same (image, seed) always gives the same tensor and the global RNG is untouched.
@@ -147,11 +150,12 @@ class Preprocess:
         from torchvision.transforms import functional as TF
 
         size, mode = self.image_size, self._mode()
+        area = TRAIN_SCALE if scale is None else scale
 
         def transform(img: Image.Image, seed: int) -> torch.Tensor:
             img = img.convert("RGB")
             gen = torch.Generator().manual_seed(int(seed))
-            top, left, h, w = _random_resized_crop_box(img.size, gen)
+            top, left, h, w = _random_resized_crop_box(img.size, gen, area)
             img = TF.resized_crop(img, top, left, h, w, [size, size], interpolation=mode)
             if torch.rand(1, generator=gen).item() < 0.5:
                 img = TF.hflip(img)
@@ -161,10 +165,10 @@ class Preprocess:
 
 
 def _random_resized_crop_box(
-    wh: tuple[int, int], gen: torch.Generator
+    wh: tuple[int, int], gen: torch.Generator, scale: tuple[float, float] = TRAIN_SCALE
 ) -> tuple[int, int, int, int]:
     """Sample ``(top, left, height, width)`` of a crop covering a random area fraction in
-    ``TRAIN_SCALE`` with a log-uniform aspect ratio in ``TRAIN_RATIO`` (10 tries, then the
+    ``scale`` with a log-uniform aspect ratio in ``TRAIN_RATIO`` (10 tries, then the
     largest centred crop with a ratio inside the range)."""
     import torch
 
@@ -173,7 +177,7 @@ def _random_resized_crop_box(
     log_lo, log_hi = math.log(TRAIN_RATIO[0]), math.log(TRAIN_RATIO[1])
     for _ in range(10):
         u = torch.rand(2, generator=gen).tolist()
-        target = area * (TRAIN_SCALE[0] + u[0] * (TRAIN_SCALE[1] - TRAIN_SCALE[0]))
+        target = area * (scale[0] + u[0] * (scale[1] - scale[0]))
         ratio = math.exp(log_lo + u[1] * (log_hi - log_lo))
         w = round(math.sqrt(target * ratio))
         h = round(math.sqrt(target / ratio))

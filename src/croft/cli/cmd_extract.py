@@ -41,6 +41,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("--seed", type=int, help="base seed of the training views (default 0)")
     p.add_argument(
+        "--crop-scale",
+        metavar="LO,HI",
+        help="area range of the training views' random resized crop (default 0.08,1)",
+    )
+    p.add_argument(
         "--templates",
         nargs="+",
         metavar="T",
@@ -99,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.views is None and args.seed is not None:
         raise CroftError("--seed sets the seed of training views; pass --views V as well")
+    if args.views is None and args.crop_scale is not None:
+        raise CroftError("--crop-scale sets the training views' crop; pass --views V as well")
     if args.views is not None and args.views < 1:
         raise CroftError(f"--views must be at least 1, got {args.views}")
     if not str(args.out).endswith(".safetensors"):
@@ -125,7 +132,12 @@ def run(args: argparse.Namespace) -> int:
     domains = [d.strip() for d in args.domains.split(",") if d.strip()] if args.domains else None
     if domains:
         index = index.filter(domains=domains)
-    view = ViewSpec.train_views(args.views, args.seed or 0) if args.views else ViewSpec.eval_view()
+    scale = None if args.crop_scale is None else args.crop_scale.split(",")
+    view = (
+        ViewSpec.train_views(args.views, args.seed or 0, scale)
+        if args.views
+        else ViewSpec.eval_view()
+    )
     ctx = env_context()
     device = resolve_device(args.device, ctx)
     backbone = load_backbone(

@@ -111,6 +111,8 @@ class ExperimentBase:
     val_per_class: int = 0  # 0: all source-validation images (Setup-I: 4)
     views: int = 8
     view_seed: int = 0
+    # training views' RandomResizedCrop area range [lo, hi]; None: the store's (0.08, 1)
+    crop_scale: list[float] | None = None
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
     ood_transform: str = "eval"  # eval | train (the authors' deviation, docs)
     scores: list[str] = field(default_factory=lambda: ["energy", "knn"])
@@ -148,6 +150,7 @@ class ExperimentBase:
         _choice("precision", self.precision, ("fp32", "fp16", "bf16"))
         _bounded("shots", self.shots, 1, MAX_SHOTS)
         _bounded("views", self.views, 1, MAX_VIEWS)
+        self.train_view()  # crop_scale: two numbers with 0 < lo <= hi <= 1
         _bounded("val_per_class", self.val_per_class, 0, MAX_SHOTS)
         _bounded("knn_k", self.knn_k, 1, 10_000)
         _bounded("batch_size", self.batch_size, 1, 1 << 16)
@@ -184,11 +187,22 @@ class ExperimentBase:
         for m in self.methods:
             safe_name(m.label, "method label")
 
+    def train_view(self) -> Any:
+        """The :class:`croft.features.ViewSpec` of the training views."""
+        from croft.features import ViewSpec
+
+        try:
+            return ViewSpec.train_views(self.views, self.view_seed, self.crop_scale)
+        except CroftError as exc:
+            raise CroftError(f"{exc} (config keys views / view_seed / crop_scale)") from None
+
     def run_settings(self) -> dict[str, Any]:
         """The resolved settings that change what a run computes (part of its run key)."""
         doc = dataclasses.asdict(self)
         for key in self.NOT_IN_RUN_KEY:
             doc.pop(key, None)
+        if self.crop_scale is None:  # absent: the run keys written before the key existed
+            doc.pop("crop_scale", None)
         doc["conventions"] = self.evaluation_conventions().to_dict()
         return doc
 

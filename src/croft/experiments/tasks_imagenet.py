@@ -123,7 +123,7 @@ def _pools(cfg: ImagenetConfig, backbone: Any, full: Any, task_records: list, co
         return full.with_records([by_path[p] for p in sorted(paths)])
 
     train_index = originals({r.path for t in task_records for r in t.train})
-    views = ViewSpec.train_views(cfg.views, cfg.view_seed)
+    views = cfg.train_view()
     train_pool = pool(extract_features(backbone, train_index, view=views, **common), train_index)
     # eval view: the train-split images of the bank (and validation), and the whole val split
     val_split = full.filter(split="val")

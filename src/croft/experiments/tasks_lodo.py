@@ -134,7 +134,7 @@ def lodo_tasks(
     eval_union = by_path(r for t in task_records for r in (*t.train, *t.val, *t.test, *t.bank))
     train_index = full.with_records(train_union)
     eval_index = full.with_records(eval_union)
-    views = ViewSpec.train_views(cfg.views, cfg.view_seed)
+    views = cfg.train_view()
     train_fs = extract_features(backbone, train_index, view=views, **common)
     eval_fs = extract_features(backbone, eval_index, view=ViewSpec.eval_view(), **common)
     text = extract_text_features(backbone, list(full.class_names), cfg.templates)

@@ -35,6 +35,8 @@ DIST_TIMEOUT = timedelta(hours=6)
 
 
 MAX_VIEWS = 1024  # augmented views per image; memory grows as N x V x D
+#: The train views' default RandomResizedCrop area range (``croft.backbones.preprocess``).
+DEFAULT_CROP_SCALE = (0.08, 1.0)
 
 
 @dataclass(frozen=True)
@@ -43,12 +45,15 @@ class ViewSpec:
 
     ``eval``: one centre-crop view (features ``(N, D)``); ``views`` and ``seed`` are 1, 0.
     ``train``: ``views`` augmented views per image (features ``(N, V, D)``), view ``v``
-    of record ``i`` drawn with seed ``view_seed(seed, i, v)``.
+    of record ``i`` drawn with seed ``view_seed(seed, i, v)``; ``crop_scale`` is the
+    random resized crop's area range ``(lo, hi)``, ``0 < lo <= hi <= 1`` (default
+    ``(0.08, 1)``; it enters :meth:`to_dict`, hence store keys, only when it differs).
     """
 
     kind: str = "eval"
     views: int = 1
     seed: int = 0
+    crop_scale: tuple[float, float] = DEFAULT_CROP_SCALE
 
     def __post_init__(self) -> None:
         if self.kind not in ("eval", "train"):
@@ -62,6 +67,9 @@ class ViewSpec:
             )
         if not isinstance(self.seed, int) or self.seed < 0:
             raise CroftError(f"view seed must be a non-negative integer, got {self.seed!r}")
+        object.__setattr__(self, "crop_scale", _crop_scale(self.crop_scale))
+        if self.kind == "eval" and self.crop_scale != DEFAULT_CROP_SCALE:
+            raise CroftError("crop_scale applies to train views only, not the eval view")
 
     @classmethod
     def eval_view(cls) -> ViewSpec:
@@ -69,25 +77,51 @@ class ViewSpec:
         return cls("eval")
 
     @classmethod
-    def train_views(cls, views: int, seed: int = 0) -> ViewSpec:
-        """``views`` augmented views per image, seeded by ``seed``."""
+    def train_views(
+        cls, views: int, seed: int = 0, crop_scale: Sequence[float] | None = None
+    ) -> ViewSpec:
+        """``views`` augmented views per image, seeded by ``seed``, cropping an area
+        fraction in ``crop_scale`` (default ``(0.08, 1)``)."""
         if isinstance(views, float) and not views.is_integer():
             raise CroftError(f"train views must be an integer, got {views!r}")
         try:
-            return cls("train", int(views), int(seed))
+            views, seed = int(views), int(seed)
         except (OverflowError, ValueError, TypeError):
             raise CroftError(f"train views must be an integer in [1, {MAX_VIEWS}]") from None
+        scale = DEFAULT_CROP_SCALE if crop_scale is None else _crop_scale(crop_scale)
+        return cls("train", views, seed, scale)
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"kind": "eval"}`` or ``{"kind": "train", "views": V, "seed": S}``."""
+        """``{"kind": "eval"}`` or ``{"kind": "train", "views": V, "seed": S}``, plus
+        ``"crop_scale": [lo, hi]`` when it is not the default (old keys stay valid)."""
         if self.kind == "eval":
             return {"kind": "eval"}
-        return {"kind": "train", "views": self.views, "seed": self.seed}
+        d: dict[str, Any] = {"kind": "train", "views": self.views, "seed": self.seed}
+        if self.crop_scale != DEFAULT_CROP_SCALE:
+            d["crop_scale"] = list(self.crop_scale)
+        return d
 
     @property
     def tag(self) -> str:
-        """Short name for directory names: ``eval`` or ``train-v8-s0``."""
-        return "eval" if self.kind == "eval" else f"train-v{self.views}-s{self.seed}"
+        """Short name for directory names: ``eval``, ``train-v8-s0`` or, with a
+        non-default crop scale, ``train-v8-s0-c0.7-1``."""
+        if self.kind == "eval":
+            return "eval"
+        tag = f"train-v{self.views}-s{self.seed}"
+        if self.crop_scale != DEFAULT_CROP_SCALE:
+            tag += f"-c{self.crop_scale[0]:g}-{self.crop_scale[1]:g}"
+        return tag
+
+
+def _crop_scale(value: Any) -> tuple[float, float]:
+    """``(lo, hi)`` floats with ``0 < lo <= hi <= 1``, or a one-line :class:`CroftError`."""
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise CroftError(f"crop_scale must be two numbers [lo, hi], got {value!r}") from None
+    if not 0.0 < lo <= hi <= 1.0:
+        raise CroftError(f"crop_scale must satisfy 0 < lo <= hi <= 1, got [{lo:g}, {hi:g}]")
+    return lo, hi
 
 
 def view_seed(base_seed: int, index: int, view: int) -> int:
@@ -130,7 +164,11 @@ class ImageViews(torch.utils.data.Dataset):
             return i, torch.zeros(view.views, 3, size, size), False, str(exc)
         if self._transform is None:
             pp = self.preprocess
-            self._transform = pp.eval_transform() if view.kind == "eval" else pp.train_transform()
+            self._transform = (
+                pp.eval_transform()
+                if view.kind == "eval"
+                else pp.train_transform(scale=view.crop_scale)
+            )
         if view.kind == "eval":
             x = self._transform(img).unsqueeze(0)
         else:

@@ -21,9 +21,12 @@ and the held-out style is harder than the seen ones (``benchmarks/world_quality.
 
 World v2 (preset ``"study"``, :data:`STUDY_WORLD`, :data:`STUDY_PRETRAIN`; the design is
 ``docs/world-study.md``) adds a source-only shortcut and a wider text gap: in the train
-and validation splits each image's background carries its class's tint
-(:data:`croft.world.render.TINTS`) with probability ``shortcut_rate``, a random one of the
-tints otherwise; test splits, open-set sets and pre-training use uniformly random tints.
+and validation splits each object's main colour is its class's shortcut colour
+(:data:`SHORTCUT_COLOURS`) with probability ``shortcut_rate``, a uniformly random colour
+otherwise; test splits and open-set sets have uniformly random colours. Every v2 object
+image has a uniformly random background tint (:data:`croft.world.render.TINTS`), as in
+v2 pre-training. (``shortcut_cue="tint"`` is the superseded first design: the tint tied
+to the class instead, the colour random; change of 2026-12-01 in docs/world-study.md.)
 The class name appears in 10 % of pre-training captions; the 4 leave-one-style-out styles
 were all seen in pre-training and sketch (never seen) is an extra target. Each (class,
 style) has its own test images (``test_per_class``), separate from train and val.
@@ -44,6 +47,8 @@ __all__ = [
     "STUDY_WORLD",
     "WORLD_VERSION",
     "WORLD_VERSIONS",
+    "SHORTCUT_COLOURS",
+    "SHORTCUT_CUES",
     "PretrainConfig",
     "WorldConfig",
     "pretrain_preset",
@@ -91,6 +96,25 @@ TYPICAL_COLOURS: dict[str, str] = {
 }
 
 
+#: World v2's shortcut: the main colour an ID class takes in the train/val splits with
+#: probability ``shortcut_rate``. Each class gets the *typical colour of another class*
+#: (the class two places on in ``id_classes``, cyclically; never its related class), so
+#: the tie exists only in the sources: pre-training ties no class to these colours and
+#: zero-shot gets no help from them (change of 2026-12-01, docs/world-study.md).
+SHORTCUT_COLOURS: dict[str, str] = {
+    "house": "orange",
+    "tree": "blue",
+    "fish": "purple",
+    "cup": "yellow",
+    "umbrella": "red",
+    "boat": "brown",
+    "car": "green",
+}
+#: What world v2's shortcut ties to the class: the object's main colour (the study world)
+#: or the background tint (the superseded first design, kept reproducible).
+SHORTCUT_CUES = ("colour", "tint")
+
+
 @dataclass(frozen=True)
 class WorldConfig:
     """The downstream world: ID classes, domains (styles), open-set sets and sizes."""
@@ -110,9 +134,13 @@ class WorldConfig:
     #: v2: test images per (class, domain), drawn apart from the ``per_class`` train+val
     #: images; 0 (v1) = the held-out domain's test split is all its ``per_class`` images
     test_per_class: int = 0
-    #: v2: probability that a train/val image's background has its class's tint (the
-    #: shortcut ρ); None (v1) = the styles' own random backgrounds, no tints at all
+    #: v2: probability that a train/val image carries its class's shortcut cue (ρ);
+    #: None (v1) = no shortcut and the styles' own random backgrounds, no tints at all
     shortcut_rate: float | None = None
+    #: v2: the cue (:data:`SHORTCUT_CUES`): ``"colour"``, the object's main colour is
+    #: :data:`SHORTCUT_COLOURS` of its class, every background a uniform tint; ``"tint"``
+    #: (superseded), the background tint is the class's, the colour uniform
+    shortcut_cue: str = "colour"
 
     @property
     def all_domains(self) -> tuple[str, ...]:
@@ -139,8 +167,15 @@ class WorldConfig:
                 raise CroftError(
                     f"world: shortcut_rate must be in [0, 1], got {self.shortcut_rate}"
                 )
-            if len(self.id_classes) > len(TINTS):
+            if self.shortcut_cue not in SHORTCUT_CUES:
+                raise CroftError(
+                    f"world: unknown shortcut_cue {self.shortcut_cue!r}; known: {SHORTCUT_CUES}"
+                )
+            if self.shortcut_cue == "tint" and len(self.id_classes) > len(TINTS):
                 raise CroftError(f"world: the shortcut has {len(TINTS)} tints, one per ID class")
+            missing = set(self.id_classes) - set(SHORTCUT_COLOURS)
+            if self.shortcut_cue == "colour" and missing:
+                raise CroftError(f"world: no shortcut colour for {sorted(missing)}")
         if self.version == WORLD_VERSION and (
             self.extra_domains or self.test_per_class or self.shortcut_rate is not None
         ):
@@ -161,7 +196,13 @@ class WorldConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         if self.version == WORLD_VERSION:  # v1 manifests as written before v2 existed
-            for key in ("version", "extra_domains", "test_per_class", "shortcut_rate"):
+            for key in (
+                "version",
+                "extra_domains",
+                "test_per_class",
+                "shortcut_rate",
+                "shortcut_cue",
+            ):
                 del d[key]
         return d
 
@@ -212,9 +253,9 @@ class PretrainConfig:
 
 
 #: World v2, the study world (docs/world-study.md): 4 leave-one-out styles all seen in
-#: pre-training, sketch as an extra target, the class-tied background tint with ρ = 0.85
-#: in train/val, train 40 / val 10 / test 120 per (class, style), 40 held-out-class
-#: images per (class, style) and 40 per texture kind.
+#: pre-training, sketch as an extra target, the class-tied object colour with ρ = 0.85
+#: in train/val (uniform background tints everywhere), train 40 / val 10 / test 120 per
+#: (class, style), 40 held-out-class images per (class, style) and 40 per texture kind.
 STUDY_WORLD = WorldConfig(
     domains=("photo", "painting", "cartoon", "pixel"),
     extra_domains=("sketch",),

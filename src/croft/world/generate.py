@@ -18,7 +18,9 @@ seed gives the same world in any order, and the folder is reused when its manife
 matches (same version, config and seed).
 
 World v2 (``preset="study"``) also writes ``out/tints.json`` (``{relpath: tint index}``
-for every object image) and renders the extra target domains (sketch) too. Per (class,
+for every object image), ``out/colours.json`` (``{relpath: main colour name}``) and renders
+the extra target domains (sketch) too. The manifest's ``layout.shortcut`` names the cue,
+its rate and each class's cue value (``croft.world.config.SHORTCUT_COLOURS``). Per (class,
 domain) images ``0 .. n_train-1`` are train, the next ``n_val`` val and the last
 ``test_per_class`` test; ``test_on_<h>.json`` trains and validates on the train and val
 images of the other leave-one-out domains (never the extra ones) and tests on ``h``'s
@@ -43,7 +45,7 @@ import numpy as np
 
 from croft.errors import CroftError
 from croft.world.captions import describe
-from croft.world.config import WORLD_VERSION, WorldConfig, world_preset
+from croft.world.config import SHORTCUT_COLOURS, WORLD_VERSION, WorldConfig, world_preset
 from croft.world.render import TINTS, render_object, render_texture
 
 __all__ = [
@@ -57,7 +59,8 @@ __all__ = [
 
 MANIFEST = "world.json"
 TINTS_FILE = "tints.json"
-_SET_ID, _SET_OOD, _SET_TEX, _SET_TINT = 1, 2, 3, 4
+COLOURS_FILE = "colours.json"
+_SET_ID, _SET_OOD, _SET_TEX, _SET_TINT, _SET_COLOUR = 1, 2, 3, 4, 5
 #: World v1's generator digest, frozen: v1 images are pinned bit for bit by a golden test
 #: (tests/test_world.py), so edits that add v2 leave v1 worlds (and their caches) valid.
 _V1_GENERATOR = "3fa5d6308fcec4ab"
@@ -74,6 +77,7 @@ class WorldImage:
     index: int
     caption: str
     tint: int = -1  # background tint (index into TINTS); -1: none (v1, textures)
+    colour: str = ""  # main colour (a key of render.COLOURS); "": a texture
 
     @property
     def relpath(self) -> str:
@@ -91,15 +95,29 @@ class WorldImage:
 
 
 def _tint(cfg: WorldConfig, seed: int, set_id: int, di: int, ci: int, k: int) -> int | None:
-    """The background tint of one object image (None in v1). Train/val ID images carry
-    their class's tint with probability ``shortcut_rate`` (else a uniform one); test,
-    open-set images: uniform. Drawn from its own stream, apart from the image's."""
+    """The background tint of one object image (None in v1): uniform, except that with
+    ``shortcut_cue="tint"`` train/val ID images carry their class's tint with probability
+    ``shortcut_rate``. Drawn from its own stream, apart from the image's."""
     if cfg.shortcut_rate is None:
         return None
     rng = np.random.default_rng([seed, _SET_TINT, set_id, di, ci, k])
-    if set_id == _SET_ID and k < cfg.per_class and rng.random() < cfg.shortcut_rate:
+    trval = set_id == _SET_ID and k < cfg.per_class
+    if cfg.shortcut_cue == "tint" and trval and rng.random() < cfg.shortcut_rate:
         return ci
     return int(rng.integers(len(TINTS)))
+
+
+def _colour(cfg: WorldConfig, seed: int, set_id: int, di: int, ci: int, k: int) -> str | None:
+    """The forced main colour of one object image, or None (the image's own uniform draw).
+    With ``shortcut_cue="colour"`` a train/val ID image has its class's shortcut colour
+    with probability ``shortcut_rate``; drawn from its own stream, apart from the image's
+    (the renderer draws the same numbers whether the colour is forced or not)."""
+    if cfg.shortcut_rate is None or cfg.shortcut_cue != "colour":
+        return None
+    if set_id != _SET_ID or k >= cfg.per_class:
+        return None
+    rng = np.random.default_rng([seed, _SET_COLOUR, set_id, di, ci, k])
+    return SHORTCUT_COLOURS[cfg.id_classes[ci]] if rng.random() < cfg.shortcut_rate else None
 
 
 def iter_world(
@@ -119,9 +137,11 @@ def iter_world(
                 for k in range(n):
                     rng = np.random.default_rng([seed, set_id, di, ci, k])
                     tint = _tint(cfg, seed, set_id, di, ci, k)
-                    img, colour = render_object(c, d, rng, size, background=tint)
+                    force = _colour(cfg, seed, set_id, di, ci, k)
+                    img, colour = render_object(c, d, rng, size, colour=force, background=tint)
                     cap = describe(d, c, colour)
-                    yield WorldImage(img, kind, c, d, k, cap, -1 if tint is None else tint)
+                    t = -1 if tint is None else tint
+                    yield WorldImage(img, kind, c, d, k, cap, t, colour)
     if "texture" in kinds:
         for ti, t in enumerate(cfg.textures):
             for k in range(cfg.textures_per_kind):
@@ -211,8 +231,21 @@ def _write(tmp: Path, cfg: WorldConfig, seed: int, preset: str | None) -> dict[s
     if cfg.shortcut_rate is not None:
         tints = {it.relpath: it.tint for it in items if it.tint >= 0}
         (tmp / TINTS_FILE).write_text(json.dumps(tints, indent=0))
+        colours = {it.relpath: it.colour for it in items if it.kind != "texture"}
+        (tmp / COLOURS_FILE).write_text(json.dumps(colours, indent=0))
+        cue = cfg.shortcut_cue
         layout_v2 = {
             "tints": TINTS_FILE,
+            "colours": COLOURS_FILE,
+            "shortcut": {
+                "cue": cue,
+                "rate": cfg.shortcut_rate,
+                "splits": ["train", "val"],
+                "values": {
+                    c: SHORTCUT_COLOURS[c] if cue == "colour" else i
+                    for i, c in enumerate(cfg.id_classes)
+                },
+            },
             "style_matched_ood": "ood_classes/{domain}",
             "extra_domains": list(cfg.extra_domains),
             "split_sizes": {

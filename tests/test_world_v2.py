@@ -1,5 +1,6 @@
-"""World v2 (preset "study", docs/world-study.md): shortcut tints, splits, open sets, tiny CLIP;
-and world v1 pinned bit for bit, so v2 changes nothing that v1 draws."""
+"""World v2 (preset "study", docs/world-study.md): the class-tied colour shortcut (and the
+superseded tint one), splits, open sets, tiny CLIP; and world v1 pinned bit for bit, so v2
+changes nothing that v1 draws."""
 
 from __future__ import annotations
 
@@ -14,8 +15,15 @@ import pytest
 import torch
 
 from croft.errors import CroftError
-from croft.world import generate_world, iter_world, world_preset
-from croft.world.config import STUDY_PRETRAIN, STUDY_WORLD, PretrainConfig
+from croft.world import WorldConfig, generate_world, iter_world, world_preset
+from croft.world.config import (
+    CONFUSIONS,
+    SHORTCUT_COLOURS,
+    STUDY_PRETRAIN,
+    STUDY_WORLD,
+    TYPICAL_COLOURS,
+    PretrainConfig,
+)
 from croft.world.generate import split_of
 from croft.world.render import TINTS, render_object
 
@@ -24,6 +32,10 @@ from croft.world.render import TINTS, render_object
 # world v2 existed. A change here regenerates every v1 world and changes the demo.
 V1_WORLD_SHA = "4b5bcbd86ec78415c0e5b7512cff0d13a2f43286dd233114b162f3d2b731fd9c"
 V1_POOL_SHA = "f6f5ff38a8cd5e04fa57ed6a649a01dc4917045ce0f1214b5ef3877dc92f3be8"
+# sha256 of a v2 pre-training pool (STUDY_PRETRAIN, 300 images, seed 5) with its captions,
+# as drawn when the shipped v2 tiny CLIP was pre-trained: the downstream shortcut's change
+# (tint -> colour, 2026-12-01) left pre-training, hence the checkpoint, as it was.
+V2_POOL_SHA = "3411825494e2d626fef70bc09df4b724782daf48ab2623229557ff2d8ded2db6"
 
 
 def test_world_v1_images_and_captions_are_unchanged() -> None:
@@ -35,17 +47,25 @@ def test_world_v1_images_and_captions_are_unchanged() -> None:
     assert h.hexdigest() == V1_WORLD_SHA
 
 
-def test_v1_pretraining_pool_and_captions_are_unchanged() -> None:
+def _pool_sha(cfg: PretrainConfig) -> str:
     from croft.world.pretrain import _captions, build_pool
 
-    cfg = PretrainConfig(pool_size=300, seed=5)
     pool = build_pool(cfg, progress=False)
     h = hashlib.sha256(pool.images.tobytes())
     for a in (pool.classes, pool.styles, pool.colours, pool.textures):
         h.update(a.tobytes())
     h.update("|".join(_captions(pool, np.arange(300), cfg, np.random.default_rng(1))).encode())
-    assert h.hexdigest() == V1_POOL_SHA
+    return h.hexdigest()
+
+
+def test_v1_pretraining_pool_and_captions_are_unchanged() -> None:
+    cfg = PretrainConfig(pool_size=300, seed=5)
+    assert _pool_sha(cfg) == V1_POOL_SHA
     assert "background_tints" not in cfg.to_dict() and cfg.world_version == "1"
+
+
+def test_v2_pretraining_pool_does_not_depend_on_the_downstream_shortcut() -> None:
+    assert _pool_sha(replace(STUDY_PRETRAIN, pool_size=300, seed=5)) == V2_POOL_SHA
 
 
 def test_v1_manifest_fingerprint_is_stable(tmp_path: Path) -> None:
@@ -79,6 +99,7 @@ def test_study_preset_matches_the_design() -> None:
     assert cfg == STUDY_WORLD and cfg.version == "2"
     assert cfg.domains == ("photo", "painting", "cartoon", "pixel")
     assert cfg.extra_domains == ("sketch",) and cfg.shortcut_rate == 0.85
+    assert cfg.shortcut_cue == "colour"
     assert [split_of(cfg, k) for k in range(170)] == ["train"] * 40 + ["val"] * 10 + ["test"] * 120
     assert cfg.ood_per_class == 40 and cfg.textures_per_kind == 40 and len(cfg.ood_classes) == 6
     assert STUDY_PRETRAIN.name_rate == 0.10 and STUDY_PRETRAIN.background_tints
@@ -90,35 +111,90 @@ def test_study_preset_matches_the_design() -> None:
         world_preset("study", shortcut_rate=1.5)
     with pytest.raises(CroftError, match="v2"):
         world_preset("demo", shortcut_rate=0.5)
+    with pytest.raises(CroftError, match="shortcut_cue"):
+        world_preset("study", shortcut_cue="texture")
 
 
-def test_tint_agrees_with_the_class_at_rho_in_train_val_only() -> None:
-    from croft.world.generate import _SET_ID, _SET_OOD, _tint
+def test_shortcut_colours_are_source_only() -> None:
+    """One distinct colour per class, never the class's own typical (pre-training) colour
+    nor its related class's: the tie exists only in the downstream sources."""
+    assert set(SHORTCUT_COLOURS) == set(STUDY_WORLD.id_classes)
+    assert len(set(SHORTCUT_COLOURS.values())) == len(SHORTCUT_COLOURS)
+    assert set(SHORTCUT_COLOURS.values()) == set(TYPICAL_COLOURS.values())
+    for c, colour in SHORTCUT_COLOURS.items():
+        assert colour != TYPICAL_COLOURS[c]
+        assert c not in CONFUSIONS or colour != TYPICAL_COLOURS[CONFUSIONS[c]]
 
-    cfg = STUDY_WORLD
-    rates: dict[str, list[bool]] = {"train": [], "val": [], "test": []}
-    ood: list[int] = []
+
+def _agreement(cfg: WorldConfig) -> tuple[dict[str, list[bool]], dict[str, list[bool]], list]:
+    """Per split: does the colour / tint agree with the class; and the open-set colours."""
+    from croft.world.generate import _SET_ID, _SET_OOD, _colour, _tint
+
+    colour: dict[str, list[bool]] = {"train": [], "val": [], "test": []}
+    tint: dict[str, list[bool]] = {"train": [], "val": [], "test": []}
+    ood: list = []
     for di in range(len(cfg.all_domains)):
-        for ci in range(7):
+        for ci, name in enumerate(cfg.id_classes):
             for k in range(cfg.per_class + cfg.test_per_class):
                 t = _tint(cfg, 0, _SET_ID, di, ci, k)
                 assert t is not None and 0 <= t < len(TINTS)
-                rates[split_of(cfg, k)].append(t == ci)
-            ood += [_tint(cfg, 0, _SET_OOD, di, ci % 6, k) for k in range(cfg.ood_per_class)]
-    # ρ = 0.85 plus the uniform draw hitting the class tint: 0.85 + 0.15 / 7 ≈ 0.871
-    trval = np.mean(rates["train"] + rates["val"])
-    assert abs(trval - (0.85 + 0.15 / 7)) < 0.02, trval
-    assert abs(np.mean(rates["test"]) - 1 / 7) < 0.02
-    counts = Counter(ood)  # uniform over the 7 tints
+                tint[split_of(cfg, k)].append(t == ci)
+                colour[split_of(cfg, k)].append(
+                    _colour(cfg, 0, _SET_ID, di, ci, k) == SHORTCUT_COLOURS[name]
+                )
+            for k in range(cfg.ood_per_class):
+                ood.append(
+                    (
+                        _colour(cfg, 0, _SET_OOD, di, ci % 6, k),
+                        _tint(cfg, 0, _SET_OOD, di, ci % 6, k),
+                    )
+                )
+    return colour, tint, ood
+
+
+def test_colour_agrees_with_the_class_at_rho_in_train_val_only() -> None:
+    """The study world: the forced colour is the class's with probability ρ in train/val
+    (the image's own uniform draw adds 0.15/10 more: 0.865), never forced in test or the
+    open set; tints are uniform everywhere."""
+    colour, tint, ood = _agreement(STUDY_WORLD)
+    trval = np.mean(colour["train"] + colour["val"])
+    assert abs(trval - 0.85) < 0.02, trval
+    assert not any(colour["test"])
+    assert all(c is None for c, _ in ood)
+    for split in ("train", "val", "test"):
+        assert abs(np.mean(tint[split]) - 1 / 7) < 0.03, split
+    counts = Counter(t for _, t in ood)  # uniform over the 7 tints
     assert len(counts) == 7 and max(counts.values()) < 1.5 * min(counts.values())
+    # the rendered images: colours agree at 0.85 + 0.15/10 in train/val, ~1/10 in test
+    small = replace(STUDY_WORLD, per_class=20, test_per_class=20, ood_per_class=1)
+    agree: dict[str, list[bool]] = {"train": [], "val": [], "test": []}
+    for it in iter_world(small, 0, kinds=("id",)):
+        agree[split_of(small, it.index)].append(it.colour == SHORTCUT_COLOURS[it.name])
+        assert it.caption.endswith(f"{it.colour} {it.name}")
+    assert abs(np.mean(agree["train"] + agree["val"]) - 0.865) < 0.04
+    assert np.mean(agree["test"]) < 0.2
+
+
+def test_superseded_tint_cue_still_draws_the_first_v2_world() -> None:
+    """``shortcut_cue="tint"``: the class's tint at ρ in train/val (0.85 + 0.15/7), uniform
+    in test and the open set; colours never forced. Its test and open-set images are the
+    colour world's, byte for byte (only train/val images differ between the two)."""
+    from croft.world.generate import _SET_ID, _tint
+
+    cfg = replace(STUDY_WORLD, shortcut_cue="tint")
+    colour, tint, ood = _agreement(cfg)
+    trval = np.mean(tint["train"] + tint["val"])
+    assert abs(trval - (0.85 + 0.15 / 7)) < 0.02, trval
+    assert abs(np.mean(tint["test"]) - 1 / 7) < 0.02
+    assert not any(colour["train"] + colour["val"] + colour["test"])
     assert _tint(world_preset("demo"), 0, _SET_ID, 0, 0, 0) is None
-    # the rendered images carry those tints
-    small = replace(cfg, per_class=2, test_per_class=1, ood_per_class=1)
-    for it in iter_world(small, 0, kinds=("id", "ood_class")):
-        set_id = _SET_ID if it.kind == "id" else _SET_OOD
-        di = small.all_domains.index(it.domain)
-        ci = (small.id_classes if it.kind == "id" else small.ood_classes).index(it.name)
-        assert it.tint == _tint(small, 0, set_id, di, ci, it.index)
+    small = {"per_class": 2, "test_per_class": 1, "ood_per_class": 1, "textures": ()}
+    a = list(iter_world(replace(cfg, **small), 0))
+    b = list(iter_world(replace(STUDY_WORLD, **small), 0))
+    for x, y in zip(a, b, strict=True):
+        same = np.array_equal(x.image, y.image)
+        if x.kind == "ood_class" or split_of(STUDY_WORLD, x.index) == "test":
+            assert same and x.tint == y.tint
 
 
 def test_study_world_layout_and_splits(tmp_path: Path) -> None:
@@ -131,6 +207,13 @@ def test_study_world_layout_and_splits(tmp_path: Path) -> None:
     assert man["layout"]["split_sizes"] == {"train": 8, "val": 2, "test": 3}
     tints = json.loads((root / "tints.json").read_text())
     assert len(tints) == man["counts"]["id"] + man["counts"]["ood_class"]
+    colours = json.loads((root / "colours.json").read_text())
+    assert colours.keys() == tints.keys()
+    short = man["layout"]["shortcut"]
+    assert short["cue"] == "colour" and short["rate"] == 0.85
+    assert short["values"] == {c: SHORTCUT_COLOURS[c] for c in cfg.id_classes}
+    caps = json.loads((root / "captions.json").read_text())
+    assert all(caps[p].endswith(f"{c} {p.split('/')[2]}") for p, c in colours.items())
     assert check_layout(root, "oodbench") == []
     for held in (*cfg.domains, "sketch"):
         idx = read_layout(root, "oodbench", test_domain=held)

@@ -117,6 +117,12 @@ def run(args: argparse.Namespace) -> int:
     from croft.features.files import check_writable_file
     from croft.features.store import ExtractionInterrupted, extract_features
 
+    scale = None if args.crop_scale is None else args.crop_scale.split(",")
+    view = (
+        ViewSpec.train_views(args.views, args.seed or 0, scale)
+        if args.views
+        else ViewSpec.eval_view()
+    )
     check_writable_file(args.out, "--out")
 
     options = parse_options(args.option)
@@ -132,12 +138,6 @@ def run(args: argparse.Namespace) -> int:
     domains = [d.strip() for d in args.domains.split(",") if d.strip()] if args.domains else None
     if domains:
         index = index.filter(domains=domains)
-    scale = None if args.crop_scale is None else args.crop_scale.split(",")
-    view = (
-        ViewSpec.train_views(args.views, args.seed or 0, scale)
-        if args.views
-        else ViewSpec.eval_view()
-    )
     ctx = env_context()
     device = resolve_device(args.device, ctx)
     backbone = load_backbone(

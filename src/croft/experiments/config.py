@@ -28,14 +28,32 @@ AUTHORS_VAL_PER_CLASS = 4  # Setup-I validation size per ID class (docs/protocol
 DEVICES = "cpu, cuda, cuda:N or mps"
 
 
+#: In an ``ood`` entry's root (protocol lodo), replaced by each task's held-out domain.
+HELD_OUT = "{held_out}"
+
+
 @dataclass
 class DataSpec:
-    """A dataset folder and its layout (see :mod:`croft.data`)."""
+    """A dataset folder and its layout (see :mod:`croft.data`).
+
+    An ``ood`` root holding ``{held_out}`` (protocol lodo) is a *per-fold* open set: each
+    held-out domain reads the root with its own name put in, e.g. a style-matched open set
+    ``world/ood_classes/{held_out}`` (the held-out classes drawn in the held-out style).
+    """
 
     root: str
     layout: str
     options: dict[str, Any] = field(default_factory=dict)
     name: str = ""
+
+    @property
+    def per_fold(self) -> bool:
+        """Whether the root holds ``{held_out}``."""
+        return HELD_OUT in self.root
+
+    def for_held_out(self, domain: str) -> DataSpec:
+        """This spec with ``{held_out}`` replaced by ``domain`` in its root."""
+        return dataclasses.replace(self, root=self.root.replace(HELD_OUT, domain))
 
 
 @dataclass
@@ -155,6 +173,11 @@ class ExperimentBase:
         _bounded("knn_k", self.knn_k, 1, 10_000)
         _bounded("batch_size", self.batch_size, 1, 1 << 16)
         _bounded("workers", self.workers, 0, 256)
+        for o in self.ood:
+            if o.per_fold and self.PROTOCOL != "lodo":
+                raise CroftError(
+                    f"ood {o.name}: {HELD_OUT} in a root needs protocol lodo (held-out domains)"
+                )
         if not self.seeds:
             raise CroftError("seeds: list at least one seed, e.g. seeds: [1, 2, 3]")
         if len(set(self.seeds)) != len(self.seeds):
@@ -307,12 +330,26 @@ class LodoConfig(ExperimentBase):
     held_out: list[str] = field(default_factory=list)
     sampling: str = "balanced"  # balanced | per_class | authors (class-agnostic draw)
     val_fraction: float = 0.2  # when the layout has no train/val split
+    # domains never used as a source nor held out, evaluated (accuracy only, as
+    # ``shifted_accuracy``) by every fold's head, e.g. a style pre-training never saw
+    extra_targets: list[str] = field(default_factory=list)
 
     def check(self) -> None:
         super().check()
         _choice("sampling", self.sampling, ("balanced", "per_class", "authors"))
         if not 0.0 <= self.val_fraction < 1.0:
             raise CroftError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        both = sorted(set(self.extra_targets) & set(self.held_out))
+        if both:
+            raise CroftError(f"extra_targets {both} are also held_out; list each domain once")
+        if len(set(self.extra_targets)) != len(self.extra_targets):
+            raise CroftError(f"extra_targets: each domain once, got {self.extra_targets}")
+
+    def run_settings(self) -> dict[str, Any]:
+        doc = super().run_settings()
+        if not self.extra_targets:  # absent: the run keys written before the key existed
+            doc.pop("extra_targets", None)
+        return doc
 
 
 @dataclass

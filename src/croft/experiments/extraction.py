@@ -22,25 +22,47 @@ def store_options(cfg: ExperimentBase, show: bool) -> dict[str, Any]:
 
 
 def extract_ood(
-    cfg: ExperimentBase, backbone: Any, common: dict[str, Any], full: Any, text: torch.Tensor
+    cfg: ExperimentBase,
+    backbone: Any,
+    common: dict[str, Any],
+    full: Any,
+    text: torch.Tensor,
+    held_out: str | None = None,
 ) -> dict[str, FeatureSet]:
-    """One extraction per extra OOD dataset (``cfg.ood``), labels -1, ``full``'s classes."""
+    """One extraction per extra OOD dataset (``cfg.ood``), labels -1, ``full``'s classes.
+
+    ``held_out=None``: the sets whose root is fixed; a domain name: the per-fold sets
+    (root with ``{held_out}``) read for that held-out domain."""
+    ood_sets: dict[str, FeatureSet] = {}
+    for spec in cfg.ood:
+        if spec.per_fold != (held_out is not None):
+            continue
+        one = spec if held_out is None else spec.for_held_out(held_out)
+        ood_sets[spec.name] = _extract_one(cfg, one, backbone, common, full, text)
+    return ood_sets
+
+
+def _extract_one(
+    cfg: ExperimentBase,
+    spec: Any,
+    backbone: Any,
+    common: dict[str, Any],
+    full: Any,
+    text: torch.Tensor,
+) -> FeatureSet:
     from croft.data import read_layout
     from croft.features import ViewSpec, extract_features
 
-    ood_sets: dict[str, FeatureSet] = {}
-    for spec in cfg.ood:
-        ood_index = read_layout(spec.root, spec.layout, **spec.options)
-        oview = ViewSpec.eval_view() if cfg.ood_transform == "eval" else ViewSpec.train_views(1, 0)
-        ofs = extract_features(backbone, ood_index, view=oview, **common)
-        if ofs.features.dim() == 3:
-            ofs.features = ofs.features[:, 0]
-        ood_sets[spec.name] = pick(
-            pool(ofs, ood_index),
-            ood_index.records,
-            class_names=list(full.class_names),
-            text=text,
-            name=spec.name,
-            ood=True,
-        )
-    return ood_sets
+    ood_index = read_layout(spec.root, spec.layout, **spec.options)
+    oview = ViewSpec.eval_view() if cfg.ood_transform == "eval" else ViewSpec.train_views(1, 0)
+    ofs = extract_features(backbone, ood_index, view=oview, **common)
+    if ofs.features.dim() == 3:
+        ofs.features = ofs.features[:, 0]
+    return pick(
+        pool(ofs, ood_index),
+        ood_index.records,
+        class_names=list(full.class_names),
+        text=text,
+        name=spec.name,
+        ood=True,
+    )

@@ -58,6 +58,8 @@ def build_config(doc: dict[str, Any], where: str) -> ExperimentBase:
 
 def _name_sets(cfg: ExperimentBase) -> None:
     for i, o in enumerate(cfg.ood):
+        if o.per_fold and not o.name:
+            raise CroftError(f"ood {o.root}: a root with {{held_out}} needs a name (name: ...)")
         o.name = o.name or Path(o.root).name or f"ood{i}"
     for i, o in enumerate(getattr(cfg, "shifted", [])):
         o.name = o.name or _variant_name(o) or Path(o.root).name or f"shifted{i}"
@@ -154,8 +156,6 @@ def _fields(conv: Any) -> list[tuple[str, Any]]:
 
 def check_experiment(cfg: ExperimentBase) -> list[str]:
     """Every problem found without running: methods, weights, device, datasets, domains."""
-    from croft.data import check_layout
-
     problems = []
     for m in expand_methods(cfg.methods):
         try:
@@ -163,21 +163,36 @@ def check_experiment(cfg: ExperimentBase) -> list[str]:
         except CroftError as exc:
             problems.append(str(exc))
     problems += [p for p in (check_weights(cfg.backbone), check_device(cfg.device)) if p]
-    specs = [("data", cfg.data)] + [(f"ood {o.name}", o) for o in cfg.ood]
+    specs = [("data", cfg.data)] + [(f"ood {o.name}", o) for o in cfg.ood if not o.per_fold]
     specs += [(f"shifted {o.name}", o) for o in getattr(cfg, "shifted", [])]
     data_ok = True
     for what, spec in specs:
-        try:
-            found = check_layout(spec.root, spec.layout, **spec.options)
-        except CroftError as exc:
-            found = [str(exc)]
+        found = _layout_problems(spec)
         data_ok = data_ok and (what != "data" or not found)
         problems += [f"{what} ({spec.root}, layout {spec.layout}): {p}" for p in found]
     if data_ok:
         from croft.experiments.protocols import PROTOCOLS
 
+        proto = PROTOCOLS.get(cfg.protocol)
         try:  # held-out domains, class splits: the task records without any extraction
-            PROTOCOLS.get(cfg.protocol).records(cfg)
+            held = sorted({dom for dom, _ in proto.pairs(proto.records(cfg))})
         except CroftError as exc:
             problems.append(str(exc))
+            held = []
+        for o in (o for o in cfg.ood if o.per_fold):  # each held-out domain's own folder
+            for dom in held:
+                spec = o.for_held_out(dom)
+                problems += [
+                    f"ood {o.name} ({spec.root}, layout {spec.layout}): {p}"
+                    for p in _layout_problems(spec)
+                ]
     return problems
+
+
+def _layout_problems(spec: DataSpec) -> list[str]:
+    from croft.data import check_layout
+
+    try:
+        return check_layout(spec.root, spec.layout, **spec.options)
+    except CroftError as exc:
+        return [str(exc)]

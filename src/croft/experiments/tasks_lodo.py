@@ -2,7 +2,10 @@
 
 Per (held-out domain, seed): few-shot train / source validation / held-out test.
 Features: ONE train-view extraction of the union of training images (``views``
-augmented views), ONE eval-view extraction of everything else, one per OOD set.
+augmented views), ONE eval-view extraction of everything else, one per OOD set (and per
+held-out domain for an OOD root with ``{held_out}``). ``extra_targets`` domains are never
+a source nor held out; every task's head is scored on their test images (accuracy only:
+``Task.shifted``, recorded as ``shifted_accuracy``).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ class TaskRecords:
     val: list[Any]
     test: list[Any]
     bank: list[Any] = field(default_factory=list)  # KNN bank; empty: the training images
+    extra: dict[str, list[Any]] = field(default_factory=dict)  # extra target -> test records
 
 
 def _split_source(records: list[Any], val_fraction: float) -> tuple[list[Any], list[Any]]:
@@ -55,16 +59,29 @@ def _domain_indices(cfg: LodoConfig) -> tuple[Any, list[str], dict[str, Any]]:
         full = read_layout(d.root, "oodbench", test_domain=_first_domain(d), **d.options)
     else:
         full = read_layout(d.root, d.layout, **d.options)
-    domains = cfg.held_out or list(full.domain_names)
-    missing = [x for x in domains if x not in full.domain_names]
+    domains = cfg.held_out or [x for x in full.domain_names if x not in cfg.extra_targets]
+    missing = [x for x in (*domains, *cfg.extra_targets) if x not in full.domain_names]
     if missing:
         raise CroftError(
             f"{d.root}: held-out domain(s) {missing} not found; domains: {full.domain_names}"
         )
     if d.layout == "oodbench":
-        for dom in domains:
+        for dom in (*domains, *cfg.extra_targets):
             per_domain[dom] = read_layout(d.root, "oodbench", test_domain=dom, **d.options)
     return full, domains, per_domain
+
+
+def _extra_records(cfg: LodoConfig, full: Any, per_domain: dict[str, Any]) -> dict[str, list]:
+    """The test records of each extra target domain (oodbench: its split file's test)."""
+    out = {}
+    for x in cfg.extra_targets:
+        if x in per_domain:
+            out[x] = [r for r in per_domain[x].records if r.split == "test"]
+        else:
+            out[x] = [r for r in full.records if r.domain == x]
+        if not out[x]:
+            raise CroftError(f"{cfg.data.root}: the extra target {x!r} has no test images")
+    return out
 
 
 def build_tasks(cfg: LodoConfig) -> tuple[Any, list[TaskRecords]]:
@@ -72,6 +89,7 @@ def build_tasks(cfg: LodoConfig) -> tuple[Any, list[TaskRecords]]:
     from croft.data import few_shot, few_shot_authors_balance
 
     full, domains, per_domain = _domain_indices(cfg)
+    extra = _extra_records(cfg, full, per_domain)
     conv = cfg.evaluation_conventions()
     tasks = []
     for dom in domains:
@@ -82,7 +100,8 @@ def build_tasks(cfg: LodoConfig) -> tuple[Any, list[TaskRecords]]:
             test = [r for r in idx.records if r.split == "test"]
             val = val_idx.records
         else:
-            tr, val = _split_source([r for r in full.records if r.domain != dom], cfg.val_fraction)
+            others = [r for r in full.records if r.domain not in (dom, *cfg.extra_targets)]
+            tr, val = _split_source(others, cfg.val_fraction)
             source, val_idx = full.with_records(tr), full.with_records(val)
             test = [r for r in full.records if r.domain == dom]
         if not test:
@@ -98,7 +117,8 @@ def build_tasks(cfg: LodoConfig) -> tuple[Any, list[TaskRecords]]:
             bank = []
             if conv.knn_bank == "source":  # the authors': <= N per class of the source train
                 bank = list(few_shot(source, conv.knn_bank_per_class, seed).records)
-            tasks.append(TaskRecords(dom, seed, list(shot.records), list(v), list(test), bank))
+            recs = TaskRecords(dom, seed, list(shot.records), list(v), list(test), bank, extra)
+            tasks.append(recs)
     return full, tasks
 
 
@@ -131,7 +151,10 @@ def lodo_tasks(
     full, task_records = records
     common = store_options(cfg, show)
     train_union = by_path(r for t in task_records for r in t.train)
-    eval_union = by_path(r for t in task_records for r in (*t.train, *t.val, *t.test, *t.bank))
+    extra = [r for recs in (task_records[0].extra if task_records else {}).values() for r in recs]
+    eval_union = by_path(
+        [*(r for t in task_records for r in (*t.train, *t.val, *t.test, *t.bank)), *extra]
+    )
     train_index = full.with_records(train_union)
     eval_index = full.with_records(eval_union)
     views = cfg.train_view()
@@ -140,8 +163,17 @@ def lodo_tasks(
     text = extract_text_features(backbone, list(full.class_names), cfg.templates)
     train_pool = pool(train_fs, train_index)
     eval_pool = pool(eval_fs, eval_index)
-    ood_sets = extract_ood(cfg, backbone, common, full, text)
+    fixed = extract_ood(cfg, backbone, common, full, text)
+    folds = sorted({t.test_domain for t in task_records})
+    per_fold = {
+        dom: extract_ood(cfg, backbone, common, full, text, held_out=dom)
+        for dom in (folds if any(o.per_fold for o in cfg.ood) else [])
+    }
     names, domains = list(full.class_names), list(full.domain_names)
+
+    def ood_sets(dom: str) -> dict[str, Any]:  # in the config's order
+        both = {**fixed, **per_fold.get(dom, {})}
+        return {o.name: both[o.name] for o in cfg.ood}
 
     def select(src: Any, records: list[Any], name: str) -> Any:
         return pick(src, records, class_names=names, text=text, name=name, domain_names=domains)
@@ -154,8 +186,9 @@ def lodo_tasks(
                 train=select(train_pool, t.train, "train"),
                 val=select(eval_pool, t.val, "val") if t.val else None,
                 test=select(eval_pool, t.test, "test"),
-                ood_sets=ood_sets,
+                ood_sets=ood_sets(t.test_domain),
                 bank=select(eval_pool, t.bank or t.train, "bank"),
+                shifted={x: select(eval_pool, recs, x) for x, recs in t.extra.items()},
             )
 
-    return tasks(), len(task_records), {"ood": list(ood_sets)}
+    return tasks(), len(task_records), {"ood": [o.name for o in cfg.ood]}

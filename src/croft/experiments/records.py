@@ -14,7 +14,8 @@
 fit_seconds, val_accuracy, scores, ood_sets, accuracy, n_id, detection
 ({ood: {score: {auroc, fpr95_id_pos, aupr_in, …}}}), run_key, selection (the method's
 ``FitResult.selection`` or null), head ("head" when saved); Setup-I adds
-shifted_accuracy, shifted_sets, shifted_n, n_detection_id and the task's meta.
+shifted_accuracy, shifted_sets, shifted_n, n_detection_id and the task's meta (Setup-II
+adds shifted_* only with ``extra_targets``).
 """
 
 from __future__ import annotations

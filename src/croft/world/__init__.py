@@ -11,8 +11,9 @@ to run the whole pipeline on (images -> features -> fit -> evaluation):
   pre-trained on the world's captions by :func:`pretrain` (``croft world pretrain``), with
   a deliberate gap to the downstream task (:mod:`croft.world.config`).
 
-World v2 (``preset="study"``, docs/world-study.md) adds a class-tied background tint in
-the train/val splits (a shortcut), separate test splits and sketch as an extra target;
+World v2 (``preset="study"``, docs/world-study.md) ties each class to an object colour in
+the train/val splits (a source-only shortcut; uniformly random background tints, as in
+its pre-training), separate test splits and sketch as an extra target;
 its tiny CLIP ships beside v1's (``tiny_clip_checkpoint("study")``).
 
 Importing this package is light: numpy, PIL and open_clip load when first used.

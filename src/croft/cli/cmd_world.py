@@ -122,6 +122,7 @@ def _pretrain(args: argparse.Namespace) -> int:
         workers=args.workers,
         threads=args.threads,
         progress=not args.no_progress,
+        log=print,
     )
     print(f"wrote {path} and {path.parent / 'open_clip_config.json'}")
     return 0

@@ -10,6 +10,7 @@ cap, and the cosine schedule then follows whichever of the two runs out first.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import platform
@@ -18,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -30,6 +32,8 @@ from croft.world.tiny_clip import MEAN, STD, build_model_config, save_checkpoint
 from croft.world.tokenizer import WordTokenizer
 
 __all__ = ["Pool", "build_pool", "pretrain"]
+
+_log = logging.getLogger(__name__)
 
 _COLOUR_NAMES = list(COLOURS)
 _CLASS_NAMES = list(OBJECT_CLASSES)
@@ -74,7 +78,7 @@ def _render_range(
 
 def build_pool(cfg: PretrainConfig, workers: int = 1, progress: bool = True) -> Pool:
     """Render ``cfg.pool_size`` images; the same seed gives the same pool for any ``workers``."""
-    from tqdm import tqdm
+    from croft.progress import progress as progress_bar
 
     chunk = 1000
     jobs = [
@@ -91,7 +95,7 @@ def build_pool(cfg: PretrainConfig, workers: int = 1, progress: bool = True) -> 
         )
         for a in range(0, cfg.pool_size, chunk)
     ]
-    bar = tqdm(total=cfg.pool_size, desc="render pool", unit="img", disable=not progress)
+    bar = progress_bar(cfg.pool_size, "render pool", "img", enabled=progress)
     parts: list[tuple[np.ndarray, ...]] = []
     if workers > 1 and len(jobs) > 1:
         import multiprocessing as mp
@@ -158,66 +162,45 @@ def pretrain(
     workers: int | None = None,
     threads: int | None = None,
     progress: bool = True,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] | None = None,
 ) -> Path:
     """Pre-train the tiny CLIP and write it to ``out_dir``; returns the weights path.
 
     ``minutes`` caps the whole run (rendering included). The old checkpoint in
     ``out_dir`` stays until the new one is complete; SIGTERM is handled like Ctrl-C, so
     either ends the run cleanly (no partial files) and leaves the old checkpoint.
-    Training runs on ``threads`` torch threads (default 1, set for the process).
+    Training runs on ``threads`` torch threads (default 1, set for the process). Progress
+    lines go to ``log`` (default: this module's logger).
     """
     import threading
 
     main = threading.current_thread() is threading.main_thread()
     prev = signal.signal(signal.SIGTERM, _raise_interrupt) if main else None
     try:
-        return _pretrain(out_dir, cfg, minutes, workers, threads, progress, log)
+        return _pretrain(out_dir, cfg, minutes, workers, threads, progress, log or _log.info)
     finally:
         if main:
             signal.signal(signal.SIGTERM, prev)
 
 
-def _pretrain(
-    out_dir: str | Path,
-    cfg: PretrainConfig | None,
-    minutes: float | None,
-    workers: int | None,
-    threads: int | None,
-    progress: bool,
-    log: Callable[[str], None],
-) -> Path:
-    t0 = time.monotonic()
-    import open_clip
-    import torch
-    import torch.nn.functional as F
-    from tqdm import tqdm
+def _check_args(cfg: PretrainConfig, minutes: float | None) -> None:
+    from croft.world.render import STYLES
 
-    cfg = cfg or PretrainConfig()
     if cfg.steps < 1 or cfg.pool_size < cfg.batch_size:
         raise CroftError("pretrain: need steps >= 1 and pool_size >= batch_size")
     if minutes is not None and minutes <= 0:
         raise CroftError(f"pretrain: --minutes must be > 0, got {minutes}")
-    from croft.world.render import STYLES
-
     for s in cfg.styles:
         if s not in STYLES:
             raise CroftError(f"pretrain: unknown style {s!r}; known: {sorted(STYLES)}")
-    budget_s = None if minutes is None else 60.0 * minutes
-    torch.set_num_threads(max(1, threads or 1))
-    workers = (
-        workers
-        if workers is not None
-        else (min(2, os.cpu_count() or 1) if cfg.pool_size >= 4000 else 1)
-    )
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng([cfg.seed, 23])
 
-    pool = build_pool(cfg, workers=workers, progress=progress)
-    pool_s = time.monotonic() - t0
-    log(f"rendered {len(pool.images)} pre-training images in {pool_s:.1f} s")
 
-    tok = WordTokenizer(world_vocabulary(), cfg.context_length)
+def _model_and_optimiser(cfg: PretrainConfig, tok: WordTokenizer) -> tuple[Any, dict, Any]:
+    """The tiny open_clip CLIP (train mode), its config, and AdamW with weight decay on
+    matrices only (no decay on embeddings, norms, biases and the logit scale)."""
+    import open_clip
+    import torch
+
     model_cfg = build_model_config(
         tok.vocab_size,
         image_size=cfg.image_size,
@@ -240,6 +223,61 @@ def _pretrain(
         ],
         lr=cfg.lr,
     )
+    return model, model_cfg, opt
+
+
+def _contrastive_step(model: Any, opt: Any, x: Any, text: Any) -> float:
+    """One AdamW step on the symmetric CLIP loss; identical captions count as matches
+    (soft targets). Returns the loss; the logit scale is clamped to [1, 100]."""
+    import torch
+    import torch.nn.functional as F
+
+    same = (text[:, None, :] == text[None, :, :]).all(-1).float()
+    target = same / same.sum(1, keepdim=True)
+    img_f = F.normalize(model.encode_image(x), dim=-1)
+    txt_f = F.normalize(model.encode_text(text), dim=-1)
+    logits = model.logit_scale.exp() * img_f @ txt_f.T
+    loss = 0.5 * (
+        -(target * F.log_softmax(logits, 1)).sum(1).mean()
+        - (target * F.log_softmax(logits.T, 1)).sum(1).mean()
+    )
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    with torch.no_grad():
+        model.logit_scale.clamp_(0, math.log(100))
+    return float(loss.detach())
+
+
+def _pretrain(
+    out_dir: str | Path,
+    cfg: PretrainConfig | None,
+    minutes: float | None,
+    workers: int | None,
+    threads: int | None,
+    progress: bool,
+    log: Callable[[str], None],
+) -> Path:
+    t0 = time.monotonic()
+    import torch
+
+    from croft.progress import progress as progress_bar
+
+    cfg = cfg or PretrainConfig()
+    _check_args(cfg, minutes)
+    budget_s = None if minutes is None else 60.0 * minutes
+    torch.set_num_threads(max(1, threads or 1))
+    if workers is None:
+        workers = min(2, os.cpu_count() or 1) if cfg.pool_size >= 4000 else 1
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng([cfg.seed, 23])
+
+    pool = build_pool(cfg, workers=workers, progress=progress)
+    pool_s = time.monotonic() - t0
+    log(f"rendered {len(pool.images)} pre-training images in {pool_s:.1f} s")
+
+    tok = WordTokenizer(world_vocabulary(), cfg.context_length)
+    model, model_cfg, opt = _model_and_optimiser(cfg, tok)
     images = torch.from_numpy(pool.images).permute(0, 3, 1, 2).contiguous()
     mean = torch.tensor(MEAN).view(1, 3, 1, 1) * 255
     std = torch.tensor(STD).view(1, 3, 1, 1) * 255
@@ -248,7 +286,7 @@ def _pretrain(
     cursor = 0
     t_train = time.monotonic()
     train_budget = None if budget_s is None else max(1e-3, budget_s - (t_train - t0))
-    bar = tqdm(total=cfg.steps, desc="pretrain", unit="step", disable=not progress)
+    bar = progress_bar(cfg.steps, "pretrain", "step", enabled=progress)
     loss_ema = float("nan")
     step = 0
     stopped_by = "steps"
@@ -269,23 +307,8 @@ def _pretrain(
         x = (images[torch.from_numpy(idx)].float() - mean) / std
         flip = torch.from_numpy(rng.random(len(idx)) < 0.5).view(-1, 1, 1, 1)
         x = torch.where(flip, x.flip(-1), x)
-        text = tok(_captions(pool, idx, cfg, rng))
-        same = (text[:, None, :] == text[None, :, :]).all(-1).float()
-        target = same / same.sum(1, keepdim=True)
-        img_f = F.normalize(model.encode_image(x), dim=-1)
-        txt_f = F.normalize(model.encode_text(text), dim=-1)
-        logits = model.logit_scale.exp() * img_f @ txt_f.T
-        loss = 0.5 * (
-            -(target * F.log_softmax(logits, 1)).sum(1).mean()
-            - (target * F.log_softmax(logits.T, 1)).sum(1).mean()
-        )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        with torch.no_grad():
-            model.logit_scale.clamp_(0, math.log(100))
+        v = _contrastive_step(model, opt, x, tok(_captions(pool, idx, cfg, rng)))
         step += 1
-        v = float(loss.detach())
         loss_ema = v if math.isnan(loss_ema) else 0.98 * loss_ema + 0.02 * v
         bar.update(1)
         if step % 10 == 0 or step == cfg.steps:

@@ -41,7 +41,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--dry-run",
         action="store_true",
-        help="list the planned runs and whether each is new, reused or resumed; run nothing",
+        help="list the planned runs and whether each is new, reused or resumed (and, with "
+        "--shard K/N, the part each belongs to); run nothing",
+    )
+    p.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="run only the K-th of N disjoint parts of the grid (K is 1-based: 1..N), chosen "
+        "from each run's config key, e.g. a Slurm array task runs --shard $((ID+1))/N; every "
+        "part writes its own run folders (same --out or separate ones) and 'croft report' "
+        "over the folder (or a parent of several) merges them",
     )
     p.set_defaults(func=run)
 
@@ -50,8 +59,10 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from croft.experiments import load_experiment
+    from croft.experiments.runner import parse_shard
 
     cfg = load_experiment(args.config, args.set)
+    shard = parse_shard(args.shard)
     if args.print_config:
         import dataclasses
 
@@ -72,29 +83,37 @@ def run(args: argparse.Namespace) -> int:
         return 1 if problems else 0
     out = Path(args.out or Path("runs") / cfg.name)
     if args.dry_run:
-        return _dry_run(cfg, out, args.fresh)
-    return _run(cfg, out, args)
+        return _dry_run(cfg, out, args.fresh, shard)
+    return _run(cfg, out, args, shard)
 
 
-def _dry_run(cfg, out, fresh: bool) -> int:  # noqa: ANN001
+def _dry_run(cfg, out, fresh: bool, shard) -> int:  # noqa: ANN001
     from collections import Counter
 
     from croft.experiments import dry_run
 
-    rows = [(d, "new") for d, _ in dry_run(cfg, out)] if fresh else dry_run(cfg, out)
-    for folder, status in rows:
-        print(f"{status:<8} {folder}" if ":" not in status else f"refuse   {folder} ({status})")
-    counts = Counter(s.split(":")[0] for _, s in rows)
-    print(f"{len(rows)} runs planned in {out}: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
+    n = shard[1] if shard else 1
+    rows = [(d, "new" if fresh else s, k) for d, s, k in dry_run(cfg, out, n)]
+    for folder, status, part in rows:
+        mark = f"[{part}/{n}] " if shard else ""
+        if shard and part != shard[0]:
+            status = "other"  # another part's run
+        line = f"{status:<8} {mark}{folder}"
+        print(line if ":" not in status else f"refuse   {mark}{folder} ({status})")
+    mine = [r for r in rows if not shard or r[2] == shard[0]]
+    counts = Counter(s.split(":")[0] for _, s, _ in mine)
+    where = f"part {shard[0]}/{n} of {len(rows)} runs" if shard else f"{len(rows)} runs"
+    print(f"{len(mine)} runs planned in {out} ({where}): "
+          + ", ".join(f"{c} {k}" for k, c in counts.items()))  # fmt: skip
     return 0
 
 
-def _run(cfg, out, args: argparse.Namespace) -> int:  # noqa: ANN001
+def _run(cfg, out, args: argparse.Namespace, shard) -> int:  # noqa: ANN001
     from croft.experiments import run_experiment
     from croft.report import write_report
     from croft.tables import render
 
-    result = run_experiment(cfg, out, progress=not args.quiet, fresh=args.fresh)
+    result = run_experiment(cfg, out, progress=not args.quiet, fresh=args.fresh, shard=shard)
     print(f"{len(result['records'])} runs in {out}")
     if not args.no_report:
         rep = write_report(out, out / "report")

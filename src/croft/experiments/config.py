@@ -116,6 +116,7 @@ class ExperimentBase:
         "workers",
         "cache",
         "progress",
+        "fit_engine",
     )
 
     name: str
@@ -141,6 +142,10 @@ class ExperimentBase:
     workers: int = 0
     cache: str = ""  # empty: the default feature cache
     progress: bool = True
+    # auto | batched | sequential: how fits run (croft.experiments.runner.run_grid); auto
+    # batches where it measured faster (croft.methods.batched.batching_helps). Results
+    # agree within the batched engine's tolerance, so it is not part of the run key.
+    fit_engine: str = "auto"
     # evaluation conventions: croft | authors, or {name: ..., field: value} (docs/deviations.md)
     conventions: Any = "croft"
 
@@ -166,6 +171,7 @@ class ExperimentBase:
         safe_name(self.name, "experiment name")
         _choice("ood_transform", self.ood_transform, ("eval", "train"))
         _choice("precision", self.precision, ("fp32", "fp16", "bf16"))
+        _choice("fit_engine", self.fit_engine, ("auto", "batched", "sequential"))
         _bounded("shots", self.shots, 1, MAX_SHOTS)
         _bounded("views", self.views, 1, MAX_VIEWS)
         self.train_view()  # crop_scale: two numbers with 0 < lo <= hi <= 1

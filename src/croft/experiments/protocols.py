@@ -21,7 +21,15 @@ from croft.experiments import tasks_imagenet, tasks_lodo
 from croft.experiments.config import ExperimentBase, ImagenetConfig, LodoConfig
 from croft.experiments.grid import expand_methods
 from croft.experiments.loading import check_device, check_weights
-from croft.experiments.runner import check_plan, discard_runs, planned, run_grid, run_status
+from croft.experiments.runner import (
+    check_plan,
+    config_key,
+    discard_runs,
+    planned,
+    run_grid,
+    run_status,
+    shard_of,
+)
 from croft.fileio import atomic_write_json
 from croft.progress import progress as progress_bar
 from croft.registry import Registry
@@ -55,8 +63,11 @@ PROTOCOLS.register("imagenet", "Setup-I: ImageNet class split, shifted ImageNet 
 )
 
 
-def dry_run(cfg: ExperimentBase, out_dir: str | os.PathLike[str]) -> list[tuple[str, str]]:
-    """``(run folder relative to out, status)`` for every planned run; nothing is written."""
+def dry_run(
+    cfg: ExperimentBase, out_dir: str | os.PathLike[str], shards: int = 1
+) -> list[tuple[str, str, int]]:
+    """``(run folder relative to out, status, part)`` for every planned run; nothing is
+    written. ``part``: the 1-based :func:`shard_of` among ``shards`` parts."""
     out = Path(out_dir)
     settings = cfg.run_settings()
     proto = PROTOCOLS.get(cfg.protocol)
@@ -64,7 +75,8 @@ def dry_run(cfg: ExperimentBase, out_dir: str | os.PathLike[str]) -> list[tuple[
     rows = []
     for run, dom, seed in planned(expand_methods(cfg.methods), pairs):
         status = run_status(out, run, dom, seed, settings)
-        rows.append((f"runs/{run.label}/{dom}_seed{seed}", status))
+        part = shard_of(config_key(run, dom, seed, settings), shards)
+        rows.append((f"runs/{run.label}/{dom}_seed{seed}", status, part))
     return rows
 
 
@@ -74,11 +86,14 @@ def run_experiment(
     *,
     progress: bool | None = None,
     fresh: bool = False,
+    shard: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """Extract (cached), fit and evaluate every method on every task; write run folders.
 
     A rerun into ``out_dir`` reuses finished runs with the same run key and refuses
     (before any work) runs made with other settings, unless ``fresh`` discards them.
+    ``shard=(K, N)``: only the K-th (1-based) of N disjoint parts of the grid
+    (:func:`croft.experiments.runner.shard_of`); every part writes its own run folders.
     """
     from croft.backbones import load_backbone
 
@@ -93,12 +108,15 @@ def run_experiment(
     if fresh:
         discard_runs(out)
     records = proto.records(cfg)
-    check_plan(out, planned(methods, proto.pairs(records)), settings)
+    plan = planned(methods, proto.pairs(records))
+    if shard is not None:
+        plan = [p for p in plan if shard_of(config_key(*p, settings), shard[1]) == shard[0]]
+    check_plan(out, plan, settings)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "config.resolved.json", dataclasses.asdict(cfg))
     backbone = load_backbone(cfg.backbone, device=cfg.device, precision=cfg.precision)
-    tasks, n_tasks, info = proto.tasks(cfg, records, backbone, show)
-    with progress_bar(n_tasks * len(methods), "runs", "run", enabled=show) as bar:
+    tasks, _n_tasks, info = proto.tasks(cfg, records, backbone, show)
+    with progress_bar(len(plan), "runs", "run", enabled=show) as bar:
         records = run_grid(
             tasks,
             methods,
@@ -109,5 +127,8 @@ def run_experiment(
             on_result=lambda r: bar.update(1),
             device=cfg.device,
             conventions=cfg.evaluation_conventions(),
+            fit_engine=cfg.fit_engine,
+            shard=shard,
+            fit_progress=show,
         )
     return {"records": records, "out_dir": str(out), **info}

@@ -13,7 +13,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,13 @@ from croft.experiments.task import Task
 from croft.fileio import inside
 
 log = logging.getLogger(__name__)
+
+
+def config_key(run: MethodRun, domain: str, seed: int, settings: Mapping) -> str:
+    """The config part of a run's key (no data needed: known before extraction)."""
+    options = dataclasses.asdict(method_config(run, seed))
+    doc = config_document(settings, run.method, options, domain, seed)
+    return make_key(doc, None)["config_key"]
 
 
 def run_status(out: Path, run: MethodRun, domain: str, seed: int, settings: Mapping) -> str:
@@ -66,6 +73,9 @@ def discard_runs(out: str | os.PathLike[str]) -> None:
         shutil.rmtree(runs)
 
 
+FIT_ENGINES = ("auto", "batched", "sequential")
+
+
 def fit_method(run: MethodRun, task: Task, device: str) -> tuple[Any, Any, float]:
     """``(method config, FitResult, seconds)`` for one run on one task."""
     from croft.methods import METHODS
@@ -87,8 +97,10 @@ def run_one(
     device: str,
     save_heads: bool,
     conventions: Conventions | None = None,
+    fitted: tuple[Any, Any, float] | None = None,
 ) -> RunRecord:
-    """Fit, evaluate and save one run into ``rdir`` (its key is written first).
+    """Fit (unless ``fitted`` = :func:`fit_method`'s triple is given), evaluate and save one
+    run into ``rdir`` (its key is written first). The one place a run is evaluated and written.
 
     ``conventions`` give an adapter head its detection ratios before it is evaluated and
     saved (so ``head.json`` carries them) and decide the detection side of the evaluation.
@@ -96,7 +108,7 @@ def run_one(
     from croft.provenance import environment
 
     write_run_key(rdir, key)
-    cfg, result, seconds = fit_method(run, task, device)
+    cfg, result, seconds = fitted or fit_method(run, task, device)
     conv = conventions or Conventions()
     conv.apply_to_head(result.head)
     fields, per_sample = evaluate_task(result.head, task, scores, score_params, conv)
@@ -134,6 +146,87 @@ def head_provenance(run: MethodRun, cfg: Any, result: Any, task: Task) -> dict[s
     return {**provenance(run.method, cfg, result, task.train, task.val), "label": run.label}
 
 
+def shard_of(config_key: str, parts: int) -> int:
+    """The 1-based part (of ``parts``) a run belongs to: ``int(config_key, 16) % parts + 1``.
+
+    From the config part of the run key (settings, method, options, held-out domain, seed),
+    so ``--dry-run`` can show it before any extraction and every machine agrees on it.
+    """
+    return int(config_key, 16) % parts + 1
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``"K/N"`` (1 <= K <= N) -> ``(K, N)``; None stays None; a one-line error otherwise."""
+    if text is None:
+        return None
+    k, sep, n = str(text).partition("/")
+    if not (sep and k.strip().isdigit() and n.strip().isdigit()) or not 1 <= int(k) <= int(n):
+        raise CroftError(f"--shard {text!r}: use K/N with 1 <= K <= N, e.g. --shard 2/4")
+    return int(k), int(n)
+
+
+@dataclasses.dataclass
+class _Pending:
+    """A run that needs fitting: its slot in the returned records, run, task, folder, key."""
+
+    slot: int
+    run: MethodRun
+    task: Task
+    rdir: Path
+    key: dict[str, Any]
+
+
+def _reuse(out: Path, rdir: Path, key: Mapping[str, Any]) -> RunRecord | None:
+    """The finished run with this key in ``rdir``; None: it must be (re)fitted; refuses a
+    folder holding other work."""
+    stored = read_run_key(rdir)
+    if stored is not None and stored.get("run_key") != key["run_key"]:
+        raise refuse(rdir, out, difference(stored, key))
+    if stored is None and (rdir / METRICS).is_file():
+        raise refuse(rdir, out, "an older croft (no run key)")
+    return read_run(rdir) if stored is not None else None
+
+
+def _fits(pending: list[_Pending], engine: str, device: str, show: bool) -> Iterator[tuple]:
+    """``(pending run, (cfg, FitResult, seconds))`` for every pending run, as they finish.
+
+    Per method, the runs the engine batches (``batched``: every run of a batched method;
+    ``auto``: where :func:`croft.methods.batched.batching_helps`, two runs or more) go
+    through :func:`croft.methods.batched.fit_iter` together (it groups by shape); the
+    rest are fitted one by one. A divergence error is raised when its run comes up.
+    """
+    from croft.methods.batched import BATCHED_METHODS, batching_helps, fit_iter
+
+    by_method: dict[str, list[_Pending]] = {}
+    for p in pending:
+        by_method.setdefault(p.run.method, []).append(p)
+    batches: dict[str, list[_Pending]] = {}
+    for method, runs in by_method.items():
+        if engine == "batched":
+            batch = [p for p in runs if method in BATCHED_METHODS]
+        elif engine == "auto":
+            batch = [p for p in runs if batching_helps(method, p.task.train, device)]
+        else:
+            batch = []
+        if len(batch) > (1 if engine == "auto" else 0):
+            batches[method] = batch
+    chosen = {id(p) for batch in batches.values() for p in batch}
+    for p in pending:  # the rest one by one, in grid order
+        if id(p) not in chosen:
+            yield p, fit_method(p.run, p.task, device)
+    for method, batch in batches.items():
+        cfgs = [method_config(p.run, p.task.seed) for p in batch]
+        members = [
+            (p.task.train, p.task.val, dataclasses.asdict(c))
+            for p, c in zip(batch, cfgs, strict=True)
+        ]
+        for i, result in fit_iter(method, members, device=device, progress=show):
+            if isinstance(result, CroftError):
+                raise result
+            seconds = sum(h.get("seconds", 0.0) for h in result.history)
+            yield batch[i], (cfgs[i], result, seconds)
+
+
 def run_grid(
     tasks: Iterable[Task],
     methods: Sequence[MethodRun],
@@ -146,41 +239,62 @@ def run_grid(
     device: str = "cpu",
     save_heads: bool = True,
     conventions: Conventions | None = None,
+    fit_engine: str = "auto",
+    shard: tuple[int, int] | None = None,
+    fit_progress: bool = False,
 ) -> list[dict[str, Any]]:
-    """Every method on every task; returns every run's metrics (reused or new).
+    """Every method on every task; returns every run's metrics (reused or new), task x
+    method order.
 
     ``settings``: the resolved experiment settings that change a run (run key; it should
     hold the resolved ``conventions``). ``conventions``: the evaluation conventions
-    (default croft's, :mod:`croft.conventions`).
+    (default croft's, :mod:`croft.conventions`). ``fit_engine``: ``sequential`` fits run
+    by run, streaming the tasks; ``batched`` / ``auto`` collect every run that needs
+    fitting over all tasks first (all tasks are held in memory) and fit them through the
+    batched engine (see :func:`_fits`); each run is evaluated and written as its fit
+    arrives, so an interrupted run leaves complete runs only. ``shard=(K, N)``: only the
+    runs whose :func:`shard_of` is K. ``fit_progress``: a bar over member-epochs.
     """
+    if fit_engine not in FIT_ENGINES:
+        raise CroftError(f"fit_engine {fit_engine!r}: use {' or '.join(FIT_ENGINES)}")
     out = Path(out_dir)
     settings = dict(settings or {})
     for m in methods:  # validate every method and option before any work
         method_config(m)
-    records = []
+    kw = {"scores": scores, "score_params": score_params, "device": device}
+    kw.update(conventions=conventions, save_heads=save_heads)
+    records: list[dict[str, Any] | None] = []
+
+    def done(slot: int, rec: RunRecord) -> None:
+        records[slot] = rec.metrics
+        if on_result is not None:
+            on_result(rec.metrics)
+
+    def flush(pending: list[_Pending]) -> None:
+        for p, fitted in _fits(pending, fit_engine, device, fit_progress):
+            done(p.slot, run_one(p.run, p.task, p.rdir, p.key, fitted=fitted, **kw))
+        pending.clear()
+
+    pending: list[_Pending] = []
     for task in tasks:
         data = task_data(task)
         for m in methods:
-            rdir = run_dir(out, m.label, task.test_domain, task.seed)
             options = dataclasses.asdict(method_config(m, task.seed))
             doc = config_document(settings, m.method, options, task.test_domain, task.seed)
             key = make_key(doc, data)
-            stored = read_run_key(rdir)
-            rec = None
-            if stored is not None and stored.get("run_key") != key["run_key"]:
-                raise refuse(rdir, out, difference(stored, key))
-            if stored is None and (rdir / METRICS).is_file():
-                raise refuse(rdir, out, "an older croft (no run key)")
-            if stored is not None:
-                rec = read_run(rdir)
-            if rec is None:
-                kw = {"scores": scores, "score_params": score_params, "device": device}
-                kw["conventions"] = conventions
-                rec = run_one(m, task, rdir, key, save_heads=save_heads, **kw)
-            records.append(rec.metrics)
-            if on_result is not None:
-                on_result(rec.metrics)
-    return records
+            if shard is not None and shard_of(key["config_key"], shard[1]) != shard[0]:
+                continue
+            rdir = run_dir(out, m.label, task.test_domain, task.seed)
+            records.append(None)
+            rec = _reuse(out, rdir, key)
+            if rec is not None:
+                done(len(records) - 1, rec)
+            else:
+                pending.append(_Pending(len(records) - 1, m, task, rdir, key))
+        if fit_engine == "sequential":
+            flush(pending)
+    flush(pending)
+    return [r for r in records if r is not None]
 
 
 def planned(methods: Sequence[MethodRun], tasks: Iterable[tuple[str, int]]) -> list[tuple]:
@@ -188,4 +302,14 @@ def planned(methods: Sequence[MethodRun], tasks: Iterable[tuple[str, int]]) -> l
     return [(m, d, s) for d, s in tasks for m in methods]
 
 
-__all__ = ["CroftError", "check_plan", "discard_runs", "planned", "run_grid", "run_status"]
+__all__ = [
+    "FIT_ENGINES",
+    "CroftError",
+    "check_plan",
+    "discard_runs",
+    "parse_shard",
+    "planned",
+    "run_grid",
+    "run_status",
+    "shard_of",
+]

@@ -93,6 +93,25 @@ def default_threads() -> int:
     return threads
 
 
+# Which fits the runner batches by default (``fit_engine: auto``), from the measurements
+# on a 2-core CPU (grid_speed.py, BENCHMARKS.md): batched per member-epoch was ~2x faster
+# than sequential at D = 128 and 1.2-1.4x at D = 512 with C = 7 (Setup-II), but 0.49x
+# (slower) at C = 400 (Setup-I-like, 50 batches of wide logits per epoch). So on a CPU a
+# member is batched only when its class count is at most CPU_BATCH_MAX_CLASSES (between
+# the measured C = 7 and C = 400; nothing was measured in between); on CUDA (per-op launch
+# overhead dominates a small fit) always.
+CPU_BATCH_MAX_CLASSES = 64
+
+
+def batching_helps(method: str, train: FeatureSet, device: str | torch.device) -> bool:
+    """Whether ``fit_engine: auto`` batches ``method`` on ``train`` (see above)."""
+    if method not in BATCHED_METHODS:
+        return False
+    if torch.device(device).type != "cpu":
+        return True
+    return train.num_classes <= CPU_BATCH_MAX_CLASSES
+
+
 def group_key(method: str, train: FeatureSet, val: FeatureSet | None, cfg: Any) -> tuple:
     """Members with equal keys train together (see the module docstring)."""
     return (

@@ -49,8 +49,10 @@ def run_synthetic_demo(
     seeds: tuple[int, ...] = (1, 2, 3),
     sim: SimConfig | None = None,
     progress: bool = True,
+    fit_engine: str = "auto",
 ) -> dict[str, Any]:
-    """Run the synthetic demo into ``out_dir``; returns the summary (means per method)."""
+    """Run the synthetic demo into ``out_dir``; returns the summary (means per method).
+    ``fit_engine``: :func:`croft.experiments.runner.run_grid`'s."""
     sim = sim or SimConfig()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -83,6 +85,8 @@ def run_synthetic_demo(
             settings=settings,
             scores=SCORES,
             on_result=lambda r: bar.update(1),
+            fit_engine=fit_engine,
+            fit_progress=progress,
         )
     table = summary_table(records, OOD_NAMES, scores=SCORES)
     summary = summary_numbers(records, OOD_NAMES, SCORES)

@@ -78,6 +78,7 @@ def demo_config(
     full: bool = True,
     cocoop: bool = True,
     held_out: tuple[str, ...] = STYLES,
+    fit_engine: str = "auto",
 ) -> LodoConfig:
     from croft.world import TINY_CLIP_ARCH, tiny_clip_checkpoint
 
@@ -98,6 +99,7 @@ def demo_config(
         views=4,
         seeds=list(seeds),
         scores=["energy", "knn"],
+        fit_engine=fit_engine,
         batch_size=256,
         workers=0,
     )
@@ -113,6 +115,7 @@ def run_world_demo(
     world_seed: int = 0,
     preset: str = "demo",
     held_out: tuple[str, ...] = STYLES,
+    fit_engine: str = "auto",
 ) -> dict[str, Any]:
     """Generate (cached), extract (cached), fit, evaluate and report; returns the summary."""
     from croft.report import select_records, write_report
@@ -121,7 +124,7 @@ def run_world_demo(
     t0 = time.perf_counter()
     root = world_dir(world_seed, preset)
     generate_world(root, preset=preset, seed=world_seed, log=log.info if progress else None)
-    cfg = demo_config(root, seeds, full, cocoop, held_out)
+    cfg = demo_config(root, seeds, full, cocoop, held_out, fit_engine)
     out = Path(out_dir)
     result = run_experiment(cfg, out, progress=progress)
     report = write_report(out, out / "report")

@@ -187,34 +187,31 @@ def _reuse(out: Path, rdir: Path, key: Mapping[str, Any]) -> RunRecord | None:
     return read_run(rdir) if stored is not None else None
 
 
-def _fits(pending: list[_Pending], engine: str, device: str, show: bool) -> Iterator[tuple]:
-    """``(pending run, (cfg, FitResult, seconds))`` for every pending run, as they finish.
+def batches(engine: str, method: str, train: Any, device: str) -> bool:
+    """Whether ``engine`` sends this run's fit to the batched engine: ``batched`` every run
+    of a method it batches, ``auto`` where :func:`croft.methods.batched.batching_helps`."""
+    from croft.methods.batched import BATCHED_METHODS, batching_helps
 
-    Per method, the runs the engine batches (``batched``: every run of a batched method;
-    ``auto``: where :func:`croft.methods.batched.batching_helps`, two runs or more) go
-    through :func:`croft.methods.batched.fit_iter` together (it groups by shape); the
-    rest are fitted one by one. A divergence error is raised when its run comes up.
-    """
-    from croft.methods.batched import BATCHED_METHODS, batching_helps, fit_iter
+    if engine == "batched":
+        return method in BATCHED_METHODS
+    return engine == "auto" and batching_helps(method, train, device)
 
+
+def _fits(pending: list[_Pending], batched: bool, device: str, show: bool) -> Iterator[tuple]:
+    """``(pending run, (cfg, FitResult, seconds))`` for every pending run, as they finish:
+    one by one in grid order, or (``batched``) per method through
+    :func:`croft.methods.batched.fit_iter` (it groups by shape). A divergence error is
+    raised when its run comes up."""
+    from croft.methods.batched import fit_iter
+
+    if not batched:
+        for p in pending:
+            yield p, fit_method(p.run, p.task, device)
+        return
     by_method: dict[str, list[_Pending]] = {}
     for p in pending:
         by_method.setdefault(p.run.method, []).append(p)
-    batches: dict[str, list[_Pending]] = {}
-    for method, runs in by_method.items():
-        if engine == "batched":
-            batch = [p for p in runs if method in BATCHED_METHODS]
-        elif engine == "auto":
-            batch = [p for p in runs if batching_helps(method, p.task.train, device)]
-        else:
-            batch = []
-        if len(batch) > (1 if engine == "auto" else 0):
-            batches[method] = batch
-    chosen = {id(p) for batch in batches.values() for p in batch}
-    for p in pending:  # the rest one by one, in grid order
-        if id(p) not in chosen:
-            yield p, fit_method(p.run, p.task, device)
-    for method, batch in batches.items():
+    for method, batch in by_method.items():
         cfgs = [method_config(p.run, p.task.seed) for p in batch]
         members = [
             (p.task.train, p.task.val, dataclasses.asdict(c))
@@ -248,11 +245,12 @@ def run_grid(
 
     ``settings``: the resolved experiment settings that change a run (run key; it should
     hold the resolved ``conventions``). ``conventions``: the evaluation conventions
-    (default croft's, :mod:`croft.conventions`). ``fit_engine``: ``sequential`` fits run
-    by run, streaming the tasks; ``batched`` / ``auto`` collect every run that needs
-    fitting over all tasks first (all tasks are held in memory) and fit them through the
-    batched engine (see :func:`_fits`); each run is evaluated and written as its fit
-    arrives, so an interrupted run leaves complete runs only. ``shard=(K, N)``: only the
+    (default croft's, :mod:`croft.conventions`). ``fit_engine``: runs that :func:`batches`
+    sends to the batched engine are collected over every task (their tasks stay in memory)
+    and fitted together at the end, per method; every other run is fitted one by one as
+    its task comes (``sequential``: every run, streaming the tasks as before). Each run is
+    evaluated and written as its fit arrives, so an interrupted grid leaves complete runs
+    only and a rerun resumes. ``shard=(K, N)``: only the
     runs whose :func:`shard_of` is K. ``fit_progress``: a bar over member-epochs.
     """
     if fit_engine not in FIT_ENGINES:
@@ -270,14 +268,15 @@ def run_grid(
         if on_result is not None:
             on_result(rec.metrics)
 
-    def flush(pending: list[_Pending]) -> None:
-        for p, fitted in _fits(pending, fit_engine, device, fit_progress):
+    def flush(pending: list[_Pending], batched: bool) -> None:
+        for p, fitted in _fits(pending, batched, device, fit_progress):
             done(p.slot, run_one(p.run, p.task, p.rdir, p.key, fitted=fitted, **kw))
         pending.clear()
 
-    pending: list[_Pending] = []
+    deferred: list[_Pending] = []  # for the batched engine, over every task
     for task in tasks:
         data = task_data(task)
+        now: list[_Pending] = []  # fitted one by one after this task
         for m in methods:
             options = dataclasses.asdict(method_config(m, task.seed))
             doc = config_document(settings, m.method, options, task.test_domain, task.seed)
@@ -289,11 +288,12 @@ def run_grid(
             rec = _reuse(out, rdir, key)
             if rec is not None:
                 done(len(records) - 1, rec)
-            else:
-                pending.append(_Pending(len(records) - 1, m, task, rdir, key))
-        if fit_engine == "sequential":
-            flush(pending)
-    flush(pending)
+                continue
+            todo = _Pending(len(records) - 1, m, task, rdir, key)
+            use = batches(fit_engine, m.method, task.train, device)
+            (deferred if use else now).append(todo)
+        flush(now, False)
+    flush(deferred, True)
     return [r for r in records if r is not None]
 
 

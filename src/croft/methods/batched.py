@@ -93,13 +93,14 @@ def default_threads() -> int:
     return threads
 
 
-# Which fits the runner batches by default (``fit_engine: auto``), from the measurements
-# on a 2-core CPU (grid_speed.py, BENCHMARKS.md): batched per member-epoch was ~2x faster
-# than sequential at D = 128 and 1.2-1.4x at D = 512 with C = 7 (Setup-II), but 0.49x
-# (slower) at C = 400 (Setup-I-like, 50 batches of wide logits per epoch). So on a CPU a
-# member is batched only when its class count is at most CPU_BATCH_MAX_CLASSES (between
-# the measured C = 7 and C = 400; nothing was measured in between); on CUDA (per-op launch
-# overhead dominates a small fit) always.
+# Which fits the runner batches by default (``fit_engine: auto``), from measurements on a
+# 2-core CPU (grid_speed.py, BENCHMARKS.md issue 11), batched against sequential per
+# member: D = 32 (synthetic demo) 4.6x; D = 128 ~2x; D = 512, C = 7 (Setup-II) 1.2-1.5x
+# quiet, 0.6x beside another helper's test run; C = 400 (Setup-I-like, 50 batches of wide
+# logits per epoch) 0.5-0.74x, always slower. So on a CPU a member is batched only when
+# its class count is at most CPU_BATCH_MAX_CLASSES (between the measured C = 7 and
+# C = 400; nothing was measured in between); on CUDA (where per-op launch overhead
+# dominates a small fit) always.
 CPU_BATCH_MAX_CLASSES = 64
 
 

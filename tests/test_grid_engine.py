@@ -112,6 +112,12 @@ def test_shards_union_equals_unsharded(world, tmp_path, capsys) -> None:  # noqa
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "merged").rglob("metrics.json")}
     assert _run(cfg, tmp_path / "merged", "--shard", "1/3") == 0
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    # --fresh with --shard discards and redoes only its own part's folders
+    assert _run(cfg, tmp_path / "merged", "--shard", "1/3", "--fresh") == 0
+    mine = {tmp_path / "merged" / f / "metrics.json" for f in parts[1]}
+    assert mine and len(mine) < len(stamps)
+    assert all(p.is_file() for p in stamps)
+    assert {p for p in stamps if p.stat().st_mtime_ns != stamps[p]} == mine
     # croft report over a parent of separate shard outputs merges them
     capsys.readouterr()
     parent = tmp_path / "parent"

@@ -21,6 +21,7 @@ from croft.experiments import tasks_imagenet, tasks_lodo
 from croft.experiments.config import ExperimentBase, ImagenetConfig, LodoConfig
 from croft.experiments.grid import expand_methods
 from croft.experiments.loading import check_device, check_weights
+from croft.experiments.records import run_dir
 from croft.experiments.runner import (
     check_plan,
     config_key,
@@ -105,12 +106,14 @@ def run_experiment(
     proto = PROTOCOLS.get(cfg.protocol)
     methods = expand_methods(cfg.methods)
     settings = cfg.run_settings()
-    if fresh:
-        discard_runs(out)
     records = proto.records(cfg)
     plan = planned(methods, proto.pairs(records))
     if shard is not None:
         plan = [p for p in plan if shard_of(config_key(*p, settings), shard[1]) == shard[0]]
+    if fresh:  # a shard discards only its own part's folders (others may share the --out)
+        discard_runs(
+            out, None if shard is None else [run_dir(out, r.label, d, s) for r, d, s in plan]
+        )
     check_plan(out, plan, settings)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "config.resolved.json", dataclasses.asdict(cfg))

@@ -65,12 +65,19 @@ def check_plan(out: Path, plan: Iterable[tuple[MethodRun, str, int]], settings: 
             raise refuse(run_dir(out, run.label, domain, seed), out, status.split(": ", 1)[1])
 
 
-def discard_runs(out: str | os.PathLike[str]) -> None:
-    """``--fresh``: remove ``out/runs`` (nothing else)."""
+def discard_runs(out: str | os.PathLike[str], folders: Iterable[Path] | None = None) -> None:
+    """``--fresh``: remove ``out/runs`` (nothing else), or only the run ``folders`` given
+    (``--shard``: this part's runs; the other parts may share ``out``)."""
     runs = inside(out, "runs")
-    if runs.is_dir():
-        log.info("discarding %s (--fresh)", runs)
-        shutil.rmtree(runs)
+    if folders is None:
+        if runs.is_dir():
+            log.info("discarding %s (--fresh)", runs)
+            shutil.rmtree(runs)
+        return
+    for rdir in folders:
+        if rdir.is_dir() and rdir.resolve().is_relative_to(runs.resolve()):
+            log.info("discarding %s (--fresh)", rdir)
+            shutil.rmtree(rdir)
 
 
 FIT_ENGINES = ("auto", "batched", "sequential")

@@ -317,3 +317,14 @@ def test_malicious_scores_file_is_one_line_and_never_unpickled(tmp_path, capsys)
     rc = main(["report", str(root), "--out", str(tmp_path / "rep")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "scores.npz" in err[0] and "Traceback" not in err[0]
+
+
+def test_methods_without_epochs_are_not_listed_as_trained() -> None:
+    from croft.verdict import status_lines, training_status
+
+    recs = [
+        {"label": "zeroshot", "method": "zeroshot", "selection": {}},
+        {"label": "ce", "method": "ce_adapter", "selection": {"kept_init": False}},
+    ]
+    lines = status_lines(training_status(recs))
+    assert lines == ["ce: 0 of 1 runs kept its initialisation"]

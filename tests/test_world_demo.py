@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from croft.protocols.world_demo import run_world_demo, verdict
+from croft.protocols.world_demo import run_world_demo
+from croft.verdict import verdict_lines
 
 pytestmark = pytest.mark.usefixtures("isolated_cache")
 
@@ -34,24 +35,44 @@ def test_world_demo_runs_images_to_report(tmp_path) -> None:
     assert {"zeroshot", "ce_adapter", "croft", "croft_paper"} == set(labels)
     zs = next(r for r in rows if r[0] == "zeroshot")
     assert float(zs[1].split()[0]) > 100 / 7, "zero-shot on photo should beat chance"
-    assert any(line.startswith("- held-out-style accuracy: CRoFT") for line in res["verdict"])
+    assert any(
+        line.startswith("- held-out accuracy: croft vs zeroshot:") and "CI [" in line
+        for line in res["verdict"]
+    ), res["verdict"]
+    trained = {line.split(":")[0] for line in res["training"]}
+    assert {"ce_adapter", "croft", "croft_paper"} <= trained  # every trained method says
     assert (out / "report" / "plots" / "energy_distributions.png").is_file()
 
 
-def test_verdict_states_wins_and_losses() -> None:
-    def rec(label, acc, auroc):
+def test_verdict_has_intervals_and_picks_the_best_baseline_on_validation() -> None:
+    def rec(label, acc, auroc, val, dom, seed):
         det = {"energy": {"auroc": auroc, "fpr95_id_pos": 1 - auroc}}
-        det["knn"] = det["energy"]
         return {
             "label": label,
-            "accuracy": acc,
-            "detection": {"held_out_classes": det, "textures": det},
+            "test_domain": dom,
+            "seed": seed,
+            "accuracy": acc + 0.01 * seed,
+            "val_accuracy": val,
+            "detection": {"held_out_classes": det},
         }
 
-    lines = verdict(
-        [rec("croft", 0.9, 0.7), rec("zeroshot", 0.8, 0.8), rec("ce_adapter", 0.95, 0.6)]
+    pairs = [(d, s) for d in ("photo", "sketch") for s in (1, 2, 3)]
+    recs = []
+    for d, s in pairs:
+        recs += [
+            rec("croft", 0.90, 0.7, 0.90, d, s),
+            rec("zeroshot", 0.80, 0.8, 0.80, d, s),
+            rec("probe", 0.95, 0.6, 0.70, d, s),  # best on TEST, worse on validation
+            rec("tip", 0.85, 0.6, 0.85, d, s),  # best other row on validation
+        ]
+    lines = verdict_lines(recs)
+    assert (
+        "- held-out accuracy: croft vs zeroshot: +10.0 points, 95% CI [+10.0, +10.0], n=6: better"
+        in lines
     )
-    assert "- held-out-style accuracy: CRoFT beats zeroshot (90.0 vs 80.0)" in lines
-    assert "- held-out-style accuracy: CRoFT does not beat ce_adapter (90.0 vs 95.0)" in lines
-    assert any("does not beat zeroshot on AUROC (70.0 vs 80.0)" in x for x in lines)
-    assert any("beats ce_adapter on AUROC (70.0 vs 60.0)" in x for x in lines)
+    assert any(line.startswith("- held-out accuracy: croft vs tip:") for line in lines)
+    assert not any("vs probe" in line for line in lines)  # never chosen on the test set
+    assert any(
+        "held_out_classes, energy auroc: croft vs zeroshot: -10.0" in x and "worse" in x
+        for x in lines
+    )

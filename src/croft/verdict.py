@@ -41,8 +41,10 @@ class TrainingStatus:
 
 
 def _selection(rec: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The run's selection record; None when absent or empty (an empty record is what a
+    method that does not train in epochs writes: zero-shot, Tip-Adapter, the probe)."""
     sel = rec.get("selection")
-    return sel if isinstance(sel, Mapping) else None
+    return sel if isinstance(sel, Mapping) and "kept_init" in sel else None
 
 
 def training_status(records: Sequence[Mapping[str, Any]]) -> dict[str, TrainingStatus]:
@@ -153,7 +155,8 @@ def verdict_lines(
     """The verdict: methods that did not train, then subject vs each reference per metric.
 
     ``subject`` defaults to ``croft`` (when present); ``references`` to zeroshot,
-    ce_adapter and the best other row by mean held-out accuracy.
+    ce_adapter and the best other row by mean SOURCE-VALIDATION accuracy (``val_accuracy``;
+    never test accuracy, which would pick the comparator on the test set).
     """
     labels = list(dict.fromkeys(r["label"] for r in records))
     statuses = training_status(records)
@@ -170,11 +173,14 @@ def verdict_lines(
         rest = [x for x in labels if x not in (subject, *references)]
         if rest:
 
-            def mean_acc(lab: str) -> float:
-                vals = [r["accuracy"] for r in records if r["label"] == lab]
-                return sum(vals) / len(vals)
+            def mean_val(lab: str) -> float:
+                vals = [r.get("val_accuracy") for r in records if r["label"] == lab]
+                known = [float(v) for v in vals if v is not None]
+                return sum(known) / len(known) if known else float("-inf")
 
-            references.append(max(rest, key=mean_acc))
+            best = max(rest, key=mean_val)
+            if mean_val(best) > float("-inf"):
+                references.append(best)
     oods = list(dict.fromkeys(o for r in records for o in r.get("detection", {})))
     keys: list[MetricKey] = [("accuracy", "", "")]
     keys += [(m, o, s) for o in oods for s in scores for m in metrics]

@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
             args.out, seeds=seeds, progress=not args.quiet, fit_engine=args.fit_engine
         )
         print(result["table"])
+        print("\n" + "\n".join(f"- {line}" for line in result["training"]))
         print("\n" + "\n".join(result["verdict"]))
         print(f"\nreport, config and per-run results in {args.out} ({result['seconds']:.1f} s)")
         return 0
@@ -70,7 +71,12 @@ def run(args: argparse.Namespace) -> int:
         print(render(header, rows))
     if result.get("marks"):
         print("\n" + "\n".join(result["marks"]))
-    print("\nCRoFT (lambda2 chosen on source validation) against the references:")
+    print("\nDid each method train (selected model differs from its initialisation)?")
+    print("\n".join(f"- {line}" for line in result["training"]))
+    print(
+        "\nCRoFT (lambda2 chosen on source validation) against the references, paired over "
+        "(held-out style, seed) with 95% bootstrap intervals:"
+    )
     print("\n".join(result["verdict"]))
     print(f"\nreport and plots: {result['report']} ({result['seconds']:.0f} s)")
     return 0

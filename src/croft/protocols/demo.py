@@ -23,6 +23,7 @@ from croft.experiments.task import Task
 from croft.fileio import atomic_write_json, atomic_write_text
 from croft.progress import progress as progress_bar
 from croft.simulate import SimConfig, Simulator
+from croft.verdict import status_lines, training_status, verdict_lines
 
 SCORES = ("energy", "knn")
 OOD_NAMES = ("unseen_classes", "noise")
@@ -91,7 +92,9 @@ def run_synthetic_demo(
     table = summary_table(records, OOD_NAMES, scores=SCORES)
     summary = summary_numbers(records, OOD_NAMES, SCORES)
     elapsed = time.perf_counter() - t0
-    verdict = verdict_lines(summary)
+    statuses = training_status(records)
+    training = status_lines(statuses)
+    verdict = verdict_lines(records, "croft_official")
     report = [
         "# croft demo (synthetic features)",
         "",
@@ -102,36 +105,18 @@ def run_synthetic_demo(
         table,
         "```",
         "",
+        *[f"- {line}" for line in training],
+        "",
         *verdict,
         "",
         f"{len(records)} runs in {elapsed:.1f} s on {platform.machine()} ({os.cpu_count()} CPUs).",
     ]
     atomic_write_text(out / "report.md", "\n".join(report) + "\n")
     atomic_write_json(out / "summary.json", summary)
-    return {"table": table, "summary": summary, "verdict": verdict, "seconds": elapsed}
-
-
-def verdict_lines(summary: dict[str, dict[str, float]]) -> list[str]:
-    """Honest comparisons of CRoFT (official) with zero-shot and the CE-only adapter."""
-    lines = []
-    c = summary.get("croft_official")
-    if c is None:
-        return lines
-    for other in ("zeroshot", "ce_adapter"):
-        o = summary.get(other)
-        if o is None:
-            continue
-        acc = "beats" if c["accuracy"] > o["accuracy"] else "does not beat"
-        lines.append(
-            f"- held-out accuracy: CRoFT {acc} {other} "
-            f"({100 * c['accuracy']:.1f} vs {100 * o['accuracy']:.1f})"
-        )
-        for ood in OOD_NAMES:
-            a, b = c[f"{ood}/energy/auroc"], o[f"{ood}/energy/auroc"]
-            fa, fb = c[f"{ood}/energy/fpr95_id_pos"], o[f"{ood}/energy/fpr95_id_pos"]
-            word = "beats" if a > b else "does not beat"
-            lines.append(
-                f"- {ood}, energy: CRoFT {word} {other} on AUROC ({100 * a:.1f} vs {100 * b:.1f}), "
-                f"FPR95 {100 * fa:.1f} vs {100 * fb:.1f} (lower is better)"
-            )
-    return lines
+    return {
+        "table": table,
+        "summary": summary,
+        "training": training,
+        "verdict": verdict,
+        "seconds": elapsed,
+    }

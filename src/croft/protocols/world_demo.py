@@ -128,53 +128,15 @@ def run_world_demo(
     out = Path(out_dir)
     result = run_experiment(cfg, out, progress=progress)
     report = write_report(out, out / "report")
-    from croft.verdict import status_marks, training_status
+    from croft.verdict import status_lines, status_marks, training_status
 
-    records = select_records(result["records"])
+    statuses = training_status(select_records(result["records"]))
     return {
         "tables": report["tables"],
-        "marks": status_marks(training_status(records))[1],  # the legend of † / ‡ rows
+        "marks": status_marks(statuses)[1],  # the legend of † / ‡ rows
+        "training": status_lines(statuses),  # every trained method: runs that kept their init
         "report": str(Path(report["out_dir"]) / "report.md"),
-        "verdict": verdict(records),
+        "verdict": report["verdict"],  # paired bootstrap intervals over (style, seed)
         "seconds": time.perf_counter() - t0,
         "world": str(root),
     }
-
-
-def verdict(records: list[dict[str, Any]], subject: str = "croft") -> list[str]:
-    """Plain sentences: does CRoFT beat zero-shot and the CE-only adapter, per OOD kind?"""
-    import numpy as np
-
-    def mean(label: str, key: Any) -> float | None:
-        vals = [key(r) for r in records if r["label"] == label]
-        return float(np.mean(vals)) if vals else None
-
-    lines = []
-    for other in ("zeroshot", "ce_adapter"):
-        a = mean(subject, lambda r: r["accuracy"])
-        b = mean(other, lambda r: r["accuracy"])
-        if a is None or b is None:
-            continue
-        word = "beats" if a > b else "does not beat"
-        lines.append(
-            f"- held-out-style accuracy: CRoFT {word} {other} ({100 * a:.1f} vs {100 * b:.1f})"
-        )
-        for ood in OOD_NAMES:
-            for score in ("energy", "knn"):
-                au = [
-                    mean(lab, lambda r, o=ood, s=score: r["detection"][o][s]["auroc"])
-                    for lab in (subject, other)
-                ]
-                fp = [
-                    mean(lab, lambda r, o=ood, s=score: r["detection"][o][s]["fpr95_id_pos"])
-                    for lab in (subject, other)
-                ]
-                if None in au or None in fp:
-                    continue
-                w1 = "beats" if au[0] > au[1] else "does not beat"
-                w2 = "lower (better)" if fp[0] < fp[1] else "not lower"
-                lines.append(
-                    f"- {ood}, {score}: CRoFT {w1} {other} on AUROC ({100 * au[0]:.1f} vs "
-                    f"{100 * au[1]:.1f}); FPR95 {100 * fp[0]:.1f} vs {100 * fp[1]:.1f}, {w2}"
-                )
-    return lines

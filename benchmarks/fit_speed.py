@@ -22,17 +22,7 @@ import torch
 
 import croft.methods as M
 from croft.features import FeatureSet
-
-
-def make_set(classes: int, shots: int, dim: int, views: int, seed: int = 0) -> FeatureSet:
-    g = torch.Generator().manual_seed(seed)
-    return FeatureSet(
-        features=torch.randn(classes * shots, views, dim, generator=g),
-        labels=torch.arange(classes).repeat_interleave(shots),
-        class_names=[f"c{i}" for i in range(classes)],
-        text_features=torch.randn(classes, dim, generator=g),
-        logit_scale=100.0,
-    )
+from croft.simulate import random_features as make_set
 
 
 def fit_seconds(train: FeatureSet, method: str, epochs: int, device: str, **kw) -> float:

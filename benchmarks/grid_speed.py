@@ -41,20 +41,8 @@ import time
 import torch
 
 import croft.methods as M
-from croft.features import FeatureSet
 from croft.methods.batched import fit_iter, fit_many
-
-
-def make_set(classes: int, per_class: int, dim: int, views: int, seed: int) -> FeatureSet:
-    g = torch.Generator().manual_seed(seed)
-    shape = (classes * per_class, views, dim) if views > 1 else (classes * per_class, dim)
-    return FeatureSet(
-        features=torch.randn(*shape, generator=g),
-        labels=torch.arange(classes).repeat_interleave(per_class),
-        class_names=[f"c{i}" for i in range(classes)],
-        text_features=torch.randn(classes, dim, generator=g),
-        logit_scale=100.0,
-    )
+from croft.simulate import random_features as make_set
 
 
 def setup2_grid(epochs: int, domains: int, seeds: int, lambdas: list[float], dim: int = 512):

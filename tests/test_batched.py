@@ -20,28 +20,16 @@ import torch
 
 import croft.methods as M
 from croft.errors import CroftError
-from croft.features import FeatureSet
 from croft.methods.batched import chunk_size, fit_many, member_bytes
 from croft.methods.batched_chunk import Chunk, hyper
 from croft.methods.batched_steps import BatchedParams, Structure, official_step
 from croft.methods.croft_core import adapter_forward
+from croft.simulate import random_features as make_set
 from test_official_parity import GOLDEN_DIR, _cases, config_from_case
 
 ATOL64 = 1e-10
 FLOAT32_ATOL = 1e-5
 HEAD_TENSORS = ("fc_i", "fc_t", "generator", "text")
-
-
-def make_set(classes: int, per_class: int, dim: int, views: int, seed: int) -> FeatureSet:
-    g = torch.Generator().manual_seed(seed)
-    shape = (classes * per_class, views, dim) if views > 1 else (classes * per_class, dim)
-    return FeatureSet(
-        features=torch.randn(*shape, generator=g),
-        labels=torch.arange(classes).repeat_interleave(per_class),
-        class_names=[f"c{i}" for i in range(classes)],
-        text_features=torch.randn(classes, dim, generator=g),
-        logit_scale=100.0,
-    )
 
 
 TRAIN_A, TRAIN_B = make_set(5, 8, 12, 3, 0), make_set(5, 8, 12, 3, 1)

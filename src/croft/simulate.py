@@ -176,3 +176,21 @@ class Simulator:
 def simulate_lodo(test_domain: int = 0, seed: int = 1, cfg: SimConfig = SimConfig()) -> LodoTask:
     """Shortcut: ``Simulator(cfg).lodo(test_domain, seed)``."""
     return Simulator(cfg).lodo(test_domain, seed)
+
+
+def random_features(
+    classes: int, per_class: int, dim: int, views: int = 1, seed: int = 0, scale: float = 100.0
+) -> FeatureSet:
+    """Gaussian features with no structure, for timings and exactness checks (not accuracy):
+    ``(classes·per_class, views, dim)`` (or ``(N, dim)`` for one view), labels in class
+    order, Gaussian ``(classes, dim)`` text features, logit scale ``scale``."""
+    g = torch.Generator().manual_seed(seed)
+    n = classes * per_class
+    shape = (n, views, dim) if views > 1 else (n, dim)
+    return FeatureSet(
+        features=torch.randn(*shape, generator=g),
+        labels=torch.arange(classes).repeat_interleave(per_class),
+        class_names=[f"c{i}" for i in range(classes)],
+        text_features=torch.randn(classes, dim, generator=g),
+        logit_scale=scale,
+    )

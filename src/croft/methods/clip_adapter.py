@@ -27,9 +27,9 @@ from torch import nn
 from croft.errors import CroftError
 from croft.features.files import FeatureSet
 from croft.methods.base import FitResult, FittedHead, register_head, register_method
-from croft.methods.loop import Batch, frozen_copy, resolve_logit_scale
+from croft.methods.loop import resolve_logit_scale
 from croft.methods.text import class_text_features
-from croft.methods.training import BaselineTrainConfig, config_dict, train_epochs
+from croft.methods.training import BaselineTrainConfig, config_dict, train_head_ce
 
 
 @dataclass
@@ -125,18 +125,6 @@ def fit_clip_adapter(
     head = head.to(dev)
     head.text.copy_(text.to(head.text.dtype))
 
-    def loss_fn(b: Batch) -> torch.Tensor:
-        return F.cross_entropy(head.logits(b.x), b.y)
-
-    result = train_epochs(
-        train,
-        val,
-        cfg,
-        list(head.parameters()),
-        loss_fn,
-        lambda: frozen_copy(head),
-        device=dev,
-        progress=progress,
-    )
+    result = train_head_ce(train, val, cfg, head, device=dev, progress=progress)
     result.head.meta = {"method": "clip_adapter", "config": config_dict(cfg)}
     return result

@@ -35,7 +35,6 @@ from croft.errors import CroftError
 from croft.features.files import FeatureSet
 from croft.methods.base import FitResult, register_head, register_method
 from croft.methods.coop import PromptConfig, prepare_prompt_fit
-from croft.methods.loop import Batch, frozen_copy
 from croft.methods.prompting import (
     ClassPrompts,
     TextTower,
@@ -43,7 +42,7 @@ from croft.methods.prompting import (
     frozen,
     init_context,
 )
-from croft.methods.training import config_dict, train_epochs
+from croft.methods.training import config_dict, train_head_ce
 
 
 @dataclass
@@ -144,18 +143,8 @@ def fit_cocoop(
         prompts = ClassPrompts(tower, train.class_names, ctx0.shape[0], dev)
         head.attach_text_tower(tower, prompts)
 
-        def loss_fn(b: Batch) -> torch.Tensor:
-            return F.cross_entropy(head.logits(b.x.float()), b.y)
-
-        result = train_epochs(
-            train,
-            val,
-            cfg,
-            list(head.parameters()),
-            loss_fn,
-            lambda: frozen_copy(head),
-            device=dev,
-            progress=progress,
+        result = train_head_ce(
+            train, val, cfg, head, device=dev, progress=progress, float_inputs=True
         )
     result.head.meta = {"method": "cocoop", "config": config_dict(cfg)}
     return result

@@ -32,7 +32,14 @@ from torch import nn
 from croft.errors import CroftError
 from croft.features.files import FeatureSet
 from croft.methods.base import FitResult, FittedHead
-from croft.methods.loop import Batch, Trainable, TrainConfig, lr_at_epoch, run_epochs
+from croft.methods.loop import (
+    Batch,
+    Trainable,
+    TrainConfig,
+    frozen_copy,
+    lr_at_epoch,
+    run_epochs,
+)
 
 OPTIMIZERS = ("sgd", "adamw")
 BASELINE_PROTOCOLS = ("original", "croft_repo")
@@ -178,6 +185,36 @@ def train_epochs(
 
     model = Trainable(params, [opt], step, snapshot, tuple(modules))
     return run_epochs(train, val, cfg, model, device=device, progress=progress)
+
+
+def train_head_ce(
+    train: FeatureSet,
+    val: FeatureSet | None,
+    cfg: BaselineTrainConfig,
+    head: FittedHead,
+    *,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+    float_inputs: bool = False,
+) -> FitResult:
+    """Cross-entropy on ``head.logits`` over every trainable parameter of ``head`` in the
+    shared loop; each epoch's snapshot is a frozen copy of the head (CLIP-Adapter, CoCoOp).
+    ``float_inputs`` casts the batch features to float32 first."""
+
+    def loss_fn(b: Batch) -> torch.Tensor:
+        x = b.x.float() if float_inputs else b.x
+        return nn.functional.cross_entropy(head.logits(x), b.y)
+
+    return train_epochs(
+        train,
+        val,
+        cfg,
+        list(head.parameters()),
+        loss_fn,
+        lambda: frozen_copy(head),
+        device=device,
+        progress=progress,
+    )
 
 
 def config_dict(cfg: Any) -> dict[str, Any]:

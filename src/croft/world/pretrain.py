@@ -249,35 +249,23 @@ def _contrastive_step(model: Any, opt: Any, x: Any, text: Any) -> float:
     return float(loss.detach())
 
 
-def _pretrain(
-    out_dir: str | Path,
-    cfg: PretrainConfig | None,
-    minutes: float | None,
-    workers: int | None,
-    threads: int | None,
+def _train(
+    model: Any,
+    opt: Any,
+    pool: Pool,
+    tok: WordTokenizer,
+    cfg: PretrainConfig,
+    rng: np.random.Generator,
+    train_budget: float | None,
     progress: bool,
-    log: Callable[[str], None],
-) -> Path:
-    t0 = time.monotonic()
+) -> tuple[int, float, str]:
+    """The step loop: batches drawn without replacement from the pool (reshuffled when
+    exhausted), random flips, a fresh caption per image, cosine lr over the step or time
+    budget. Returns ``(steps done, loss EMA, "steps" | "minutes")``."""
     import torch
 
     from croft.progress import progress as progress_bar
 
-    cfg = cfg or PretrainConfig()
-    _check_args(cfg, minutes)
-    budget_s = None if minutes is None else 60.0 * minutes
-    torch.set_num_threads(max(1, threads or 1))
-    if workers is None:
-        workers = min(2, os.cpu_count() or 1) if cfg.pool_size >= 4000 else 1
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng([cfg.seed, 23])
-
-    pool = build_pool(cfg, workers=workers, progress=progress)
-    pool_s = time.monotonic() - t0
-    log(f"rendered {len(pool.images)} pre-training images in {pool_s:.1f} s")
-
-    tok = WordTokenizer(world_vocabulary(), cfg.context_length)
-    model, model_cfg, opt = _model_and_optimiser(cfg, tok)
     images = torch.from_numpy(pool.images).permute(0, 3, 1, 2).contiguous()
     mean = torch.tensor(MEAN).view(1, 3, 1, 1) * 255
     std = torch.tensor(STD).view(1, 3, 1, 1) * 255
@@ -285,7 +273,6 @@ def _pretrain(
     order = rng.permutation(n)
     cursor = 0
     t_train = time.monotonic()
-    train_budget = None if budget_s is None else max(1e-3, budget_s - (t_train - t0))
     bar = progress_bar(cfg.steps, "pretrain", "step", enabled=progress)
     loss_ema = float("nan")
     step = 0
@@ -314,6 +301,39 @@ def _pretrain(
         if step % 10 == 0 or step == cfg.steps:
             bar.set_postfix(loss=f"{loss_ema:.3f}", scale=f"{model.logit_scale.exp().item():.1f}")
     bar.close()
+    return step, loss_ema, stopped_by
+
+
+def _pretrain(
+    out_dir: str | Path,
+    cfg: PretrainConfig | None,
+    minutes: float | None,
+    workers: int | None,
+    threads: int | None,
+    progress: bool,
+    log: Callable[[str], None],
+) -> Path:
+    t0 = time.monotonic()
+    import torch
+
+    cfg = cfg or PretrainConfig()
+    _check_args(cfg, minutes)
+    budget_s = None if minutes is None else 60.0 * minutes
+    torch.set_num_threads(max(1, threads or 1))
+    if workers is None:
+        workers = min(2, os.cpu_count() or 1) if cfg.pool_size >= 4000 else 1
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng([cfg.seed, 23])
+
+    pool = build_pool(cfg, workers=workers, progress=progress)
+    pool_s = time.monotonic() - t0
+    log(f"rendered {len(pool.images)} pre-training images in {pool_s:.1f} s")
+
+    tok = WordTokenizer(world_vocabulary(), cfg.context_length)
+    model, model_cfg, opt = _model_and_optimiser(cfg, tok)
+    t_train = time.monotonic()
+    train_budget = None if budget_s is None else max(1e-3, budget_s - (t_train - t0))
+    step, loss_ema, stopped_by = _train(model, opt, pool, tok, cfg, rng, train_budget, progress)
     wall = time.monotonic() - t0
     scale = model.logit_scale.exp().item()
     log(

@@ -20,6 +20,8 @@ GLOSSARY = {
     "epochs": "training epochs",
     "batch_size": "training batch size",
     "lr": "learning rate (peak, after warm-up)",
+    "lr_scaling": "none (lr as given, set for logit scale 100) or logit_scale "
+    "(lr x (100/s)^2 for SGD, x (100/s) for AdamW; s the backbone's logit scale)",
     "momentum": "SGD momentum",
     "weight_decay": "weight decay",
     "warmup_epochs": "epochs of constant warm-up learning rate",

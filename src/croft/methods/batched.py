@@ -47,7 +47,7 @@ from croft.errors import CroftError
 from croft.features.files import FeatureSet
 from croft.methods.base import METHODS, FitResult, make_config
 from croft.methods.batched_chunk import Chunk, fit_chunk, structure_of
-from croft.methods.loop import check_val
+from croft.methods.loop import check_val, resolve_lr
 from croft.methods.saving import _features as features_of
 from croft.methods.saving import provenance
 from croft.progress import progress as progress_bar
@@ -233,7 +233,11 @@ def fit_iter(
                 yield i, _with_provenance(method, cfgs[i], result, members[i], paths[i])
                 bar.update(cfgs[i].epochs)
                 continue
-            chunk = Chunk(method, [(members[i][0], members[i][1], cfgs[i]) for i in part], dev)
+            chunk = Chunk(
+                method,
+                [(members[i][0], members[i][1], resolve_lr(cfgs[i], members[i][0])) for i in part],
+                dev,
+            )
             results = fit_chunk(chunk, bar.update)
             del chunk
             for i, r in zip(part, results, strict=True):

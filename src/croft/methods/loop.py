@@ -8,6 +8,8 @@ does everything else, identically for every method:
 
 * **schedule** (:func:`lr_at_epoch`): ``warmup_epochs`` epochs at the constant
   ``warmup_lr``, then ``lr·(1 + cos(π(e − w)/E))/2``, set on every optimiser once per epoch;
+  ``lr`` is first resolved by ``lr_scaling`` (:func:`effective_lr`: as given, or the
+  scale-aware rule for backbones whose logit scale is not CLIP's 100);
 * **data**: epoch ``e`` uses cached view ``e mod V`` of every training image, batches are
   shuffled by a generator seeded with ``seed`` and ``drop_last`` when one full batch exists;
 * **selection** (:class:`EpochSelector`, policy ``select_epoch``):
@@ -37,7 +39,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import torch
@@ -52,6 +54,11 @@ log = logging.getLogger(__name__)
 
 POLICIES = ("best", "last", "best_after_warmup")
 DTYPES = ("float32", "float64", "float16", "bfloat16")
+#: ``lr_scaling``: ``none`` (``lr`` as given: the authors' rates, set for OpenAI CLIP's
+#: logit scale 100) or ``logit_scale`` (the scale-aware rule of :func:`effective_lr`)
+LR_SCALINGS = ("none", "logit_scale")
+#: the logit scale the authors' learning rates were set for (OpenAI CLIP, ``s = 100``)
+REFERENCE_LOGIT_SCALE = 100.0
 KEPT_INIT_TOL = 1e-3  # param_change below this: the selected model is the initialisation
 
 
@@ -80,10 +87,13 @@ class TrainConfig:
     select_epoch: str = "best"
     seed: int = 1
     dtype: str = "float32"
+    lr_scaling: str = "none"
 
     def check(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
             raise CroftError("epochs and batch_size must be at least 1")
+        if self.lr_scaling not in LR_SCALINGS:
+            raise CroftError(f"lr_scaling {self.lr_scaling!r}: use one of {', '.join(LR_SCALINGS)}")
         if self.warmup_epochs < 0:
             raise CroftError("warmup_epochs must be >= 0")
         if self.dtype not in DTYPES:
@@ -100,6 +110,34 @@ def select_policy(cfg: Any) -> str:
 
 
 # ----------------------------------------------------------------------------- schedule
+def effective_lr(cfg: Any, logit_scale: float) -> float:
+    """The peak learning rate a fit uses: ``cfg.lr`` under ``cfg.lr_scaling``.
+
+    ``none``: ``cfg.lr``. ``logit_scale`` (the scale-aware rule): a step moves the logits
+    ``s·cos`` by about ``lr·s²·…`` under SGD (the gradient carries one factor ``s``, the
+    logit another), so ``lr·(100/s)²`` gives a backbone of logit scale ``s`` the logit
+    movement the authors' ``lr`` gave OpenAI CLIP (``s = 100``); AdamW's step does not
+    scale with the gradient, so there logits move by about ``lr·s`` and the rule is
+    ``lr·(100/s)``. The warm-up rate ``warmup_lr`` is not scaled.
+    """
+    scaling = str(getattr(cfg, "lr_scaling", "none"))
+    if scaling == "none":
+        return float(cfg.lr)
+    if not logit_scale > 0:
+        raise CroftError(f"lr_scaling logit_scale needs a positive logit scale, got {logit_scale}")
+    power = 1.0 if str(getattr(cfg, "optimizer", "sgd")) == "adamw" else 2.0
+    return float(cfg.lr) * (REFERENCE_LOGIT_SCALE / float(logit_scale)) ** power
+
+
+def resolve_lr(cfg: Any, train: FeatureSet) -> Any:
+    """``cfg`` with ``lr`` the effective rate of :func:`effective_lr` (``lr_scaling`` then
+    ``none``, so resolving twice is harmless); ``cfg`` itself when nothing changes."""
+    if str(getattr(cfg, "lr_scaling", "none")) == "none":
+        return cfg
+    scale = resolve_logit_scale(train, getattr(cfg, "logit_scale", -1.0))
+    return replace(cfg, lr=effective_lr(cfg, scale), lr_scaling="none")
+
+
 def lr_at_epoch(cfg: TrainConfig, epoch: int) -> float:
     """Constant warm-up, then ``lr·(1+cos(π(e-w)/E))/2`` (Dassl's per-epoch wrapper)."""
     if epoch < cfg.warmup_epochs:
@@ -304,6 +342,7 @@ def run_epochs(
     """
     train.require_labels()
     check_val(train, val)
+    cfg = resolve_lr(cfg, train)
     policy = select_policy(cfg)
     dev = torch.device(device)
     feats = train.features.to(dev, getattr(torch, cfg.dtype))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -13,15 +14,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         "measure the per-sample energy-gradient norm per training domain and per set, and the "
         "classification loss's Hessian wrt the adapter per labelled group (Hutchinson trace, "
         "top eigenvalue, cross-domain alignment), plus ||W - I||/sqrt(D). Writes "
-        "diagnostics.csv, diagnostics.json and diagnostics.png/.pdf to --out.",
+        "diagnostics.csv, diagnostics.json and diagnostics.png/.pdf to --out. Run folders "
+        "written by 'croft run' (<out>/runs/<label>/<held_out>_seed<k>) need no feature "
+        "files: their task (train shots with domains, held-out test, extra targets, OOD sets) "
+        "is rebuilt from <out>/config.resolved.json through the feature cache.",
     )
     p.add_argument(
         "heads",
         nargs="+",
         metavar="HEAD_DIR",
-        help="directory written by 'croft fit', or a run directory with head/ and features.json",
+        help="directory written by 'croft fit', a run directory with head/ and features.json, "
+        "or run folders of 'croft run' of one (held-out domain, seed) task",
     )
-    p.add_argument("--train", help="ID training feature file (with per-sample domains)")
+    p.add_argument(
+        "--train",
+        help="ID training feature file (with per-sample domains); for 'croft run' folders it "
+        "replaces the rebuilt task (then --set names every other set)",
+    )
     p.add_argument(
         "--set",
         dest="sets",
@@ -61,6 +70,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(alignment and curvature then compare like with like)",
     )
     p.add_argument("--no-plots", action="store_true", help="write the table and JSON only")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="where a 'croft run' task's features are extracted when not cached (default cpu)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
@@ -79,14 +94,9 @@ def _parse_sets(items: list[str]) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dataclasses import asdict
-    from pathlib import Path
-
-    from croft._version import __version__
-    from croft.diagnose import DiagnoseOptions, diagnose_heads, run_dir_inputs, write_diagnostics
+    from croft.diagnose import DiagnoseOptions, write_diagnostics
     from croft.errors import CroftError
-    from croft.features import load_features
-    from croft.methods import load_head
+    from croft.experiments.diagnose_runs import diagnose_runs, is_experiment_run
 
     options = DiagnoseOptions(
         params=tuple(p.strip() for p in args.params.split(",") if p.strip()),
@@ -100,6 +110,43 @@ def run(args: argparse.Namespace) -> int:
         equal_rows=args.equal_rows,
     )
     options.check()
+    runs = [is_experiment_run(h) for h in args.heads]
+    if any(runs) and not args.train:
+        if not all(runs):
+            other = next(h for h, r in zip(args.heads, runs, strict=True) if not r)
+            raise CroftError(
+                f"{other} is not a run folder of 'croft run' while the others are; diagnose "
+                "either run folders of one task, or heads with --train FILE"
+            )
+        if args.sets:
+            raise CroftError(
+                "--set applies with --train only; run folders of 'croft run' bring their own "
+                "sets (held-out style, extra targets, OOD sets)"
+            )
+        result = diagnose_runs(
+            args.heads, options, x_key=args.x_key, device=args.device, progress=not args.quiet
+        )
+        rows, x_name, meta = result.rows, result.x_name, result.meta
+    else:
+        rows, x_name, meta = _from_files(args, options)
+    paths = write_diagnostics(rows, args.out, meta, x_name=x_name, plots=not args.no_plots)
+    _print_summary(rows)
+    print("written: " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def _from_files(args: argparse.Namespace, options: Any) -> tuple[list[dict], str, dict]:
+    """Heads (or run directories) diagnosed on the feature files named by --train/--set
+    or a run directory's features.json."""
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from croft._version import __version__
+    from croft.diagnose import diagnose_heads, run_dir_inputs
+    from croft.errors import CroftError
+    from croft.features import load_features
+    from croft.methods import load_head
+
     set_paths = dict(_parse_sets(args.sets))
     train_path = args.train
     head_dirs: dict[str, Path] = {}
@@ -127,10 +174,7 @@ def run(args: argparse.Namespace) -> int:
         "train": str(Path(train_path).resolve()),
         "sets": {k: str(Path(v).resolve()) for k, v in set_paths.items()},
     }
-    paths = write_diagnostics(rows, args.out, meta, x_name=x_name, plots=not args.no_plots)
-    _print_summary(rows)
-    print("written: " + ", ".join(str(p) for p in paths.values()))
-    return 0
+    return rows, x_name, meta
 
 
 def _print_summary(rows: list[dict]) -> None:

@@ -4,7 +4,9 @@
 :mod:`croft.diagnose.groups`,
 :mod:`croft.diagnose.hessian` holds the matrix-free estimators (Hutchinson trace, power
 iteration, shared-probe alignment), :mod:`croft.diagnose.output` writes the table, JSON and
-plots and reads run directories.
+plots and reads run directories that name their feature files (``features.json``). Run
+folders of ``croft run`` (no feature files) are diagnosed by
+:func:`croft.experiments.diagnose_runs`, which rebuilds their task one layer up.
 """
 
 from croft.diagnose.hessian import hutchinson_trace, shared_probe_stats, top_eigenvalue

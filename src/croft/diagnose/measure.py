@@ -360,15 +360,21 @@ def diagnose_heads(
     options: DiagnoseOptions = DiagnoseOptions(),
     *,
     x_key: str = "lambda2",
+    configs: Mapping[str, Mapping] | None = None,
 ) -> tuple[list[dict], str]:
     """``(rows, x_name)`` for several heads (e.g. a λ2 sweep), one tidy table.
 
     ``x`` is each head's ``config[x_key]`` when every head records a number there, else
-    the head's position (``x_name`` says which).
+    the head's position (``x_name`` says which). The config is ``configs[label]`` when
+    given (e.g. a run folder's method config and grid-point options), else the head's
+    own ``meta["config"]``.
     """
     xs = []
-    for h in heads.values():
-        cfg = h.meta.get("config", {}) if isinstance(h.meta, dict) else {}
+    for label, h in heads.items():
+        if configs is not None and label in configs:
+            cfg = configs[label]
+        else:
+            cfg = h.meta.get("config", {}) if isinstance(h.meta, dict) else {}
         xs.append(cfg.get(x_key))
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in xs)
     x_name = x_key if numeric else "head index"

@@ -14,6 +14,7 @@ Layout (each a small module):
 * :mod:`~croft.experiments.records`  — run folders: ``RunRecord``, ``read_runs``.
 * :mod:`~croft.experiments.protocols` — the protocol registry, ``run_experiment``.
 * :mod:`~croft.experiments.summary`  — mean ± std tables over runs.
+* :mod:`~croft.experiments.diagnose_runs` — ``croft diagnose`` on run folders (task rebuilt).
 
 A YAML experiment (Setup-II)::
 
@@ -39,6 +40,7 @@ from croft.experiments.config import (
     LodoConfig,
     MethodGrid,
 )
+from croft.experiments.diagnose_runs import RunDiagnosis, diagnose_runs
 from croft.experiments.grid import MethodRun, expand_methods
 from croft.experiments.loading import check_experiment, load_experiment
 from croft.experiments.protocols import PROTOCOLS, dry_run, run_experiment
@@ -56,9 +58,11 @@ __all__ = [
     "LodoConfig",
     "MethodGrid",
     "MethodRun",
+    "RunDiagnosis",
     "RunRecord",
     "Task",
     "check_experiment",
+    "diagnose_runs",
     "dry_run",
     "expand_methods",
     "load_experiment",

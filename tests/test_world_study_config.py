@@ -46,11 +46,22 @@ def test_study_config_matches_the_design(world, tmp_path, capsys) -> None:
     assert [o.name for o in cfg.ood] == ["matched", "textures", "pooled"]
     assert cfg.ood[0].per_fold and not cfg.ood[1].per_fold
     assert set(cfg.scores) == {"energy", "knn", "mcm", "msp", "max_logit"}
-    assert [m.method for m in cfg.methods] == ["zeroshot", "linear_probe", "ce_adapter"]
-    lrs = cfg.methods[2].grid["lr"]  # {1, 4, 16} x 0.002 x (100 / s)^2
-    s = 17.994251
-    assert lrs == pytest.approx([m * 0.002 * (100 / s) ** 2 for m in (1, 4, 16)], rel=1e-5)
-    assert "croft" not in {m.method for m in cfg.methods}  # only after the gates pass
+    rows = {m.label: m for m in cfg.methods}
+    assert list(rows)[:3] == ["zeroshot", "linear_probe", "ce_adapter"]
+    s = 17.994251  # the v2 tiny CLIP's logit scale: the scale-aware rule's numbers
+    sgd = [m * 0.002 * (100 / s) ** 2 for m in (1, 4, 16)]  # {1, 4, 16} x 0.002 x (100/s)^2
+    for label in ("ce_adapter", "croft", "croft_paper", "croft_generator_only", "clip_adapter"):
+        assert rows[label].grid["lr"] == pytest.approx(sgd, rel=1e-5), label
+        assert rows[label].options["epochs"] == 30, label  # the same step budget
+    adamw = [m * 0.001 * (100 / s) for m in (1, 4, 16)]  # AdamW: x (100/s)
+    assert rows["tip_adapter_f"].grid["lr"] == pytest.approx(adamw, rel=2e-5)  # s rounded: 17.994
+    # the design's grids: lambda1 and lambda2 include 0; the paper variant's temperature
+    assert rows["croft"].grid["lambda1"] == [0.0, 5.0, 15.0]
+    assert rows["croft"].grid["lambda2"] == [0.0, 1.0, 10.0, 100.0, 1000.0]
+    assert rows["croft_paper"].grid["lambda2"] == [0.0, 0.01, 0.1, 1.0, 10.0]
+    assert rows["croft_paper"].grid["energy_temperature"] == pytest.approx([1.0, 1 / s], rel=1e-5)
+    assert rows["croft_generator_only"].options["lambda2"] == 0.0
+    assert rows["croft_penalty_only"].options["wccf"] is False
     assert main(["run", str(_study_config(world, tmp_path)), "--check"]) == 0
     assert "world_study: OK" in capsys.readouterr().out
 

@@ -145,18 +145,51 @@ def describe(subject: str, other: str, key: MetricKey, d: PairedDiff) -> str:
     return f"{what}: {subject} vs {other}: {ci}: {word}"
 
 
+def best_baseline(records: Sequence[Mapping[str, Any]], exclude: Sequence[str] = ()) -> str | None:
+    """The baseline with the best mean SOURCE-VALIDATION accuracy (``val_accuracy``).
+
+    Candidates: every label not in ``exclude`` whose method is not CRoFT (``method ==
+    "croft"``: both variants, ablations and any other CRoFT row are the subject's family,
+    never its "best baseline"; a record without ``method`` counts by its label). Never
+    chosen on test accuracy, which would pick the comparator on the test set. Ties go to
+    the first label seen. None when no candidate has a validation accuracy.
+    """
+
+    def is_croft(r: Mapping[str, Any]) -> bool:
+        return str(r.get("method") or r["label"]) == "croft"
+
+    croft_labels = {r["label"] for r in records if is_croft(r)}
+    labels = [
+        x
+        for x in dict.fromkeys(r["label"] for r in records)
+        if x not in exclude and x not in croft_labels
+    ]
+
+    def mean_val(lab: str) -> float:
+        vals = [r.get("val_accuracy") for r in records if r["label"] == lab]
+        known = [float(v) for v in vals if v is not None]
+        return sum(known) / len(known) if known else float("-inf")
+
+    if not labels:
+        return None
+    best = max(labels, key=mean_val)
+    return best if mean_val(best) > float("-inf") else None
+
+
 def verdict_lines(
     records: Sequence[Mapping[str, Any]],
     subject: str | None = None,
     references: Sequence[str] | None = None,
     scores: Sequence[str] = ("energy",),
     metrics: Sequence[str] = ("auroc", "fpr95_id_pos"),
+    ood_sets: Sequence[str] | None = None,
 ) -> list[str]:
     """The verdict: methods that did not train, then subject vs each reference per metric.
 
     ``subject`` defaults to ``croft`` (when present); ``references`` to zeroshot,
-    ce_adapter and the best other row by mean SOURCE-VALIDATION accuracy (``val_accuracy``;
-    never test accuracy, which would pick the comparator on the test set).
+    ce_adapter and the best baseline (:func:`best_baseline`: by mean source-validation
+    accuracy, CRoFT rows excluded), announced in a line of its own. ``ood_sets``: the open
+    sets compared, in this order (default: every set in the records).
     """
     labels = list(dict.fromkeys(r["label"] for r in records))
     statuses = training_status(records)
@@ -170,18 +203,16 @@ def verdict_lines(
         return lines
     if references is None:
         references = [x for x in ("zeroshot", "ce_adapter") if x in labels]
-        rest = [x for x in labels if x not in (subject, *references)]
-        if rest:
-
-            def mean_val(lab: str) -> float:
-                vals = [r.get("val_accuracy") for r in records if r["label"] == lab]
-                known = [float(v) for v in vals if v is not None]
-                return sum(known) / len(known) if known else float("-inf")
-
-            best = max(rest, key=mean_val)
-            if mean_val(best) > float("-inf"):
-                references.append(best)
+        best = best_baseline(records, exclude=[subject, *references])
+        if best is not None:
+            references.append(best)
+            lines.append(
+                f"- best baseline: {best} (by mean source-validation accuracy among the "
+                "baselines; CRoFT rows are never candidates)"
+            )
     oods = list(dict.fromkeys(o for r in records for o in r.get("detection", {})))
+    if ood_sets is not None:
+        oods = [o for o in ood_sets if o in oods]
     keys: list[MetricKey] = [("accuracy", "", "")]
     keys += [(m, o, s) for o in oods for s in scores for m in metrics]
     for other in references:

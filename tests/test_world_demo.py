@@ -1,69 +1,161 @@
-"""``croft demo`` end to end on the built-in world (the small 'tiny' preset, core rows)."""
+"""``croft demo``: the world study's short form on world v2 (run end to end on the small
+``study-tiny`` world), its agreement with configs/world_study.yaml, and the verdict's rule
+for the best baseline."""
 
 from __future__ import annotations
 
+import functools
 import json
+from pathlib import Path
 
 import pytest
 
-from croft.protocols.world_demo import run_world_demo
-from croft.verdict import verdict_lines
+import croft.protocols.world_demo as wd
+from croft.cli.main import main
+from croft.experiments import load_experiment
+from croft.verdict import best_baseline, verdict_lines
 
-pytestmark = pytest.mark.usefixtures("isolated_cache")
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "world_study.yaml"
 
 
-def test_world_demo_runs_images_to_report(tmp_path) -> None:
+# ------------------------------------------------------------------ one source of truth
+def test_demo_config_agrees_with_the_study_yaml(tmp_path) -> None:
+    """The demo's data and protocol fields are the study's (paths aside), its rows are the
+    study's rows with the same options, and its grid values are points of the study's."""
+    study = load_experiment(CONFIG)
+    demo = wd.demo_config(tmp_path / "world", range(1, 6))
+    demo.check()
+    for key in (
+        "protocol", "held_out", "extra_targets", "templates", "shots", "sampling",
+        "val_per_class", "views", "crop_scale", "seeds", "ood_transform", "conventions",
+        "knn_k", "precision", "view_seed", "device",
+    ):  # fmt: skip
+        assert getattr(demo, key) == getattr(study, key), key
+    assert demo.train_view() == study.train_view()
+    assert demo.data.layout == study.data.layout and demo.data.options == study.data.options
+    assert set(demo.scores) <= set(study.scores)
+
+    def ood(cfg) -> list:  # each open set with its root relative to the data root
+        rel = [Path(o.root).relative_to(cfg.data.root).as_posix() for o in cfg.ood]
+        return [(o.name, r, o.layout, o.options) for o, r in zip(cfg.ood, rel, strict=True)]
+
+    assert ood(demo) == ood(study)
+    assert ood(demo)[0] == ("matched", "ood_classes/{held_out}", "folder", {"ood": True})
+    weights = "assets/world_v2/open_clip_model.safetensors"
+    assert demo.backbone.endswith(weights) and study.backbone.endswith(weights)
+    rows = {m.label: m for m in study.methods}
+    for m in wd.demo_methods(full=True, prompt_learners=True):
+        ref = rows[m.label]
+        assert (m.method, m.options) == (ref.method, ref.options), m.label
+        for key, values in m.grid.items():
+            assert set(values) <= set(ref.grid[key]), (m.label, key)
+    # the reduced lr grid: x1 and x4, i.e. the study's first two points
+    assert rows["ce_adapter"].grid["lr"][:2] == list(wd.LR_SGD)
+    assert rows["tip_adapter_f"].grid["lr"][:2] == list(wd.LR_ADAMW)
+
+
+def test_the_lr_grid_is_the_scale_aware_rule() -> None:
+    s = wd.logit_scale()
+    assert s == pytest.approx(17.994251, rel=1e-6)
+    for mult, sgd, adamw in zip(wd.LR_MULTIPLIERS, wd.LR_SGD, wd.LR_ADAMW, strict=True):
+        assert sgd == pytest.approx(mult * wd.scale_aware_lr(0.002, s, 2), rel=1e-5)
+        assert adamw == pytest.approx(mult * wd.scale_aware_lr(0.001, s, 1), rel=1e-4)
+    lines = wd.lr_lines(s)
+    assert "s = 17.994" in lines[0] and "0.0617678" in lines[1] and "0.0222296" in lines[2]
+    labels = [m.label for m in wd.demo_methods(full=False)]
+    assert labels == ["zeroshot", "ce_adapter", "croft", "croft_paper"]
+    croft = wd.demo_methods(full=False)[2]
+    assert croft.grid == {
+        "lr": list(wd.LR_SGD), "lambda1": [15.0], "lambda2": [0.0, 10.0, 1000.0]
+    }  # fmt: skip
+
+
+# ------------------------------------------------------------------------- end to end
+@pytest.mark.usefixtures("isolated_cache")
+def test_cli_demo_core_on_study_tiny_prints_the_verdict(tmp_path, monkeypatch, capsys) -> None:
+    """``croft demo --core`` through the CLI on the small study world (one style, 2 seeds):
+    the lr rule, the table with sketch apart, and the paired verdict with intervals."""
+    run = functools.partial(wd.run_world_demo, preset="study-tiny", held_out=("photo",))
+    monkeypatch.setattr(wd, "run_world_demo", run)
+    monkeypatch.setattr(wd, "SEEDS", 2)
     out = tmp_path / "demo"
-    res = run_world_demo(
-        out, seeds=(1,), full=False, progress=False, preset="tiny", held_out=("sketch", "photo")
-    )
-    runs = sorted(out.rglob("metrics.json"))
-    # 2 held-out styles x 1 seed x (zeroshot, ce_adapter, 3 + 3 CRoFT grid points)
-    assert len(runs) == 2 * 8
-    rec = json.loads(runs[0].read_text())
-    assert set(rec["detection"]) == {"held_out_classes", "textures"}
-    assert set(rec["detection"]["textures"]) == {"energy", "knn"}
-    cfg = json.loads((out / "config.resolved.json").read_text())
-    assert cfg["backbone"].startswith("openclip:croft-world-rn-tiny:")
-    header, rows = res["tables"]["accuracy"]
-    assert header == ["method", "photo", "sketch", "avg"]
-    # rows carry the report's training-status marks (e.g. † kept the initialisation) now
-    # that runs record their selection; the tiny world's short fits may earn them
-    labels = [r[0].rstrip("†‡") for r in rows]
-    marked = [r[0].rstrip("†‡") for r in rows if r[0].endswith(("†", "‡"))]
-    assert all(any(m in note for note in res["marks"]) for m in marked), res["marks"]
-    assert {"zeroshot", "ce_adapter", "croft", "croft_paper"} == set(labels)
-    zs = next(r for r in rows if r[0] == "zeroshot")
-    assert float(zs[1].split()[0]) > 100 / 7, "zero-shot on photo should beat chance"
+    assert main(["demo", "--core", "--quiet", "--seed", "3", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "the backbone's logit scale s = 17.994" in text and "x4: 0.247071" in text
+    header = text.split("mean ± std over held-out styles x seeds", 1)[1].splitlines()[1]
+    assert header.split()[:6] == ["method", "held-out", "acc", "sketch", "acc", "matched"]
+    verdict = [x for x in text.splitlines() if x.startswith("- ") and ": croft vs " in x]
     assert any(
-        line.startswith("- held-out accuracy: croft vs zeroshot:") and "CI [" in line
-        for line in res["verdict"]
-    ), res["verdict"]
+        x.startswith("- held-out accuracy: croft vs zeroshot: ") and "95% CI [" in x and "n=2" in x
+        for x in verdict
+    ), text
+    assert any(x.startswith("- matched, energy auroc: croft vs ce_adapter: ") for x in verdict)
+    assert any(x.startswith("- textures, energy fpr95_id_pos: croft vs ") for x in verdict)
+    assert not any("pooled" in x for x in verdict)  # in the report, not the verdict
+    assert all(x.endswith(("better", "worse", "no significant difference")) for x in verdict)
+    assert "- croft: 0 of 2 runs kept its initialisation" in text
+    runs = sorted(out.rglob("metrics.json"))  # seeds 3, 4 x (zs, ce 2, croft 6, paper 6)
+    assert len(runs) == 2 * 15 and {p.parent.name for p in runs} == {"photo_seed3", "photo_seed4"}
+    rec = json.loads(runs[-1].read_text())
+    assert rec["ood_sets"] == ["matched", "textures", "pooled"]
+    assert rec["shifted_sets"] == ["sketch"]
+    assert set(rec["detection"]["matched"]) == {"energy", "knn"}
+    cfg = json.loads((out / "config.resolved.json").read_text())
+    assert cfg["backbone"].endswith("world_v2/open_clip_model.safetensors")
+    assert (out / "report" / "report.md").is_file()
+
+
+@pytest.mark.usefixtures("isolated_cache")
+def test_world_demo_every_row_on_study_tiny(tmp_path) -> None:
+    """Every default row runs with the study's options (one task), and the verdict names a
+    best baseline that is not a CRoFT row."""
+    res = wd.run_world_demo(
+        tmp_path / "demo", seeds=(1,), progress=False, preset="study-tiny", held_out=("pixel",)
+    )
+    header, rows = res["summary"]
+    labels = [r[0].rstrip("†‡") for r in rows]
+    assert labels == [
+        "zeroshot", "ce_adapter", "croft", "croft_paper", "linear_probe", "clip_adapter",
+        "tip_adapter", "tip_adapter_f", "wise",
+    ]  # fmt: skip
+    assert header[:3] == ["method", "held-out acc", "sketch acc"]
+    assert float(rows[0][1]) > 100 / 7, "zero-shot on pixel should beat chance"
+    best = [x for x in res["verdict"] if x.startswith("- best baseline: ")]
+    assert len(best) == 1 and not best[0].startswith("- best baseline: croft")
+    name = best[0].split()[3]
+    assert any(x.startswith(f"- held-out accuracy: croft vs {name}: ") for x in res["verdict"])
     trained = {line.split(":")[0] for line in res["training"]}
-    assert {"ce_adapter", "croft", "croft_paper"} <= trained  # every trained method says
-    assert (out / "report" / "plots" / "energy_distributions.png").is_file()
+    assert {"ce_adapter", "croft", "croft_paper", "clip_adapter", "tip_adapter_f"} <= trained
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("isolated_cache")
+def test_full_demo_from_empty_caches(tmp_path, capsys) -> None:
+    """``croft demo`` as a user runs it: 4 styles x 5 seeds, every default row (~2-7 min)."""
+    assert main(["demo", "--quiet", "--out", str(tmp_path / "demo")]) == 0
+    text = capsys.readouterr().out
+    assert len(list((tmp_path / "demo").rglob("metrics.json"))) == 20 * 22
+    assert "- held-out accuracy: croft vs zeroshot: " in text and "n=20" in text
+    assert "- best baseline: " in text
+
+
+# ----------------------------------------------------------------------------- verdict
+def _rec(label, method, acc, auroc, val, dom, seed):
+    det = {"energy": {"auroc": auroc, "fpr95_id_pos": 1 - auroc}}
+    rec = {"label": label, "test_domain": dom, "seed": seed, "accuracy": acc + 0.01 * seed}
+    rec.update(val_accuracy=val, detection={"held_out_classes": det})
+    return rec if method is None else {**rec, "method": method}
 
 
 def test_verdict_has_intervals_and_picks_the_best_baseline_on_validation() -> None:
-    def rec(label, acc, auroc, val, dom, seed):
-        det = {"energy": {"auroc": auroc, "fpr95_id_pos": 1 - auroc}}
-        return {
-            "label": label,
-            "test_domain": dom,
-            "seed": seed,
-            "accuracy": acc + 0.01 * seed,
-            "val_accuracy": val,
-            "detection": {"held_out_classes": det},
-        }
-
     pairs = [(d, s) for d in ("photo", "sketch") for s in (1, 2, 3)]
     recs = []
     for d, s in pairs:
         recs += [
-            rec("croft", 0.90, 0.7, 0.90, d, s),
-            rec("zeroshot", 0.80, 0.8, 0.80, d, s),
-            rec("probe", 0.95, 0.6, 0.70, d, s),  # best on TEST, worse on validation
-            rec("tip", 0.85, 0.6, 0.85, d, s),  # best other row on validation
+            _rec("croft", None, 0.90, 0.7, 0.90, d, s),
+            _rec("zeroshot", None, 0.80, 0.8, 0.80, d, s),
+            _rec("probe", None, 0.95, 0.6, 0.70, d, s),  # best on TEST, worse on validation
+            _rec("tip", None, 0.85, 0.6, 0.85, d, s),  # best other row on validation
         ]
     lines = verdict_lines(recs)
     assert (
@@ -76,3 +168,29 @@ def test_verdict_has_intervals_and_picks_the_best_baseline_on_validation() -> No
         "held_out_classes, energy auroc: croft vs zeroshot: -10.0" in x and "worse" in x
         for x in lines
     )
+
+
+def test_the_best_baseline_is_never_a_croft_row() -> None:
+    """croft_paper and an ablation (method croft) beat every baseline on validation; the
+    best baseline is still chosen among the baselines only, by validation accuracy."""
+    recs = []
+    for d, s in [(d, s) for d in ("photo", "pixel") for s in (1, 2)]:
+        recs += [
+            _rec("croft", "croft", 0.90, 0.7, 0.90, d, s),
+            _rec("croft_paper", "croft", 0.99, 0.9, 0.99, d, s),
+            _rec("croft_generator_only", "croft", 0.98, 0.9, 0.98, d, s),
+            _rec("zeroshot", "zeroshot", 0.80, 0.8, 0.60, d, s),
+            _rec("ce_adapter", "ce_adapter", 0.85, 0.7, 0.97, d, s),
+            _rec("tip_adapter_f", "tip_adapter_f", 0.80, 0.7, 0.93, d, s),
+            _rec("linear_probe", "linear_probe", 0.95, 0.7, 0.92, d, s),  # best on test
+        ]
+    assert best_baseline(recs, exclude=["croft", "zeroshot", "ce_adapter"]) == "tip_adapter_f"
+    assert best_baseline(recs) == "ce_adapter"  # among every non-CRoFT row
+    assert best_baseline([r for r in recs if r["method"] == "croft"]) is None
+    lines = verdict_lines(recs)
+    pairs = [x.split(": croft vs ")[1] for x in lines if ": croft vs " in x]
+    refs = list(dict.fromkeys(x.split(":")[0] for x in pairs))
+    assert refs == ["zeroshot", "ce_adapter", "tip_adapter_f"]
+    assert "- best baseline: tip_adapter_f (by mean source-validation accuracy" in "\n".join(lines)
+    only = verdict_lines(recs, ood_sets=["textures"])  # an open set not in the records
+    assert not any("held_out_classes" in x for x in only) and len(only) == 1 + 3

@@ -16,8 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "the CE-only adapter, CRoFT (official and paper) and the baselines on a reduced "
         "grid (lr x1 and x4 of the scale-aware rule, 30 epochs), and print the tables, "
         "whether each method trained, and CRoFT against zero-shot, the CE adapter and the "
-        "best baseline with paired 95%% bootstrap intervals. The report and plots go to "
-        "--out. About 3-5 minutes on 2 CPU cores from empty caches.",
+        "best baseline with paired 95% bootstrap intervals. The report and plots go to "
+        "--out. About 2 minutes on 2 CPU cores from empty caches.",
     )
     p.add_argument("--out", default="croft-out/demo", help="output directory")
     p.add_argument("--seed", type=int, default=1, help="first seed (the demo uses 5: S..S+4)")

@@ -55,11 +55,23 @@ def test_demo_config_agrees_with_the_study_yaml(tmp_path) -> None:
 
 
 def test_the_lr_grid_is_the_scale_aware_rule() -> None:
+    """The demo's written-out rates are croft's rule (``lr_scaling: logit_scale``) at the
+    shipped v2 tiny CLIP's logit scale, as the study config writes them (7 decimals; its
+    AdamW x4 rate is 4 x the rounded x1 rate, 1.3e-5 relative above the rule)."""
+    import croft.methods as M
+    from croft.methods.loop import effective_lr
+
     s = wd.logit_scale()
     assert s == pytest.approx(17.994251, rel=1e-6)
     for mult, sgd, adamw in zip(wd.LR_MULTIPLIERS, wd.LR_SGD, wd.LR_ADAMW, strict=True):
-        assert sgd == pytest.approx(mult * wd.scale_aware_lr(0.002, s, 2), rel=1e-5)
-        assert adamw == pytest.approx(mult * wd.scale_aware_lr(0.001, s, 1), rel=1e-4)
+        for method, lr, opts in [
+            ("ce_adapter", sgd, {"lr": mult * wd.LR_OFFICIAL_SGD}),
+            ("tip_adapter_f", adamw, {"lr": mult * wd.LR_OFFICIAL_ADAMW, "optimizer": "adamw"}),
+        ]:
+            cfg = M.make_config(
+                M.METHODS.get(method).config_cls, {**opts, "lr_scaling": "logit_scale"}
+            )
+            assert lr == pytest.approx(effective_lr(cfg, s), rel=2e-5), (method, mult)
     lines = wd.lr_lines(s)
     assert "s = 17.994" in lines[0] and "0.0617678" in lines[1] and "0.0222296" in lines[2]
     labels = [m.label for m in wd.demo_methods(full=False)]

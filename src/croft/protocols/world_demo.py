@@ -41,7 +41,6 @@ log = logging.getLogger(__name__)
 PRESET = "study"  # world v2; its tiny CLIP is tiny_clip_checkpoint("study")
 STYLES = ("photo", "painting", "cartoon", "pixel")  # leave-one-style-out: seen in pre-training
 EXTRA_TARGETS = ("sketch",)  # never seen in pre-training: accuracy of every fold's head
-OOD_NAMES = ("matched", "textures", "pooled")
 VERDICT_OOD = ("matched", "textures")  # the verdict's open sets (the report has them all)
 SEEDS = 5
 VIEWS = 8
@@ -49,21 +48,17 @@ CROP_SCALE = (0.7, 1.0)  # RandomResizedCrop(0.7, 1) + flip, like pre-training
 EPOCHS = 30
 SCORES = ("energy", "knn")
 
-#: The scale-aware rule: the authors' rate was set for OpenAI CLIP's logit scale s = 100.
-#: SGD moves logits by about lr·s² (rule: lr_official·(100/s)²); AdamW's step does not
-#: scale with the gradient, so its logits move by about lr·s (rule: lr_official·(100/s)).
+#: The scale-aware rule (``lr_scaling: logit_scale``, :func:`croft.methods.loop.effective_lr`):
+#: the authors' rates were set for OpenAI CLIP's logit scale s = 100; SGD moves logits by
+#: about lr·s² (lr_official·(100/s)²), AdamW by about lr·s (lr_official·(100/s)).
 LR_OFFICIAL_SGD = 0.002  # CE adapter, CRoFT, CLIP-Adapter (the CRoFT repository's rate)
 LR_OFFICIAL_ADAMW = 0.001  # Tip-Adapter-F
 LR_MULTIPLIERS = (1, 4)
-#: The demo's rates, ×1 and ×4 of the rule at the v2 tiny CLIP's s = 17.994, as written
-#: in configs/world_study.yaml (fixed numbers: a test checks them against the rule).
+#: The demo's rates, ×1 and ×4 of the rule at the v2 tiny CLIP's s = 17.994, written out
+#: as in configs/world_study.yaml (so the demo's runs are the study's grid points; a test
+#: checks them against the rule).
 LR_SGD = (0.0617678, 0.2470714)
 LR_ADAMW = (0.0055574, 0.0222296)
-
-
-def scale_aware_lr(lr_official: float, logit_scale: float, power: int = 2) -> float:
-    """``lr_official · (100 / logit_scale) ** power``: power 2 for SGD, 1 for AdamW."""
-    return lr_official * (100.0 / logit_scale) ** power
 
 
 def logit_scale(preset: str = PRESET) -> float:
@@ -76,17 +71,20 @@ def logit_scale(preset: str = PRESET) -> float:
 
 def lr_lines(s: float) -> list[str]:
     """How the demo's learning rates were set (printed by ``croft demo``)."""
+    from croft.methods.loop import REFERENCE_LOGIT_SCALE
 
     def rates(values: Sequence[float]) -> str:
         return ", ".join(f"x{m}: {v:g}" for m, v in zip(LR_MULTIPLIERS, values, strict=True))
 
+    ref = REFERENCE_LOGIT_SCALE
     return [
-        f"learning rates: the scale-aware rule, the backbone's logit scale s = {s:.3f} "
-        "(the authors' rates were set for s = 100)",
-        f"  SGD (CE adapter, CRoFT, CLIP-Adapter): lr_official x (100/s)^2 = "
-        f"{LR_OFFICIAL_SGD:g} x {(100 / s) ** 2:.2f}; grid {rates(LR_SGD)}",
-        f"  AdamW (Tip-Adapter-F): lr_official x (100/s) = {LR_OFFICIAL_ADAMW:g} x "
-        f"{100 / s:.3f}; grid {rates(LR_ADAMW)}",
+        "learning rates: the scale-aware rule (croft's lr_scaling: logit_scale, written out "
+        f"as the study config's rates); the backbone's logit scale s = {s:.3f}, the "
+        f"authors' rates were set for s = {ref:g}",
+        f"  SGD (CE adapter, CRoFT, CLIP-Adapter): lr_official x ({ref:g}/s)^2 = "
+        f"{LR_OFFICIAL_SGD:g} x {(ref / s) ** 2:.2f}; grid {rates(LR_SGD)}",
+        f"  AdamW (Tip-Adapter-F): lr_official x ({ref:g}/s) = {LR_OFFICIAL_ADAMW:g} x "
+        f"{ref / s:.3f}; grid {rates(LR_ADAMW)}",
         f"  {EPOCHS} epochs for every trained method; lr (and lambda) chosen per "
         "(held-out style, seed) on source-validation accuracy",
     ]

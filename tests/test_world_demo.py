@@ -93,7 +93,7 @@ def test_cli_demo_core_on_study_tiny_prints_the_verdict(tmp_path, monkeypatch, c
     out = tmp_path / "demo"
     assert main(["demo", "--core", "--quiet", "--seed", "3", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "the backbone's logit scale s = 17.994" in text and "x4: 0.247071" in text
+    assert "the backbone's logit scale s = 17.994" in text and "x4: 0.2470714" in text
     header = text.split("mean ± std over held-out styles x seeds", 1)[1].splitlines()[1]
     assert header.split()[:6] == ["method", "held-out", "acc", "sketch", "acc", "matched"]
     verdict = [x for x in text.splitlines() if x.startswith("- ") and ": croft vs " in x]

@@ -74,7 +74,7 @@ def lr_lines(s: float) -> list[str]:
     from croft.methods.loop import REFERENCE_LOGIT_SCALE
 
     def rates(values: Sequence[float]) -> str:
-        return ", ".join(f"x{m}: {v:g}" for m, v in zip(LR_MULTIPLIERS, values, strict=True))
+        return ", ".join(f"x{m}: {v}" for m, v in zip(LR_MULTIPLIERS, values, strict=True))
 
     ref = REFERENCE_LOGIT_SCALE
     return [

@@ -267,3 +267,24 @@ def test_run_records_read_like_the_report(world, tmp_path) -> None:
     one = ["--set", "held_out=[art]", "--set", "methods.1.options.epochs=1"]
     assert _run(world / "exp.yaml", out, *one) == 0
     assert [r.as_dict() for r in read_runs(out)] == collect_runs(out)
+
+
+def test_run_experiment_chooses_its_threads_and_restores_them(monkeypatch) -> None:
+    """The runner runs on default_threads() (CROFT_THREADS, else 1), whatever the caller's."""
+    import torch
+
+    import croft.experiments.protocols as P
+
+    seen = []
+    monkeypatch.setattr(P, "_run_experiment", lambda *a, **k: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("CROFT_THREADS", "2")
+        P.run_experiment(None, "unused")  # type: ignore[arg-type]
+        monkeypatch.delenv("CROFT_THREADS")
+        torch.set_num_threads(2)
+        P.run_experiment(None, "unused")  # type: ignore[arg-type]
+        assert torch.get_num_threads() == 2  # restored
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [2, 1]

@@ -95,7 +95,32 @@ def run_experiment(
     (before any work) runs made with other settings, unless ``fresh`` discards them.
     ``shard=(K, N)``: only the K-th (1-based) of N disjoint parts of the grid
     (:func:`croft.experiments.runner.shard_of`); every part writes its own run folders.
+
+    Torch runs on :func:`croft.methods.batched.default_threads` threads throughout
+    (``CROFT_THREADS``, else 1; restored after): on a 2-core machine shared with other
+    work, two threads made extraction 3-4x and the non-batched fits 3x slower in wall time
+    (BENCHMARKS.md, the demo on world v2).
     """
+    import torch
+
+    from croft.methods.batched import default_threads
+
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(default_threads())
+    try:
+        return _run_experiment(cfg, out_dir, progress=progress, fresh=fresh, shard=shard)
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _run_experiment(
+    cfg: ExperimentBase,
+    out_dir: str | os.PathLike[str],
+    *,
+    progress: bool | None,
+    fresh: bool,
+    shard: tuple[int, int] | None,
+) -> dict[str, Any]:
     from croft.backbones import load_backbone
 
     show = cfg.progress if progress is None else progress

@@ -16,11 +16,12 @@ result was read: learning rates ×1 and ×4 of the scale-aware rule (:data:`LR_S
 grid point is chosen per (held-out style, seed) on SOURCE-validation accuracy (ties: the
 lower validation NLL, then the smaller λ), never on the test split.
 
-Threads: the whole demo (extraction, every fit, evaluation) runs with
-:func:`croft.methods.batched.default_threads` torch threads (``CROFT_THREADS``, else 1),
-the batched engine's rule. On the 2-core reference machine beside another 2-thread torch
-process, one thread extracted the world's features in 10-15 s against 38-61 s with two,
-and fitted the sequential baselines of one task 3x faster (6 s against 19 s).
+Threads: extraction, every fit and evaluation run inside
+:func:`croft.experiments.protocols.run_experiment`, which uses
+:func:`croft.methods.batched.default_threads` torch threads (``CROFT_THREADS``, else
+1). On the 2-core reference machine beside another 2-thread torch process, one thread
+extracted the world's features in 10-15 s against 38-61 s with two, and fitted the
+sequential baselines of one task 3x faster (6 s against 19 s).
 """
 
 from __future__ import annotations
@@ -234,9 +235,6 @@ def run_world_demo(
     and the energy score on :data:`VERDICT_OOD`), ``lr`` (how the rates were set),
     ``report``, ``seconds``, ``world``.
     """
-    import torch
-
-    from croft.methods.batched import default_threads
     from croft.report import select_records, write_report
     from croft.verdict import status_lines, status_marks, training_status, verdict_lines
     from croft.world import generate_world
@@ -249,13 +247,8 @@ def run_world_demo(
         fit_engine=fit_engine, views=views,
     )  # fmt: skip
     out = Path(out_dir)
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(default_threads())  # see the module docstring, "Threads"
-    try:
-        result = run_experiment(cfg, out, progress=progress)
-        report = write_report(out, out / "report")
-    finally:
-        torch.set_num_threads(old_threads)
+    result = run_experiment(cfg, out, progress=progress)  # threads: the module docstring
+    report = write_report(out, out / "report")
     records = select_records(result["records"])
     statuses = training_status(records)
     marks, notes = status_marks(statuses)

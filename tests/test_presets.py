@@ -25,8 +25,10 @@ def test_preset_loads_and_its_methods_are_valid(path: Path) -> None:
     assert cfg.methods and expand_methods(cfg.methods)
     problems = check_experiment(cfg)
     assert not [p for p in problems if p.startswith("method ")], problems
-    # the placeholder paths do not exist: every dataset is reported, one line each
-    assert any("does not exist" in p for p in problems)
+    # the placeholder paths do not exist: every dataset is reported, one line each (the
+    # world study's world is generated next to configs/ by its README command, or not)
+    if not Path(cfg.data.root).exists():
+        assert any("does not exist" in p for p in problems)
 
 
 def test_setup2_pacs_check_passes_on_a_pacs_shaped_tree(tmp_path: Path, capsys) -> None:

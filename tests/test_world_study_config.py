@@ -96,8 +96,12 @@ def test_per_fold_open_set_and_extra_target_in_a_run(world, tmp_path) -> None:
     out = tmp_path / "out"
     sets = ["held_out=[photo, pixel]", "seeds=[1]", "views=1", "shots=2", "scores=[energy]"]
     sets += ["methods=[{label: zeroshot, method: zeroshot}]"]
-    argv = ["run", str(path), "--out", str(out), "--quiet", "--no-report"]
+    argv = ["run", str(path), "--out", str(out), "--quiet"]
     assert main([*argv, *(a for s in sets for a in ("--set", s))]) == 0
+    # the report's extra-target table says what it holds (not "Setup-I")
+    header = (out / "report" / "extra_targets_accuracy.csv").read_text().splitlines()[0]
+    assert header == "method,held-out,sketch,extra avg"
+    assert not (out / "report" / "setup1_accuracy.csv").exists()
     energies = {}
     for dom in ("photo", "pixel"):
         rdir = out / "runs" / "zeroshot" / f"{dom}_seed1"

@@ -233,13 +233,16 @@ def lambda2_sweep(every: Sequence[Mapping[str, Any]], group: str) -> tuple[str, 
                 by_pair(per[values[0]], f"{group}@{values[0]:g}", METRICS[name]),
             )
             diffs.append(f"{d.mean:+.1f} [{d.low:+.1f}, {d.high:+.1f}]")
-        raw[f"{v:g}"] = {"means": cells, "diffs": diffs}
+        raw[f"{v:g}"] = {"means": [float(c) for c in cells], "diffs": diffs}
         lines.append(f"| {v:g} | " + " | ".join(cells + diffs) + " |")
     return "\n".join(lines), raw
 
 
-def frontier(chosen: Sequence[Mapping[str, Any]], path: Path) -> None:
-    """Held-out accuracy vs style-matched energy AUROC, one point per method with 95 % CIs."""
+def frontier(
+    chosen: Sequence[Mapping[str, Any]], path: Path, sweeps: Mapping[str, Mapping[str, Any]]
+) -> None:
+    """Held-out accuracy vs style-matched energy AUROC, one point per method with 95 % CIs,
+    and each CRoFT variant's lambda2 sweep (means; the other keys chosen on validation)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -264,6 +267,12 @@ def frontier(chosen: Sequence[Mapping[str, Any]], path: Path) -> None:
     ax.set_ylabel("style-matched open-set AUROC, energy (%)")
     ax.set_title("World v2, 4 held-out styles × 5 seeds: means with 95 % bootstrap CIs")
     ax.grid(alpha=0.3)
+    for (group, raw), style in zip(sweeps.items(), ("-", "--"), strict=False):
+        xs = [m["means"][1] for m in raw.values()]
+        ys = [m["means"][2] for m in raw.values()]
+        ax.plot(xs, ys, style, color="0.35", lw=1, label=f"{group}: λ2 sweep")
+        for lam, x, y in zip(raw, xs, ys, strict=True):
+            ax.annotate(f"λ2={lam}", (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
     fig.tight_layout()
     for ext in ("png", "pdf"):
@@ -304,7 +313,7 @@ def main() -> None:
         a.out / "results.json",
         {"comparisons": comp, "sweeps": {g: s[1] for g, s in sweeps.items()}},
     )
-    frontier(chosen, a.out / "frontier")
+    frontier(chosen, a.out / "frontier", {g: sweeps[g][1] for g in ("croft", "croft_paper")})
     print((a.out / "results.md").read_text())
 
 

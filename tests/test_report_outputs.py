@@ -124,7 +124,15 @@ def test_results_csv_is_tidy_and_numeric(report, runs) -> None:
         and r["seed"] == "1"
     ]
     assert len(acc) == 1 and float(acc[0]["value"]) == pytest.approx(0.80)
-    assert acc[0]["kept_init"] == "True" and acc[0]["cfg.lr"] == "0.002"
+    assert acc[0]["kept_init"] == "True" and "cfg.lr" not in acc[0]  # runs.csv has it
+    lam = {r["label"]: r["cfg.lambda2"] for r in rows if r["label"].startswith("croft[")}
+    assert lam == {"croft[lambda2=1.0]": "1.0", "croft[lambda2=10.0]": "10.0"}  # grid points
+    # runs.csv: one row per run with its whole resolved config, joined on run_dir
+    runs_csv = list(csv.DictReader((out / "runs.csv").open()))
+    assert len(runs_csv) == n_runs and "metric" not in runs_csv[0] and "value" not in runs_csv[0]
+    by_dir = {r["run_dir"]: r for r in runs_csv}
+    assert by_dir[acc[0]["run_dir"]]["cfg.lr"] == "0.002"
+    assert by_dir[acc[0]["run_dir"]]["selected"] == acc[0]["selected"]
     assert {r["metric"] for r in rows} >= {"fpr95_id_pos", "aupr_in", "auroc", "accuracy"}
     grid = {r["label"]: r["selected"] for r in rows if r["label"].startswith("croft[")}
     assert grid == {"croft[lambda2=1.0]": "True", "croft[lambda2=10.0]": "False"}

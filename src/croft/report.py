@@ -5,7 +5,9 @@ that reads runs), keeps one grid point per (method, held-out domain, seed)
 (:func:`select_records`), and writes into the report folder:
 
 * ``results.csv``: tidy, one row per run × metric (:func:`croft.tables.tidy_rows`), every
-  run read (grid points included, ``selected`` = kept by the selection);
+  run read (grid points included, ``selected`` = kept by the selection), with the options
+  each run was given as ``cfg.*`` columns; ``runs.csv``: one row per run with its whole
+  resolved method config (:func:`croft.tables.run_rows`; join on ``run_dir``);
 * per table ``NAME.csv`` (means in %, numbers only), ``NAME.tex`` (booktabs) and a
   Markdown section: held-out accuracy (methods × held-out domains), open-set detection per
   score (methods × OOD sets × ``fpr95_id_pos``/``auroc``/``aupr_in``), Setup-I accuracy;
@@ -32,6 +34,7 @@ from croft.tables import (
     Cell,
     Table,
     conventions_name,
+    run_rows,
     tidy_rows,
     to_csv_text,
     to_latex,
@@ -273,17 +276,16 @@ def _write_tables(
     out: Path, all_runs: Sequence[Mapping[str, Any]], records: Sequence[Mapping[str, Any]]
 ) -> dict[str, Table]:
     kept = {r.get("run_dir") for r in records}
-    tidy = tidy_rows(
-        all_runs,
-        {
-            str(r["run_dir"]): r["run_config"]
-            for r in all_runs
-            if "run_config" in r and "run_dir" in r
-        },
-    )
-    for row in tidy:
-        row["selected"] = row["run_dir"] in kept
-    atomic_write_text(out / "results.csv", to_csv_text(tidy))
+    configs = {
+        str(r["run_dir"]): r["run_config"] for r in all_runs if "run_config" in r and "run_dir" in r
+    }
+    for name, rows in (
+        ("results.csv", tidy_rows(all_runs)),
+        ("runs.csv", run_rows(all_runs, configs)),
+    ):
+        for row in rows:
+            row["selected"] = row["run_dir"] in kept
+        atomic_write_text(out / name, to_csv_text(rows))
     marks, mark_notes = status_marks(training_status(records))
     tables = build_tables(records)
     for name, table in tables.items():

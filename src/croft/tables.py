@@ -2,7 +2,9 @@
 
 * :func:`tidy_rows` turns run records (``metrics.json`` dicts) into one row per run ×
   metric with a numeric ``value`` (fractions in [0, 1], as in ``metrics.json``) and the
-  run's identity and config keys as columns; :func:`to_csv_text` writes them for pandas.
+  run's identity and the options it was given (``cfg.<key>``: the config's options and
+  its grid point) as columns; :func:`run_rows` gives one row per run with its whole
+  resolved config; :func:`to_csv_text` writes either for pandas.
 * :class:`Table` is a human table of cells (mean, std, n over runs) with grouped columns;
   :func:`to_markdown`, :func:`to_latex` and :func:`to_wide_csv` render it. Cells show
   ``mean ± std`` in %, and just the mean when they hold one value.
@@ -86,6 +88,7 @@ def conventions_name(rec: Mapping[str, Any]) -> str:
 
 
 def _run_columns(rec: Mapping[str, Any], config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Identity columns of a run, then ``cfg.<key>`` of ``config`` (default: its options)."""
     sel = rec.get("selection") if isinstance(rec.get("selection"), Mapping) else {}
     cols: dict[str, Any] = {
         "label": rec["label"],
@@ -105,6 +108,14 @@ def _run_columns(rec: Mapping[str, Any], config: Mapping[str, Any] | None) -> di
     return {k: ("" if v is None else v) for k, v in cols.items()}
 
 
+def run_rows(
+    records: Iterable[Mapping[str, Any]], configs: Mapping[str, Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """One row per run: its identity columns and ``cfg.<key>`` of its whole resolved config
+    (``configs[run_dir]``, else its options); join to :func:`tidy_rows` on ``run_dir``."""
+    return [_run_columns(r, configs.get(str(r.get("run_dir", "")))) for r in records]
+
+
 def tidy_rows(
     records: Iterable[Mapping[str, Any]],
     configs: Mapping[str, Mapping[str, Any]] | None = None,
@@ -112,7 +123,10 @@ def tidy_rows(
     """One row per run × metric: ``split`` is ``test`` (held-out domain), ``source_val``,
     ``shifted`` (Setup-I sets) or ``ood``; ``set`` names the data, ``score`` the OOD score.
 
-    ``configs`` maps a run's ``run_dir`` to its resolved config (default: its options).
+    ``configs`` maps a run's ``run_dir`` to the config whose keys become ``cfg.*`` columns
+    (default: the run's options, i.e. what the experiment config and its grid point set;
+    the whole resolved config of a run is :func:`run_rows`' job: repeated on every metric
+    row of a large grid, its many mostly empty columns made a 3,580-run study's CSV 137 MB).
     """
     rows: list[dict[str, Any]] = []
     for rec in records:
@@ -147,10 +161,13 @@ def tidy_rows(
 
 
 def to_csv_text(rows: Sequence[Mapping[str, Any]]) -> str:
-    """CSV of tidy rows: :data:`TIDY_COLUMNS`, then every ``cfg.*`` column (sorted)."""
-    extra = sorted({k for r in rows for k in r if k not in TIDY_COLUMNS})
+    """CSV of tidy (or run) rows: the :data:`TIDY_COLUMNS` they have, in that order, then
+    every other (``cfg.*``) column, sorted."""
+    present = {k for r in rows for k in r}
+    lead = [k for k in TIDY_COLUMNS if k in present]
+    extra = sorted(present - set(TIDY_COLUMNS))
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, [*TIDY_COLUMNS, *extra], restval="", lineterminator="\n")
+    writer = csv.DictWriter(buf, [*lead, *extra], restval="", lineterminator="\n")
     writer.writeheader()
     for r in rows:
         writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in r.items()})

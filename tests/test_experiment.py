@@ -288,3 +288,15 @@ def test_run_experiment_chooses_its_threads_and_restores_them(monkeypatch) -> No
     finally:
         torch.set_num_threads(before)
     assert seen == [2, 1]
+
+
+def test_an_option_added_later_keeps_older_run_keys_at_its_neutral_value() -> None:
+    """lr_scaling joined TrainConfig after run folders existed: at "none" (what every older
+    run computed) it is not in the key, so those folders are reused, not refused."""
+    from croft.experiments.runkey import config_document
+
+    old = {"lr": 0.002, "epochs": 30}
+    same = config_document({}, "ce_adapter", {**old, "lr_scaling": "none"}, "photo", 1)
+    assert same == config_document({}, "ce_adapter", old, "photo", 1)
+    scaled = config_document({}, "ce_adapter", {**old, "lr_scaling": "logit_scale"}, "photo", 1)
+    assert scaled != same and scaled["options"]["lr_scaling"] == "logit_scale"

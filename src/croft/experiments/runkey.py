@@ -24,6 +24,11 @@ from typing import Any
 from croft.errors import CroftError
 from croft.fileio import canonical_hash, canonical_json
 
+#: Method options added after run keys existed, at the value that computes exactly what
+#: runs did before the option existed: left out of the key at that value, so older run
+#: folders stay valid (any other value is keyed as usual).
+NEUTRAL_NEW_OPTIONS: dict[str, Any] = {"lr_scaling": "none"}
+
 
 def config_document(
     settings: Mapping[str, Any],
@@ -32,9 +37,15 @@ def config_document(
     domain: str,
     seed: int,
 ) -> dict[str, Any]:
-    """The keyed configuration of one run (JSON-ready)."""
+    """The keyed configuration of one run (JSON-ready); options at their
+    :data:`NEUTRAL_NEW_OPTIONS` value are left out."""
     import json
 
+    options = {
+        k: v
+        for k, v in options.items()
+        if not (k in NEUTRAL_NEW_OPTIONS and v == NEUTRAL_NEW_OPTIONS[k])
+    }
     doc = {"settings": dict(settings), "method": method, "options": dict(options)}
     doc |= {"test_domain": domain, "seed": seed}
     return json.loads(canonical_json(_plain(doc)))

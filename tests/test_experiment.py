@@ -270,7 +270,8 @@ def test_run_records_read_like_the_report(world, tmp_path) -> None:
 
 
 def test_run_experiment_chooses_its_threads_and_restores_them(monkeypatch) -> None:
-    """The runner runs on default_threads() (CROFT_THREADS, else 1), whatever the caller's."""
+    """The runner runs on CROFT_THREADS, else half the CPUs (at least 1), whatever the
+    caller's setting, and restores the caller's after."""
     import torch
 
     import croft.experiments.protocols as P
@@ -279,15 +280,17 @@ def test_run_experiment_chooses_its_threads_and_restores_them(monkeypatch) -> No
     monkeypatch.setattr(P, "_run_experiment", lambda *a, **k: seen.append(torch.get_num_threads()))
     before = torch.get_num_threads()
     try:
-        monkeypatch.setenv("CROFT_THREADS", "2")
+        monkeypatch.setenv("CROFT_THREADS", "3")
         P.run_experiment(None, "unused")  # type: ignore[arg-type]
         monkeypatch.delenv("CROFT_THREADS")
         torch.set_num_threads(2)
-        P.run_experiment(None, "unused")  # type: ignore[arg-type]
-        assert torch.get_num_threads() == 2  # restored
+        for cpus in (2, 1, 8):
+            monkeypatch.setattr(P.os, "cpu_count", lambda cpus=cpus: cpus)
+            P.run_experiment(None, "unused")  # type: ignore[arg-type]
+            assert torch.get_num_threads() == 2  # restored
     finally:
         torch.set_num_threads(before)
-    assert seen == [2, 1]
+    assert seen == [3, 1, 1, 4]
 
 
 def test_an_option_added_later_keeps_older_run_keys_at_its_neutral_value() -> None:

@@ -12,7 +12,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Extract features through the cache, fit every method (grids allowed) on "
         "every held-out domain and seed, evaluate, and write one directory per run (metrics, "
         "scores and the fitted head) plus a report. A rerun resumes exactly the same work; "
-        "runs made with other settings are refused (use --fresh or another --out).",
+        "runs made with other settings are refused (use --fresh or another --out). Torch "
+        "uses CROFT_THREADS threads if set, else half the CPUs (one on a 2-core machine).",
     )
     p.add_argument("config", help="experiment YAML (see configs/)")
     p.add_argument(

@@ -96,17 +96,19 @@ def run_experiment(
     ``shard=(K, N)``: only the K-th (1-based) of N disjoint parts of the grid
     (:func:`croft.experiments.runner.shard_of`); every part writes its own run folders.
 
-    Torch runs on :func:`croft.methods.batched.default_threads` threads throughout
-    (``CROFT_THREADS``, else 1; restored after): on a 2-core machine shared with other
-    work, two threads made extraction 3-4x and the non-batched fits 3x slower in wall time
-    (BENCHMARKS.md, the demo on world v2).
+    Torch threads (restored after): ``CROFT_THREADS`` if set, else half the CPUs (at least
+    1; batched fits use :func:`croft.methods.batched.default_threads` inside). On the
+    2-core reference machine shared with other work that is one thread: two made
+    extraction 3-4x and the non-batched fits 3x slower in wall time (BENCHMARKS.md, the
+    demo on world v2). Half is a guess for larger machines, not a measurement: it leaves
+    room for a second process; set ``CROFT_THREADS`` to use more.
     """
     import torch
 
     from croft.methods.batched import default_threads
 
     old_threads = torch.get_num_threads()
-    torch.set_num_threads(default_threads())
+    torch.set_num_threads(default_threads(fallback=(os.cpu_count() or 2) // 2))
     try:
         return _run_experiment(cfg, out_dir, progress=progress, fresh=fresh, shard=shard)
     finally:

@@ -71,8 +71,8 @@ ACT_FACTOR = 48
 Member = tuple[FeatureSet, "FeatureSet | None", Mapping[str, Any]]
 
 
-def default_threads() -> int:
-    """Torch threads for batched fits: ``CROFT_THREADS`` if set, else 1.
+def default_threads(fallback: int = 1) -> int:
+    """Torch threads for batched fits: ``CROFT_THREADS`` if set, else ``fallback`` (1).
 
     Why 1 (benchmarks/grid_speed.py on a 2-core machine shared with other work, load 3-5):
     two threads made the batched 60-member grid 1.4x (10 epochs) to 4.6x (3 epochs) slower
@@ -83,7 +83,7 @@ def default_threads() -> int:
     """
     value = os.environ.get("CROFT_THREADS", "").strip()
     if not value:
-        return 1
+        return max(1, int(fallback))
     try:
         threads = int(value)
     except ValueError:

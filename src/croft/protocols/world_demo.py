@@ -18,9 +18,10 @@ lower validation NLL, then the smaller λ), never on the test split.
 
 Threads: extraction, every fit and evaluation run inside
 :func:`croft.experiments.protocols.run_experiment`, which uses ``CROFT_THREADS`` torch
-threads, else half the CPUs (one here). On the 2-core reference machine beside another 2-thread torch process, one thread
-extracted the world's features in 10-15 s against 38-61 s with two, and fitted the
-sequential baselines of one task 3x faster (6 s against 19 s).
+threads, else half the CPUs (one here). On the 2-core reference machine beside another
+2-thread torch process, one thread extracted the world's features in 10-15 s against
+38-61 s with two, and fitted the sequential baselines of one task 3x faster (6 s
+against 19 s).
 """
 
 from __future__ import annotations

@@ -117,8 +117,9 @@ def effective_lr(cfg: Any, logit_scale: float) -> float:
     ``s·cos`` by about ``lr·s²·…`` under SGD (the gradient carries one factor ``s``, the
     logit another), so ``lr·(100/s)²`` gives a backbone of logit scale ``s`` the logit
     movement the authors' ``lr`` gave OpenAI CLIP (``s = 100``); AdamW's step does not
-    scale with the gradient, so there logits move by about ``lr·s`` and the rule is
-    ``lr·(100/s)``. The warm-up rate ``warmup_lr`` is not scaled.
+    scale with the gradient, so logits that carry ``s`` move by about ``lr·s`` and the rule
+    is ``lr·(100/s)`` (a convention for heads whose trained term carries no ``s``, such as
+    Tip-Adapter-F's cache). The warm-up rate ``warmup_lr`` is not scaled.
     """
     scaling = str(getattr(cfg, "lr_scaling", "none"))
     if scaling == "none":

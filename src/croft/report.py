@@ -321,7 +321,7 @@ def write_report(
     doc = Doc(f"croft report: {Path(runs_dir)}")
     doc.p(
         f"{len(all_runs)} runs read; {len(records)} after choosing one grid point per "
-        "(method, held-out domain, seed). Per-run numbers: results.csv."
+        "(method, held-out domain, seed). Per-run numbers: results.csv; configs: runs.csv."
     )
     conv = list(dict.fromkeys(conventions_name(r) for r in records))
     doc.p(

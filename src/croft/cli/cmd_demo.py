@@ -20,7 +20,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--out. About 2 minutes on 2 CPU cores from empty caches.",
     )
     p.add_argument("--out", default="croft-out/demo", help="output directory")
-    p.add_argument("--seed", type=int, default=1, help="first seed (the demo uses 5: S..S+4)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=1,
+        help="first seed (the world demo uses 5: S..S+4; --synthetic 3)",
+    )
     p.add_argument(
         "--core", action="store_true", help="zero-shot, the CE-only adapter and CRoFT only"
     )

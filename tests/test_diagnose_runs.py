@@ -190,3 +190,19 @@ def test_run_folder_errors(study, tmp_path, capsys) -> None:
     _one_line_error(["diagnose", str(lone), *o], capsys, "differs from the data this run")
     (lone.parents[2] / "config.resolved.json").write_text("{not json")
     _one_line_error(["diagnose", str(lone), *o], capsys, "not valid JSON")
+
+
+def test_a_run_without_a_stored_data_key_is_diagnosed_with_a_warning(study, tmp_path) -> None:
+    """Nothing to check the rebuilt features against: say so, do not skip silently."""
+    out, _, _ = study
+    exp = tmp_path / "exp"
+    src = Path(_runs(out)[0])
+    dst = exp / "runs" / LABELS[0] / "photo_seed1"
+    shutil.copytree(src, dst)
+    shutil.copy(out / "config.resolved.json", exp / "config.resolved.json")
+    key = json.loads((dst / "run_key.json").read_text())
+    key.pop("data_key")
+    (dst / "run_key.json").write_text(json.dumps(key))
+    with pytest.warns(UserWarning, match="holds no data key"):
+        res = diagnose_runs([dst], OPTIONS)
+    assert res.rows

@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,7 +166,13 @@ def _check_data(runs: Sequence[ExperimentRun], task: Task) -> None:
 
     key = task_data_key(task)
     for r in runs:
-        if r.data_key is not None and r.data_key != key:
+        if r.data_key is None:
+            warnings.warn(
+                f"{r.path}: run_key.json holds no data key, so the rebuilt features cannot be "
+                "checked against those the head was fitted on",
+                stacklevel=3,
+            )
+        elif r.data_key != key:
             stored = (read_run_key(r.path) or {}).get("data") or {}
             now = task_data(task)
             changed = sorted(k for k in set(stored) | set(now) if stored.get(k) != now.get(k))
@@ -211,6 +218,7 @@ def diagnose_runs(
     error (folders, head kinds, mixed tasks) is raised before any extraction.
     """
     from croft._version import __version__
+    from croft.experiments.protocols import run_threads
     from croft.methods import load_head
 
     if not paths:
@@ -223,11 +231,14 @@ def diagnose_runs(
     for r in runs:
         heads[r.label] = require_adapter(load_head(r.path / "head"), f"{r.path} ({r.label})")
     cfg = load_resolved(runs[0].experiment)
-    task = rebuild_task(cfg, runs[0].test_domain, runs[0].seed, device=device, progress=progress)
-    _check_data(runs, task)
-    train, sets, kinds = task_sets(task)
-    configs = {r.label: r.config for r in runs}
-    rows, x_name = diagnose_heads(heads, train, sets, options, x_key=x_key, configs=configs)
+    with run_threads():  # croft run's thread rule, for the extraction and the measurements
+        task = rebuild_task(
+            cfg, runs[0].test_domain, runs[0].seed, device=device, progress=progress
+        )
+        _check_data(runs, task)
+        train, sets, kinds = task_sets(task)
+        configs = {r.label: r.config for r in runs}
+        rows, x_name = diagnose_heads(heads, train, sets, options, x_key=x_key, configs=configs)
     meta = {
         "croft_version": __version__,
         "options": {**dataclasses.asdict(options), "params": list(options.params)},

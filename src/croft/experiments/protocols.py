@@ -8,10 +8,11 @@ returns the task iterator, its length and result info).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,21 +97,31 @@ def run_experiment(
     ``shard=(K, N)``: only the K-th (1-based) of N disjoint parts of the grid
     (:func:`croft.experiments.runner.shard_of`); every part writes its own run folders.
 
-    Torch threads (restored after): ``CROFT_THREADS`` if set, else half the CPUs (at least
-    1; batched fits use :func:`croft.methods.batched.default_threads` inside). On the
-    2-core reference machine shared with other work that is one thread: two made
-    extraction 3-4x and the non-batched fits 3x slower in wall time (BENCHMARKS.md, the
-    demo on world v2). Half is a guess for larger machines, not a measurement: it leaves
-    room for a second process; set ``CROFT_THREADS`` to use more.
+    Torch threads: :func:`run_threads`.
+    """
+    with run_threads():
+        return _run_experiment(cfg, out_dir, progress=progress, fresh=fresh, shard=shard)
+
+
+@contextlib.contextmanager
+def run_threads() -> Iterator[int]:
+    """Torch threads for an experiment's extraction, fits and evaluation (restored after):
+    ``CROFT_THREADS`` if set, else half the CPUs (at least 1; batched fits use
+    :func:`croft.methods.batched.default_threads` inside). On the 2-core reference machine
+    shared with other work that is one thread: two made extraction 3-4x and the
+    non-batched fits 3x slower in wall time (BENCHMARKS.md, the demo on world v2). Half is
+    a guess for larger machines, not a measurement: it leaves room for a second process;
+    set ``CROFT_THREADS`` to use more. Yields the thread count.
     """
     import torch
 
     from croft.methods.batched import default_threads
 
     old_threads = torch.get_num_threads()
-    torch.set_num_threads(default_threads(fallback=(os.cpu_count() or 2) // 2))
+    threads = default_threads(fallback=(os.cpu_count() or 2) // 2)
+    torch.set_num_threads(threads)
     try:
-        return _run_experiment(cfg, out_dir, progress=progress, fresh=fresh, shard=shard)
+        yield threads
     finally:
         torch.set_num_threads(old_threads)
 

@@ -77,6 +77,7 @@ def main() -> None:
     from croft.diagnose import DiagnoseOptions
     from croft.experiments import diagnose_runs
     from croft.fileio import atomic_write_json, atomic_write_text
+    from croft.tables import to_csv_text
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("run_out", type=Path)
@@ -93,9 +94,7 @@ def main() -> None:
         per[variant, style] = rows
         every_row += rows
         print(f"{variant} {style}: {len(dirs)} heads [{time.perf_counter() - t0:.0f} s]")
-    import pandas as pd
-
-    pd.DataFrame(every_row).to_csv(a.out / "diagnostics.csv", index=False)
+    atomic_write_text(a.out / "diagnostics.csv", to_csv_text(every_row))
     lines, stats = [], {}
     for variant in VARIANTS:
         styles = sorted(s for v, s in per if v == variant)

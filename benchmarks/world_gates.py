@@ -298,15 +298,29 @@ def main() -> None:
         default="colour",
         help="the study world's shortcut (tint: the superseded first design)",
     )
+    p.add_argument(
+        "--preset",
+        choices=("study", "study-v3"),
+        default="study",
+        help="the world: v2 (study) or v3 (study-v3: v2 with source label noise)",
+    )
+    p.add_argument(
+        "--label-noise", type=float, default=None, help="v3's label noise η (default: preset's)"
+    )
     p.add_argument("--out", type=Path, default=Path("world_gates.json"))
     a = p.parse_args()
     t0 = time.perf_counter()
     from croft.world import world_preset
 
-    tag = "" if a.shortcut_cue == "colour" else "-tint"
-    root = a.world or cache_dir() / "world" / f"study{tag}-seed0"
-    world = None if a.shortcut_cue == "colour" else world_preset("study", shortcut_cue="tint")
-    generate_world(root, preset="study", seed=0, config=world, log=print)
+    over: dict[str, Any] = {}
+    if a.shortcut_cue != "colour":
+        over["shortcut_cue"] = a.shortcut_cue
+    if a.label_noise is not None:
+        over["label_noise"] = a.label_noise
+    world = world_preset(a.preset, **over)
+    tag = "".join(f"-{k}{v}" for k, v in over.items())
+    root = a.world or cache_dir() / "world" / f"{a.preset}{tag}-seed0"
+    generate_world(root, seed=0, config=world, log=print)
     ckpt = a.checkpoint or str(tiny_clip_checkpoint("study"))
     backbone = load_backbone(f"openclip:{TINY_CLIP_ARCH}:{ckpt}")
     cache = a.cache or default_cache_dir()
@@ -340,6 +354,8 @@ def main() -> None:
             "views": a.views,
             "crop_scale": list(CROP_SCALE),
             "shortcut_cue": a.shortcut_cue,
+            "preset": a.preset,
+            "label_noise": world.label_noise,
             "epochs": a.epochs,
             "lr_rule": "lr_mult x 0.002 x (100 / s)^2",
             "lr_mults": a.lr_mults,

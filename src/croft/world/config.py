@@ -30,6 +30,12 @@ to the class instead, the colour random; change of 2026-12-01 in docs/world-stud
 The class name appears in 10 % of pre-training captions; the 4 leave-one-style-out styles
 were all seen in pre-training and sketch (never seen) is an extra target. Each (class,
 style) has its own test images (``test_per_class``), separate from train and val.
+
+World v3 (preset ``"study-v3"``, :data:`STUDY_WORLD_V3`) is v2 with label noise in the
+train and validation splits (``label_noise``, η): an image shows another ID class with
+probability η while its label and shortcut colour stay its own, so in the sources the
+colour predicts the label better than the object does (Coloured MNIST's construction).
+It was added because the CE adapter did not take v2's shortcut (gate G4).
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ __all__ = [
     "TYPICAL_COLOURS",
     "STUDY_PRETRAIN",
     "STUDY_WORLD",
+    "STUDY_WORLD_V3",
     "WORLD_VERSION",
     "WORLD_VERSIONS",
     "SHORTCUT_COLOURS",
@@ -58,8 +65,9 @@ __all__ = [
 #: The version of world v1 (the ``demo`` and ``tiny`` presets), frozen: its images,
 #: captions and layouts for a given seed never change (pinned by tests/test_world.py).
 WORLD_VERSION = "1"
-#: Every world version this code writes: "1" (no shortcut) and "2" (the study world).
-WORLD_VERSIONS = ("1", "2")
+#: Every world version this code writes: "1" (no shortcut), "2" (the first study world)
+#: and "3" (v2 with source label noise: the study world since the third session).
+WORLD_VERSIONS = ("1", "2", "3")
 
 #: In pre-training captions an ID object is mostly called by its alias, rarely by its name.
 ALIASES: dict[str, str] = {
@@ -141,6 +149,11 @@ class WorldConfig:
     #: :data:`SHORTCUT_COLOURS` of its class, every background a uniform tint; ``"tint"``
     #: (superseded), the background tint is the class's, the colour uniform
     shortcut_cue: str = "colour"
+    #: v3: probability (η) that a train/val ID image shows a uniformly drawn *other* ID
+    #: class while its label, folder and shortcut colour stay its own (annotation noise,
+    #: as in Coloured MNIST): the shape then predicts the source label less often than the
+    #: shortcut colour does. Test splits and open sets are never noisy.
+    label_noise: float = 0.0
 
     @property
     def all_domains(self) -> tuple[str, ...]:
@@ -176,6 +189,10 @@ class WorldConfig:
             missing = set(self.id_classes) - set(SHORTCUT_COLOURS)
             if self.shortcut_cue == "colour" and missing:
                 raise CroftError(f"world: no shortcut colour for {sorted(missing)}")
+        if not 0.0 <= self.label_noise < 1.0:
+            raise CroftError(f"world: label_noise must be in [0, 1), got {self.label_noise}")
+        if self.label_noise and (self.shortcut_rate is None or self.version != "3"):
+            raise CroftError("world: label_noise needs a v3 world (version 3, a shortcut)")
         if self.version == WORLD_VERSION and (
             self.extra_domains or self.test_per_class or self.shortcut_rate is not None
         ):
@@ -204,6 +221,8 @@ class WorldConfig:
                 "shortcut_cue",
             ):
                 del d[key]
+        if not self.label_noise:  # v2 manifests as written before v3 existed
+            del d["label_noise"]
         return d
 
 
@@ -274,12 +293,22 @@ STUDY_WORLD = WorldConfig(
 #: docs/world-study.md) and uniformly random background tints.
 STUDY_PRETRAIN = PretrainConfig(name_rate=0.10, confusion_rate=0.085, background_tints=True)
 
+#: World v3, the study world since the third session (docs/world-study.md, "World v3"):
+#: world v2 with label noise η in the train/val splits (Coloured MNIST's construction), so
+#: the shortcut colour (agreeing with the label 86.5 % of the time) predicts the source
+#: label better than the drawn object does. Same tiny CLIP (pre-training is unchanged).
+STUDY_WORLD_V3 = replace(STUDY_WORLD, version="3", label_noise=0.25)
+
 _PRESETS: dict[str, WorldConfig] = {
     "demo": WorldConfig(),
     "tiny": WorldConfig(per_class=4, ood_per_class=1, textures_per_kind=2),
     "study": STUDY_WORLD,
     "study-tiny": replace(
         STUDY_WORLD, per_class=10, test_per_class=3, ood_per_class=1, textures_per_kind=2
+    ),
+    "study-v3": STUDY_WORLD_V3,
+    "study-v3-tiny": replace(
+        STUDY_WORLD_V3, per_class=10, test_per_class=3, ood_per_class=1, textures_per_kind=2
     ),
 }
 _PRETRAIN_PRESETS: dict[str, PretrainConfig] = {"demo": PretrainConfig(), "study": STUDY_PRETRAIN}
@@ -295,8 +324,8 @@ def pretrain_preset(name: str) -> PretrainConfig:
 
 
 def world_preset(name: str, **overrides: Any) -> WorldConfig:
-    """The named world config (``"demo"``, ``"tiny"``, ``"study"`` or ``"study-tiny"``),
-    with field overrides."""
+    """The named world config (``"demo"``, ``"tiny"``, ``"study"``, ``"study-tiny"``,
+    ``"study-v3"`` or ``"study-v3-tiny"``), with field overrides."""
     if name not in _PRESETS:
         raise CroftError(f"unknown world preset {name!r}; choose one of {sorted(_PRESETS)}")
     cfg = replace(_PRESETS[name], **overrides) if overrides else _PRESETS[name]

@@ -28,6 +28,10 @@ test images; ``test_on_<extra>.json`` trains on every leave-one-out domain. Use 
 ``oodbench`` layout (the split files): ``images/<domain>`` holds all three splits, so the
 DomainBed view of ``images`` would test on shortcut-carrying train/val images too. The
 style-matched open set of held-out style ``h`` is the folder ``ood_classes/<h>``.
+
+World v3 (``preset="study-v3"``, v2 with source label noise) also writes
+``out/shapes.json``: ``{relpath: class drawn}`` for every ID image whose drawn object is
+not its label's (train/val only); the manifest's ``layout.label_noise`` names the rate.
 """
 
 from __future__ import annotations
@@ -60,7 +64,8 @@ __all__ = [
 MANIFEST = "world.json"
 TINTS_FILE = "tints.json"
 COLOURS_FILE = "colours.json"
-_SET_ID, _SET_OOD, _SET_TEX, _SET_TINT, _SET_COLOUR = 1, 2, 3, 4, 5
+_SET_ID, _SET_OOD, _SET_TEX, _SET_TINT, _SET_COLOUR, _SET_NOISE = 1, 2, 3, 4, 5, 6
+SHAPES_FILE = "shapes.json"
 #: World v1's generator digest, frozen: v1 images are pinned bit for bit by a golden test
 #: (tests/test_world.py), so edits that add v2 leave v1 worlds (and their caches) valid.
 _V1_GENERATOR = "3fa5d6308fcec4ab"
@@ -78,6 +83,7 @@ class WorldImage:
     caption: str
     tint: int = -1  # background tint (index into TINTS); -1: none (v1, textures)
     colour: str = ""  # main colour (a key of render.COLOURS); "": a texture
+    shown: str = ""  # the class drawn (v3 label noise: may differ from ``name``); "": name
 
     @property
     def relpath(self) -> str:
@@ -120,6 +126,19 @@ def _colour(cfg: WorldConfig, seed: int, set_id: int, di: int, ci: int, k: int) 
     return SHORTCUT_COLOURS[cfg.id_classes[ci]] if rng.random() < cfg.shortcut_rate else None
 
 
+def _drawn_class(cfg: WorldConfig, seed: int, set_id: int, di: int, ci: int, k: int) -> int:
+    """The ID class an image shows: its own, except that in a v3 world a train/val ID image
+    shows a uniformly drawn other class with probability ``label_noise`` (its label and
+    shortcut colour stay ``ci``'s). Drawn from its own stream, apart from the image's."""
+    if not cfg.label_noise or set_id != _SET_ID or k >= cfg.per_class:
+        return ci
+    rng = np.random.default_rng([seed, _SET_NOISE, set_id, di, ci, k])
+    if rng.random() >= cfg.label_noise:
+        return ci
+    other = int(rng.integers(len(cfg.id_classes) - 1))
+    return other + (other >= ci)
+
+
 def iter_world(
     cfg: WorldConfig, seed: int = 0, kinds: tuple[str, ...] = ("id", "ood_class", "texture")
 ) -> Iterator[WorldImage]:
@@ -138,10 +157,13 @@ def iter_world(
                     rng = np.random.default_rng([seed, set_id, di, ci, k])
                     tint = _tint(cfg, seed, set_id, di, ci, k)
                     force = _colour(cfg, seed, set_id, di, ci, k)
-                    img, colour = render_object(c, d, rng, size, colour=force, background=tint)
-                    cap = describe(d, c, colour)
+                    shown = classes[_drawn_class(cfg, seed, set_id, di, ci, k)]
+                    img, colour = render_object(
+                        shown, d, rng, size, colour=force, background=tint
+                    )
+                    cap = describe(d, shown, colour)
                     t = -1 if tint is None else tint
-                    yield WorldImage(img, kind, c, d, k, cap, t, colour)
+                    yield WorldImage(img, kind, c, d, k, cap, t, colour, shown)
     if "texture" in kinds:
         for ti, t in enumerate(cfg.textures):
             for k in range(cfg.textures_per_kind):
@@ -234,6 +256,16 @@ def _write(tmp: Path, cfg: WorldConfig, seed: int, preset: str | None) -> dict[s
         colours = {it.relpath: it.colour for it in items if it.kind != "texture"}
         (tmp / COLOURS_FILE).write_text(json.dumps(colours, indent=0))
         cue = cfg.shortcut_cue
+        noise: dict[str, Any] = {}
+        if cfg.label_noise:
+            shapes = {
+                it.relpath: it.shown for it in items if it.kind == "id" and it.shown != it.name
+            }
+            (tmp / SHAPES_FILE).write_text(json.dumps(shapes, indent=0))
+            noise = {
+                "label_noise": {"rate": cfg.label_noise, "splits": ["train", "val"],
+                                "shown": SHAPES_FILE}
+            }
         layout_v2 = {
             "tints": TINTS_FILE,
             "colours": COLOURS_FILE,
@@ -246,6 +278,7 @@ def _write(tmp: Path, cfg: WorldConfig, seed: int, preset: str | None) -> dict[s
                     for i, c in enumerate(cfg.id_classes)
                 },
             },
+            **noise,
             "style_matched_ood": "ood_classes/{domain}",
             "extra_domains": list(cfg.extra_domains),
             "split_sizes": {

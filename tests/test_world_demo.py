@@ -1,6 +1,6 @@
-"""``croft demo``: the world study's short form on world v2 (run end to end on the small
-``study-tiny`` world), its agreement with configs/world_study.yaml, and the verdict's rule
-for the best baseline."""
+"""``croft demo``: the world study's short form on world v3 (run end to end on the small
+``study-v3-tiny`` world), its agreement with configs/world_study_v3.yaml, and the verdict's
+rule for the best baseline."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from croft.cli.main import main
 from croft.experiments import load_experiment
 from croft.verdict import best_baseline, verdict_lines
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "world_study.yaml"
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "world_study_v3.yaml"
 
 
 # ------------------------------------------------------------------ one source of truth
@@ -31,10 +31,11 @@ def test_demo_config_agrees_with_the_study_yaml(tmp_path) -> None:
     demo.check()
     for key in (
         "protocol", "held_out", "extra_targets", "templates", "shots", "sampling",
-        "val_per_class", "views", "crop_scale", "seeds", "ood_transform", "conventions",
+        "val_per_class", "views", "crop_scale", "ood_transform", "conventions",
         "knn_k", "precision", "view_seed", "device",
     ):  # fmt: skip
         assert getattr(demo, key) == getattr(study, key), key
+    assert demo.seeds == study.seeds[:5] and len(study.seeds) == 10  # the demo: 5 of 10
     assert demo.train_view() == study.train_view()
     assert demo.data.layout == study.data.layout and demo.data.options == study.data.options
     assert set(demo.scores) <= set(study.scores)
@@ -97,7 +98,7 @@ def test_the_lr_grid_is_the_scale_aware_rule() -> None:
 def test_cli_demo_core_on_study_tiny_prints_the_verdict(tmp_path, monkeypatch, capsys) -> None:
     """``croft demo --core`` through the CLI on the small study world (one style, 2 seeds):
     the lr rule, the table with sketch apart, and the paired verdict with intervals."""
-    run = functools.partial(wd.run_world_demo, preset="study-tiny", held_out=("photo",))
+    run = functools.partial(wd.run_world_demo, preset="study-v3-tiny", held_out=("photo",))
     monkeypatch.setattr(wd, "run_world_demo", run)
     monkeypatch.setattr(wd, "SEEDS", 2)
     out = tmp_path / "demo"
@@ -132,7 +133,7 @@ def test_world_demo_every_row_on_study_tiny(tmp_path) -> None:
     """Every default row runs with the study's options (one task), and the verdict names a
     best baseline that is not a CRoFT row."""
     res = wd.run_world_demo(
-        tmp_path / "demo", seeds=(1,), progress=False, preset="study-tiny", held_out=("pixel",)
+        tmp_path / "demo", seeds=(1,), progress=False, preset="study-v3-tiny", held_out=("pixel",)
     )
     header, rows = res["summary"]
     labels = [r[0].rstrip("†‡") for r in rows]

@@ -4,6 +4,7 @@ a generated ``study-tiny`` world (the config itself is validated, never run in f
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -113,3 +114,19 @@ def test_per_fold_open_set_and_extra_target_in_a_run(world, tmp_path) -> None:
         assert len(energies[dom]) == 6  # 6 held-out classes x 1 image, in this style
         assert len(scores["ood/pooled/energy"]) == 6 * 5  # every style
     assert not np.allclose(energies["photo"], energies["pixel"])
+
+
+def test_v3_study_config_is_the_v2_one_with_its_world_and_seeds(world, tmp_path) -> None:
+    """configs/world_study_v3.yaml changes only the world folder, the name and the seeds
+    (10, gate G6 on world v3): every row, grid, rate and protocol key is the v2 study's."""
+    v2 = load_experiment(_study_config(world, tmp_path))
+    text = CONFIG.with_name("world_study_v3.yaml").read_text()
+    text = text.replace("../world_study_v3", str(world)).replace(
+        "../src/croft/assets/world_v2/open_clip_model.safetensors",
+        str(tiny_clip_checkpoint("study")),
+    )
+    path = tmp_path / "world_study_v3.yaml"
+    path.write_text(text)
+    v3 = load_experiment(path)
+    assert v3.name == "world_study_v3" and v3.seeds == list(range(1, 11))
+    assert replace(v3, name=v2.name, seeds=v2.seeds) == v2

@@ -8,10 +8,11 @@ import argparse
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
-        help="the world study's short form: Setup-II on the built-in world v2, paired verdict",
+        help="the world study's short form: Setup-II on the built-in world v3, paired verdict",
         description="The short form of the world study (docs/world-study.md, "
-        "configs/world_study.yaml): generate world v2 (cached), extract features with its "
-        "tiny CLIP (cached), run leave-one-style-out over photo, painting, cartoon and pixel "
+        "configs/world_study_v3.yaml): generate world v3 (cached; world v2 with source label "
+        "noise, so fine-tuning can overfit a source-only colour shortcut), extract features "
+        "with its tiny CLIP (cached), run leave-one-style-out over photo, painting, cartoon and pixel "
         "x 5 seeds (sketch, never seen in pre-training, scored by every fold) for zero-shot, "
         "the CE-only adapter, CRoFT (official and paper) and the baselines on a reduced "
         "grid (lr x1 and x4 of the scale-aware rule, 30 epochs), and print the tables, "
@@ -70,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from croft.protocols.world_demo import SEEDS, run_world_demo
 
-    print("croft demo: the world study's short form on world v2 and its tiny CLIP (offline)")
+    print("croft demo: the world study's short form on world v3 and its tiny CLIP (offline)")
     result = run_world_demo(
         args.out,
         seeds=tuple(range(args.seed, args.seed + SEEDS)),

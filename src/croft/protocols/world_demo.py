@@ -12,13 +12,14 @@ the held-out style, ``matched``; then textures; then held-out classes pooled ove
 style) with the energy and KNN scores → tables, report, plots and the paired verdict.
 
 The data and protocol fields are those of ``configs/world_study_v3.yaml`` but the seeds
-(the study runs 10, the demo 5; a test loads the YAML and compares the rest); the grid is the study's, reduced and fixed before any study
-result was read: learning rates ×1 and ×4 of the scale-aware rule (:data:`LR_SGD`,
-:data:`LR_ADAMW`), 30 epochs for every trained method, CRoFT's λ on fewer points. Every
-demo run is a point of the study's grids but one: the paper variant keeps its default
-λ1 = 2, which the study's grid (0, 5, 15) does not hold (a test pins both). Every
-grid point is chosen per (held-out style, seed) on SOURCE-validation accuracy (ties: the
-lower validation NLL, then the smaller λ), never on the test split.
+(the study runs 10, the demo 5; a test loads the YAML and compares the rest); the grid
+is the study's, reduced and fixed before any study result was read: learning rates ×1
+and ×4 of the scale-aware rule (:data:`LR_SGD`, :data:`LR_ADAMW`), 30 epochs for every
+trained method, CRoFT's λ on fewer points. Every demo run is a point of the study's
+grids but one: the paper variant keeps its default λ1 = 2, which the study's grid
+(0, 5, 15) does not hold (a test pins both). Every grid point is chosen per (held-out
+style, seed) on SOURCE-validation accuracy (ties: the lower validation NLL, then the
+smaller λ), never on the test split.
 
 Threads: extraction, every fit and evaluation run inside
 :func:`croft.experiments.protocols.run_experiment`, which uses ``CROFT_THREADS`` torch

@@ -158,9 +158,7 @@ def iter_world(
                     tint = _tint(cfg, seed, set_id, di, ci, k)
                     force = _colour(cfg, seed, set_id, di, ci, k)
                     shown = classes[_drawn_class(cfg, seed, set_id, di, ci, k)]
-                    img, colour = render_object(
-                        shown, d, rng, size, colour=force, background=tint
-                    )
+                    img, colour = render_object(shown, d, rng, size, colour=force, background=tint)
                     cap = describe(d, shown, colour)
                     t = -1 if tint is None else tint
                     yield WorldImage(img, kind, c, d, k, cap, t, colour, shown)
@@ -263,8 +261,11 @@ def _write(tmp: Path, cfg: WorldConfig, seed: int, preset: str | None) -> dict[s
             }
             (tmp / SHAPES_FILE).write_text(json.dumps(shapes, indent=0))
             noise = {
-                "label_noise": {"rate": cfg.label_noise, "splits": ["train", "val"],
-                                "shown": SHAPES_FILE}
+                "label_noise": {
+                    "rate": cfg.label_noise,
+                    "splits": ["train", "val"],
+                    "shown": SHAPES_FILE,
+                }
             }
         layout_v2 = {
             "tints": TINTS_FILE,

@@ -150,7 +150,7 @@ def best_baseline(chosen: Sequence[Mapping[str, Any]]) -> str:
 
 
 def by_style_table(chosen: Sequence[Mapping[str, Any]]) -> str:
-    """Mean paired differences per held-out style (5 seeds each) for :data:`BY_STYLE`."""
+    """Mean paired differences per held-out style (over its seeds) for :data:`BY_STYLE`."""
     styles = sorted({r["test_domain"] for r in chosen})
     lines = ["| subject − reference | metric | " + " | ".join(styles) + " |"]
     lines.append("|---|---|" + "---|" * len(styles))
@@ -259,7 +259,10 @@ def lambda2_sweep(every: Sequence[Mapping[str, Any]], group: str) -> tuple[str, 
 
 
 def frontier(
-    chosen: Sequence[Mapping[str, Any]], path: Path, sweeps: Mapping[str, Mapping[str, Any]]
+    chosen: Sequence[Mapping[str, Any]],
+    path: Path,
+    sweeps: Mapping[str, Mapping[str, Any]],
+    world: str = "World v2",
 ) -> None:
     """Held-out accuracy vs style-matched energy AUROC, one point per method with 95 % CIs,
     and each CRoFT variant's lambda2 sweep (means; the other keys chosen on validation)."""
@@ -285,7 +288,12 @@ def frontier(
         )
     ax.set_xlabel("held-out-style accuracy (%)")
     ax.set_ylabel("style-matched open-set AUROC, energy (%)")
-    ax.set_title("World v2, 4 held-out styles × 5 seeds: means with 95 % bootstrap CIs")
+    styles = {r["test_domain"] for r in chosen}
+    seeds = {r["seed"] for r in chosen}
+    ax.set_title(
+        f"{world}, {len(styles)} held-out styles × {len(seeds)} seeds: "
+        "means with 95 % bootstrap CIs"
+    )
     ax.grid(alpha=0.3)
     for (group, raw), style in zip(sweeps.items(), ("-", "--"), strict=False):
         xs = [m["means"][1] for m in raw.values()]
@@ -310,10 +318,12 @@ def main() -> None:
     p.add_argument(
         "--out", type=Path, required=True, help="folder for results.md/json and the figure"
     )
+    p.add_argument("--world", default="World v2", help="the world's name in the figure title")
     a = p.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     every, chosen = load(a.run_out)
     n_pairs = len({(r["test_domain"], r["seed"]) for r in chosen})
+    n_seeds = len({r["seed"] for r in chosen})
     comp_md, comp = comparisons(chosen)
     sweeps = {g: lambda2_sweep(every, g) for g in ("croft", "croft_paper", "croft_penalty_only")}
     parts = [
@@ -324,7 +334,7 @@ def main() -> None:
         main_table(chosen, SCORE_METRICS),
         "## Comparisons (paired bootstrap, 10,000 resamples of pairs)",
         comp_md,
-        "## Differences by held-out style (means over 5 seeds, points)",
+        f"## Differences by held-out style (means over {n_seeds} seeds, points)",
         by_style_table(chosen),
         "## What the selection chose",
         selection_table(chosen),
@@ -335,7 +345,8 @@ def main() -> None:
         a.out / "results.json",
         {"comparisons": comp, "sweeps": {g: s[1] for g, s in sweeps.items()}},
     )
-    frontier(chosen, a.out / "frontier", {g: sweeps[g][1] for g in ("croft", "croft_paper")})
+    sweeps_drawn = {g: sweeps[g][1] for g in ("croft", "croft_paper")}
+    frontier(chosen, a.out / "frontier", sweeps_drawn, world=a.world)
     print((a.out / "results.md").read_text())
 
 

@@ -196,6 +196,59 @@ def comparisons(chosen: Sequence[Mapping[str, Any]]) -> tuple[str, list[dict[str
     ), out
 
 
+def shortcut_following(chosen: Sequence[Mapping[str, Any]], run_out: Path) -> str:
+    """Exploratory (not in the analysis plan): on the held-out style's test images whose
+    colour is another class's shortcut colour (colours are uniform there, so the cue is
+    worthless), the share predicted as that class. Chance: 1/7 ≈ 14.3 %."""
+    import json
+
+    from croft.stats import paired_bootstrap
+
+    root = Path(json.loads((run_out / "config.resolved.json").read_text())["data"]["root"])
+    man = json.loads((root / "world.json").read_text())
+    short = man["layout"].get("shortcut", {})
+    if short.get("cue") != "colour":
+        return "(the world has no colour shortcut)"
+    colours = json.loads((root / "colours.json").read_text())
+    owner = {colour: c for c, colour in short["values"].items()}
+    classes = list(man["id_classes"])
+    cue: dict[str, np.ndarray] = {}
+    for h in sorted({r["test_domain"] for r in chosen}):
+        test = json.loads((root / f"test_on_{h}.json").read_text())["test"]
+        cols = [owner.get(colours["images/" + rel], name) for rel, _, name in test]
+        cue[h] = np.array(
+            [
+                classes.index(c) if c != name else -1
+                for c, (_, _, name) in zip(cols, test, strict=True)
+            ]
+        )
+
+    def follow(r: Mapping[str, Any]) -> float:
+        c = cue[r["test_domain"]]
+        pred = r["_scores"]["id/pred"]
+        return 100.0 * float(np.mean(pred[c >= 0] == c[c >= 0]))
+
+    n = int(np.mean([(c >= 0).sum() for c in cue.values()]))
+    lines = [
+        f"Test images per style whose colour is another class's shortcut colour: about {n}.",
+        "",
+        "| method | predicted as the colour's class (%) |",
+        "|---|---|",
+    ]
+    for lab in labels_of(chosen):
+        vals = list(by_pair(chosen, lab, follow).values())
+        lines.append(f"| {lab} | {np.mean(vals):.1f} |")
+    lines += ["", "| subject − reference | mean diff | 95 % CI |", "|---|---|---|"]
+    for a, b in (
+        ("ce_adapter", "zeroshot"),
+        ("croft", "ce_adapter"),
+        ("croft_paper", "ce_adapter"),
+    ):
+        d = paired_bootstrap(by_pair(chosen, a, follow), by_pair(chosen, b, follow))
+        lines.append(f"| {a} − {b} | {d.mean:+.1f} | [{d.low:+.1f}, {d.high:+.1f}] |")
+    return "\n".join(lines)
+
+
 def selection_table(chosen: Sequence[Mapping[str, Any]]) -> str:
     lines = [
         "| method | lr | lambda1 | lambda2 | temperature | selected epoch (min–max) | kept init |",
@@ -336,6 +389,8 @@ def main() -> None:
         comp_md,
         f"## Differences by held-out style (means over {n_seeds} seeds, points)",
         by_style_table(chosen),
+        "## Exploratory: does the head follow the shortcut on the target? (not in the plan)",
+        shortcut_following(chosen, a.run_out),
         "## What the selection chose",
         selection_table(chosen),
         *[x for g, (md, _) in sweeps.items() for x in (f"## lambda2 sweep: {g}", md)],

@@ -1,7 +1,10 @@
-"""Gates G1-G6 of world v2 (docs/world-study.md), on zero-shot, linear probe and CE adapter.
+"""Gates G1-G6 of the study worlds (docs/world-study.md), on zero-shot, probe and CE adapter.
 
 The world must pass these before any CRoFT run on it; this script fits nothing else.
-Setup-II leave-one-style-out over photo/painting/cartoon/pixel, seeds 1-5, 16 shots per
+``--preset study`` is world v2, ``--preset study-v3`` world v3 (v2 with source label
+noise; ``--label-noise`` overrides its η; G4 then compares accuracies against the noisy
+validation labels, as selection sees them). Setup-II leave-one-style-out over
+photo/painting/cartoon/pixel, seeds 1-5 (``--seeds``; world v3's study uses 1-10), 16 shots per
 class balanced over the 3 source styles, 8 training views, validation = the source
 styles' whole val split (10 per class and style), sketch an extra target in every fold.
 CE adapter: lr in {1, 4, 16} x 0.002 x (100/s)^2 (the scale-aware rule, s = the
@@ -320,7 +323,7 @@ def main() -> None:
     world = world_preset(a.preset, **over)
     tag = "".join(f"-{k}{v}" for k, v in over.items())
     root = a.world or cache_dir() / "world" / f"{a.preset}{tag}-seed0"
-    generate_world(root, seed=0, config=world, log=print)
+    generate_world(root, preset=a.preset, seed=0, config=world if over else None, log=print)
     ckpt = a.checkpoint or str(tiny_clip_checkpoint("study"))
     backbone = load_backbone(f"openclip:{TINY_CLIP_ARCH}:{ckpt}")
     cache = a.cache or default_cache_dir()

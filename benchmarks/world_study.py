@@ -1,6 +1,7 @@
 """The world study's analysis (docs/world-study.md, "Analysis plan") from a `croft run` folder.
 
-Reads the run folder of ``configs/world_study.yaml`` (through ``croft.experiments.records``),
+Reads the run folder of ``configs/world_study_v3.yaml`` or world v2's
+``configs/world_study.yaml`` (through ``croft.experiments.records``),
 keeps one grid point per (method, held-out style, seed) by source-validation accuracy
 (ties: validation NLL, then the smaller lambda, then the label), and writes:
 
@@ -13,7 +14,10 @@ keeps one grid point per (method, held-out style, seed) by source-validation acc
 * what the selection chose (lr, lambda1, lambda2, temperature; selected epochs, kept init);
 * the lambda2 sweep: for each lambda2 of a CRoFT grid, the rest of the grid chosen on
   validation per pair, and its outcome against lambda2 = 0;
-* the accuracy-vs-AUROC frontier figure (means with 95 % bootstrap intervals).
+* the accuracy-vs-AUROC frontier figure (means with 95 % bootstrap intervals);
+* an exploratory table, outside the analysis plan (added after the v3 study had started,
+  before any of its results were read): how often each head predicts the class whose
+  shortcut colour a held-out test image carries.
 
     python benchmarks/world_study.py RUN_OUT --out docs/world-study
 """
@@ -27,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from world_study_shortcut import shortcut_following
 
 CROFT_ROWS = ("croft", "croft_paper", "croft_generator_only", "croft_penalty_only")
 ORDER = (
@@ -196,59 +202,6 @@ def comparisons(chosen: Sequence[Mapping[str, Any]]) -> tuple[str, list[dict[str
     ), out
 
 
-def shortcut_following(chosen: Sequence[Mapping[str, Any]], run_out: Path) -> str:
-    """Exploratory (not in the analysis plan): on the held-out style's test images whose
-    colour is another class's shortcut colour (colours are uniform there, so the cue is
-    worthless), the share predicted as that class. Chance: 1/7 ≈ 14.3 %."""
-    import json
-
-    from croft.stats import paired_bootstrap
-
-    root = Path(json.loads((run_out / "config.resolved.json").read_text())["data"]["root"])
-    man = json.loads((root / "world.json").read_text())
-    short = man["layout"].get("shortcut", {})
-    if short.get("cue") != "colour":
-        return "(the world has no colour shortcut)"
-    colours = json.loads((root / "colours.json").read_text())
-    owner = {colour: c for c, colour in short["values"].items()}
-    classes = list(man["id_classes"])
-    cue: dict[str, np.ndarray] = {}
-    for h in sorted({r["test_domain"] for r in chosen}):
-        test = json.loads((root / f"test_on_{h}.json").read_text())["test"]
-        cols = [owner.get(colours["images/" + rel], name) for rel, _, name in test]
-        cue[h] = np.array(
-            [
-                classes.index(c) if c != name else -1
-                for c, (_, _, name) in zip(cols, test, strict=True)
-            ]
-        )
-
-    def follow(r: Mapping[str, Any]) -> float:
-        c = cue[r["test_domain"]]
-        pred = r["_scores"]["id/pred"]
-        return 100.0 * float(np.mean(pred[c >= 0] == c[c >= 0]))
-
-    n = int(np.mean([(c >= 0).sum() for c in cue.values()]))
-    lines = [
-        f"Test images per style whose colour is another class's shortcut colour: about {n}.",
-        "",
-        "| method | predicted as the colour's class (%) |",
-        "|---|---|",
-    ]
-    for lab in labels_of(chosen):
-        vals = list(by_pair(chosen, lab, follow).values())
-        lines.append(f"| {lab} | {np.mean(vals):.1f} |")
-    lines += ["", "| subject − reference | mean diff | 95 % CI |", "|---|---|---|"]
-    for a, b in (
-        ("ce_adapter", "zeroshot"),
-        ("croft", "ce_adapter"),
-        ("croft_paper", "ce_adapter"),
-    ):
-        d = paired_bootstrap(by_pair(chosen, a, follow), by_pair(chosen, b, follow))
-        lines.append(f"| {a} − {b} | {d.mean:+.1f} | [{d.low:+.1f}, {d.high:+.1f}] |")
-    return "\n".join(lines)
-
-
 def selection_table(chosen: Sequence[Mapping[str, Any]]) -> str:
     lines = [
         "| method | lr | lambda1 | lambda2 | temperature | selected epoch (min–max) | kept init |",
@@ -371,9 +324,18 @@ def main() -> None:
     p.add_argument(
         "--out", type=Path, required=True, help="folder for results.md/json and the figure"
     )
-    p.add_argument("--world", default="World v2", help="the world's name in the figure title")
+    p.add_argument(
+        "--world",
+        default=None,
+        help="the world's name in the figure title (default: World vN from the world's manifest)",
+    )
     a = p.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
+    if a.world is None:
+        import json
+
+        root = Path(json.loads((a.run_out / "config.resolved.json").read_text())["data"]["root"])
+        a.world = f"World v{json.loads((root / 'world.json').read_text())['croft_world']}"
     every, chosen = load(a.run_out)
     n_pairs = len({(r["test_domain"], r["seed"]) for r in chosen})
     n_seeds = len({r["seed"] for r in chosen})
@@ -390,7 +352,7 @@ def main() -> None:
         f"## Differences by held-out style (means over {n_seeds} seeds, points)",
         by_style_table(chosen),
         "## Exploratory: does the head follow the shortcut on the target? (not in the plan)",
-        shortcut_following(chosen, a.run_out),
+        shortcut_following(chosen, a.run_out, labels_of(chosen)),
         "## What the selection chose",
         selection_table(chosen),
         *[x for g, (md, _) in sweeps.items() for x in (f"## lambda2 sweep: {g}", md)],

@@ -20,6 +20,9 @@ from croft.world.generate import split_of
 # sha256 of world v2 (preset "study-tiny", seed 2: images, captions, tints, colours) as
 # drawn before v3 existed: adding v3 must not move a v2 pixel.
 V2_TINY_SHA = "af977fa04e7779c806d7404623561d0bb6c9437a8709589d155b23dc2d33ab0d"
+# the same for world v3 (preset "study-v3-tiny", seed 2, with the class each image shows),
+# as drawn when the world study's v3 world was generated
+V3_TINY_SHA = "a5dcbc4f1482c1ccb347c4cbac63b4b4d2b98350e0852740659e16b47cee3a53"
 
 
 def test_world_v2_is_unchanged_by_v3() -> None:
@@ -30,6 +33,22 @@ def test_world_v2_is_unchanged_by_v3() -> None:
         h.update(it.caption.encode())
         h.update(f"{it.tint}{it.colour}".encode())
     assert h.hexdigest() == V2_TINY_SHA
+
+
+def test_world_v3_images_are_pinned() -> None:
+    h = hashlib.sha256()
+    for it in iter_world(world_preset("study-v3-tiny"), seed=2):
+        h.update(it.image.tobytes())
+        h.update(it.caption.encode())
+        h.update(f"{it.tint}{it.colour}{it.shown}".encode())
+    assert h.hexdigest() == V3_TINY_SHA
+
+
+def test_manifests_record_the_frozen_generator_digests(tmp_path) -> None:
+    """The digests are frozen with the golden hashes above: editing the generator's source
+    does not regenerate (nor re-extract) an existing v2 or v3 world."""
+    assert generate_world(tmp_path / "v2", "study-tiny")["generator"] == "7c17d009cefa5f10"
+    assert generate_world(tmp_path / "v3", "study-v3-tiny")["generator"] == "fe2a1a5d61ee8976"
 
 
 def test_v3_is_v2_with_label_noise_only() -> None:
@@ -96,10 +115,15 @@ def test_v3_world_writes_its_noise_and_keeps_labels(tmp_path) -> None:
         ({"label_noise": -0.1}, "label_noise must be in"),
         ({"version": "2"}, "needs a v3 world"),
         ({"shortcut_rate": None}, "needs a v3 world"),
+        ({"label_noise": 0.0}, "needs label_noise > 0"),
     ],
 )
 def test_label_noise_is_validated(overrides, message) -> None:
     with pytest.raises(CroftError, match=message):
         world_preset("study-v3", **overrides)
+
+
+@pytest.mark.parametrize("preset", ["study", "demo"])
+def test_label_noise_needs_v3(preset) -> None:
     with pytest.raises(CroftError, match="needs a v3 world"):
-        world_preset("study", label_noise=0.1)
+        world_preset(preset, label_noise=0.1)

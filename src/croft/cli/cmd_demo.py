@@ -101,5 +101,9 @@ def run(args: argparse.Namespace) -> int:
         "(matched: held-out classes in the held-out style):"
     )
     print("\n".join(result["verdict"]))
+    print(
+        f"({SEEDS} seeds on a reduced grid: the full study, configs/world_study_v3.yaml, runs "
+        "10 seeds on the whole grid, so its intervals are narrower; docs/world-study.md)"
+    )
     print(f"\nreport and plots: {result['report']} ({result['seconds']:.0f} s)")
     return 0

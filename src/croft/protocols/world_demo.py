@@ -62,18 +62,19 @@ LR_OFFICIAL_SGD = 0.002  # CE adapter, CRoFT, CLIP-Adapter (the CRoFT repository
 LR_OFFICIAL_ADAMW = 0.001  # Tip-Adapter-F
 LR_MULTIPLIERS = (1, 4)
 #: The demo's rates, ×1 and ×4 of the rule at the v2 tiny CLIP's s = 17.994, written out
-#: as in configs/world_study.yaml (the study's first two lr points; a test checks them
-#: against the rule).
+#: as in the study configs (configs/world_study_v3.yaml and world v2's world_study.yaml:
+#: the study's first two lr points; a test checks them against the rule).
 LR_SGD = (0.0617678, 0.2470714)
 LR_ADAMW = (0.0055574, 0.0222296)
 
 
-def logit_scale(preset: str = CHECKPOINT) -> float:
-    """The logit scale ``s`` (exp'd) of a world's shipped tiny CLIP, from its JSON."""
+def logit_scale(checkpoint: str = CHECKPOINT) -> float:
+    """The logit scale ``s`` (exp'd) of a shipped tiny CLIP (``tiny_clip_checkpoint``'s
+    name: ``"demo"`` or ``"study"``), from its JSON."""
     from croft.world import tiny_clip_checkpoint
     from croft.world.tiny_clip import read_checkpoint_config
 
-    return float(read_checkpoint_config(tiny_clip_checkpoint(preset))["logit_scale"])
+    return float(read_checkpoint_config(tiny_clip_checkpoint(checkpoint))["logit_scale"])
 
 
 def lr_lines(s: float) -> list[str]:
@@ -98,7 +99,7 @@ def lr_lines(s: float) -> list[str]:
 
 
 def demo_methods(full: bool = True, prompt_learners: bool = False) -> list[MethodGrid]:
-    """The demo's rows (labels and options as in configs/world_study.yaml).
+    """The demo's rows (labels and options as in configs/world_study_v3.yaml).
 
     ``full=False`` (``--core``): zero-shot, the CE adapter and CRoFT (official and paper).
     ``prompt_learners``: CoOp and DPLCLIP too (slow on a CPU; CoCoOp is not offered, as in
@@ -159,8 +160,8 @@ def demo_config(
     views: int = VIEWS,
     checkpoint: str = CHECKPOINT,
 ) -> LodoConfig:
-    """The demo as a :class:`LodoConfig` on the world in ``root`` (configs/world_study.yaml's
-    data and protocol fields; its methods reduced, :func:`demo_methods`)."""
+    """The demo as a :class:`LodoConfig` on the world in ``root`` (configs/world_study_v3.yaml's
+    data and protocol fields but its 10 seeds; its methods reduced, :func:`demo_methods`)."""
     from croft.world import TINY_CLIP_ARCH, tiny_clip_checkpoint
 
     root = Path(root)

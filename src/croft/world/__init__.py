@@ -14,7 +14,10 @@ to run the whole pipeline on (images -> features -> fit -> evaluation):
 World v2 (``preset="study"``, docs/world-study.md) ties each class to an object colour in
 the train/val splits (a source-only shortcut; uniformly random background tints, as in
 its pre-training), separate test splits and sketch as an extra target;
-its tiny CLIP ships beside v1's (``tiny_clip_checkpoint("study")``).
+its tiny CLIP ships beside v1's (``tiny_clip_checkpoint("study")``). World v3
+(``preset="study-v3"``, the study's and the demo's world) is v2 with label noise in the
+source splits, so that the colour predicts a source label better than the object does;
+it keeps v2's tiny CLIP.
 
 Importing this package is light: numpy, PIL and open_clip load when first used.
 """

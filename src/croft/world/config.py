@@ -191,8 +191,14 @@ class WorldConfig:
                 raise CroftError(f"world: no shortcut colour for {sorted(missing)}")
         if not 0.0 <= self.label_noise < 1.0:
             raise CroftError(f"world: label_noise must be in [0, 1), got {self.label_noise}")
-        if self.label_noise and (self.shortcut_rate is None or self.version != "3"):
-            raise CroftError("world: label_noise needs a v3 world (version 3, a shortcut)")
+        if bool(self.label_noise) != (self.version == "3") or (
+            self.label_noise and self.shortcut_rate is None
+        ):
+            raise CroftError(
+                "world: label_noise needs a v3 world (version 3, a shortcut) and a v3 world "
+                f"needs label_noise > 0; got version {self.version!r}, "
+                f"label_noise {self.label_noise}"
+            )
         if self.version == WORLD_VERSION and (
             self.extra_domains or self.test_per_class or self.shortcut_rate is not None
         ):

@@ -26,7 +26,8 @@ domain) images ``0 .. n_train-1`` are train, the next ``n_val`` val and the last
 images of the other leave-one-out domains (never the extra ones) and tests on ``h``'s
 test images; ``test_on_<extra>.json`` trains on every leave-one-out domain. Use the
 ``oodbench`` layout (the split files): ``images/<domain>`` holds all three splits, so the
-DomainBed view of ``images`` would test on shortcut-carrying train/val images too. The
+DomainBed view of ``images`` would test on shortcut-carrying (v3: noisily labelled)
+train/val images too. The
 style-matched open set of held-out style ``h`` is the folder ``ood_classes/<h>``.
 
 World v3 (``preset="study-v3"``, v2 with source label noise) also writes
@@ -49,7 +50,7 @@ import numpy as np
 
 from croft.errors import CroftError
 from croft.world.captions import describe
-from croft.world.config import SHORTCUT_COLOURS, WORLD_VERSION, WorldConfig, world_preset
+from croft.world.config import SHORTCUT_COLOURS, WorldConfig, world_preset
 from croft.world.render import TINTS, render_object, render_texture
 
 __all__ = [
@@ -69,6 +70,13 @@ SHAPES_FILE = "shapes.json"
 #: World v1's generator digest, frozen: v1 images are pinned bit for bit by a golden test
 #: (tests/test_world.py), so edits that add v2 leave v1 worlds (and their caches) valid.
 _V1_GENERATOR = "3fa5d6308fcec4ab"
+#: The generator digest each world version's manifests record, frozen once the version's
+#: images were pinned bit for bit by a golden test (v1: tests/test_world.py, v2 and v3:
+#: tests/test_world_v3.py), so that edits elsewhere in the generator keep generated worlds
+#: and their feature caches valid. A change that moves a pinned image must change the
+#: golden hash and this digest together. v2: the digest of the last generator before v3;
+#: v3: the one the world study's v3 world was generated with.
+_FROZEN_GENERATORS = {"1": _V1_GENERATOR, "2": "7c17d009cefa5f10", "3": "fe2a1a5d61ee8976"}
 
 
 @dataclass
@@ -216,7 +224,7 @@ def generator_digest() -> str:
 def _fingerprint(cfg: WorldConfig, seed: int) -> dict[str, Any]:
     doc = {
         "croft_world": cfg.version,
-        "generator": _V1_GENERATOR if cfg.version == WORLD_VERSION else generator_digest(),
+        "generator": _FROZEN_GENERATORS.get(cfg.version) or generator_digest(),
         "seed": seed,
         "config": cfg.to_dict(),
     }

@@ -118,8 +118,8 @@ SHORTCUT_COLOURS: dict[str, str] = {
     "boat": "brown",
     "car": "green",
 }
-#: What world v2's shortcut ties to the class: the object's main colour (the study world)
-#: or the background tint (the superseded first design, kept reproducible).
+#: What world v2's shortcut ties to the class: the object's main colour (the study world,
+#: and v3's) or the background tint (the superseded first design, kept reproducible).
 SHORTCUT_CUES = ("colour", "tint")
 
 

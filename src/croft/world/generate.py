@@ -27,8 +27,8 @@ images of the other leave-one-out domains (never the extra ones) and tests on ``
 test images; ``test_on_<extra>.json`` trains on every leave-one-out domain. Use the
 ``oodbench`` layout (the split files): ``images/<domain>`` holds all three splits, so the
 DomainBed view of ``images`` would test on shortcut-carrying (v3: noisily labelled)
-train/val images too. The
-style-matched open set of held-out style ``h`` is the folder ``ood_classes/<h>``.
+train/val images too. The style-matched open set of held-out style ``h`` is the folder
+``ood_classes/<h>``.
 
 World v3 (``preset="study-v3"``, v2 with source label noise) also writes
 ``out/shapes.json``: ``{relpath: class drawn}`` for every ID image whose drawn object is
@@ -73,8 +73,9 @@ _V1_GENERATOR = "3fa5d6308fcec4ab"
 #: The generator digest each world version's manifests record, frozen once the version's
 #: images were pinned bit for bit by a golden test (v1: tests/test_world.py, v2 and v3:
 #: tests/test_world_v3.py), so that edits elsewhere in the generator keep generated worlds
-#: and their feature caches valid. A change that moves a pinned image must change the
-#: golden hash and this digest together. v2: the digest of the last generator before v3;
+#: and their feature caches valid. A change that moves a pinned image, or changes what a
+#: world folder holds (split files, manifest layout), must change the golden hash or the
+#: layout test and this digest together. v2: the digest of the last generator before v3;
 #: v3: the one the world study's v3 world was generated with.
 _FROZEN_GENERATORS = {"1": _V1_GENERATOR, "2": "7c17d009cefa5f10", "3": "fe2a1a5d61ee8976"}
 

@@ -1,0 +1,76 @@
+"""Size limits on what croft builds from files and configs a user hands it.
+
+Every number read from a file or a config that decides how much memory or time croft spends
+(a tensor's element count, a feature dimension, a context length, a grid's size, epochs ×
+steps, a JSON document's depth) is checked against a limit stated here *before* anything is
+allocated. Each limit has a default that no honest input comes near and an environment
+variable that raises it; the error names that variable, so the fix is one line:
+
+    CroftError: head.json: feature_dim 200000 is above the limit 16384
+    (set CROFT_MAX_FEATURE_DIM higher if this is genuine)
+
+``croft list limits`` (and the README's "Limits" table) lists them all.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+from croft.errors import CroftError
+
+
+@dataclass(frozen=True)
+class Limit:
+    """One bound: its name, default value, the variable that overrides it, and its meaning."""
+
+    name: str
+    default: int
+    env: str
+    meaning: str
+
+
+LIMITS: dict[str, Limit] = {}
+
+
+def register_limit(name: str, default: int, meaning: str) -> Limit:
+    """Declare a limit (``env`` is ``CROFT_MAX_<NAME>``); returns it. Names are unique."""
+    if name in LIMITS:
+        raise ValueError(f"limit {name!r} is declared twice")
+    lim = Limit(name, int(default), f"CROFT_MAX_{name.upper()}", meaning)
+    LIMITS[name] = lim
+    return lim
+
+
+def limit_value(name: str) -> int:
+    """The limit in force: ``$CROFT_MAX_<NAME>`` when set (a positive integer), else the
+    default. A malformed variable is a :class:`CroftError` that names it."""
+    lim = LIMITS[name]
+    raw = os.environ.get(lim.env, "").strip()
+    if not raw:
+        return lim.default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise CroftError(f"{lim.env}={raw!r} is not a positive integer; set it to a whole number")
+    return value
+
+
+def check_limit(name: str, value: float, where: str) -> None:
+    """Raise a one-line :class:`CroftError` when ``value`` exceeds limit ``name``.
+
+    ``where`` says what was read (``"head.json: feature_dim"``); NaN counts as over.
+    """
+    bound = limit_value(name)
+    if isinstance(value, float) and math.isnan(value) or value > bound:
+        lim = LIMITS[name]
+        raise CroftError(
+            f"{where} {value:g} is above the limit {bound:g} ({lim.meaning}); "
+            f"set {lim.env} higher if this is genuine"
+        )
+
+
+register_limit("json_depth", 64, "nesting depth of a JSON or YAML document croft reads")

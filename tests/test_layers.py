@@ -13,7 +13,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "croft"
 
 LAYERS: list[tuple[str, ...]] = [
     ("_version", "errors", "registry"),
-    ("fileio", "progress", "provenance"),
+    ("fileio", "progress", "provenance", "limits"),
     ("overrides",),
     ("metrics", "scores", "conventions", "selection"),
     ("backbones",),

@@ -74,3 +74,7 @@ def check_limit(name: str, value: float, where: str) -> None:
 
 
 register_limit("json_depth", 64, "nesting depth of a JSON or YAML document croft reads")
+register_limit(
+    "tensor_elements", 1 << 30, "elements of one tensor or storage read from a weight file"
+)
+register_limit("context_length", 8192, "token context length a tokenizer or text config asks for")

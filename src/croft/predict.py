@@ -98,7 +98,8 @@ def verify_backbone(backbone: Backbone, meta: dict[str, Any], where: str = "head
     """
     stored = meta.get("backbone")
     if isinstance(stored, dict):
-        ours = {k: v for k, v in backbone.fingerprint().items() if k != "precision"}
+        skip = {"precision"} | ({"config_files"} - set(stored))  # heads saved before it existed
+        ours = {k: v for k, v in backbone.fingerprint().items() if k not in skip}
         theirs = {k: v for k, v in stored.items() if k != "precision"}
         if _fingerprint_hash(ours) != _fingerprint_hash(theirs):
             diffs = [

@@ -39,6 +39,9 @@ class Backbone(abc.ABC):
         precision: ``fp32``, ``fp16`` or ``bf16`` (weights and activations).
         source: ``openclip``, ``openai`` or ``hf``.
         spec: the spec string it was loaded from.
+        config_files: files beside the weights that change the features (tokenizer
+            vocabulary, ``open_clip_config.json``, ``config.json``): hashed into the
+            fingerprint, so editing one is never served features computed before.
 
     Outputs of the encoders are raw (not L2-normalised) and always float32.
     """
@@ -56,8 +59,11 @@ class Backbone(abc.ABC):
         architecture: dict[str, Any],
         weight_files: Sequence[Path],
         quick_gelu: bool | None,
+        config_files: Sequence[Path] = (),
     ) -> None:
         import torch
+
+        from croft.backbones import hashing
 
         self.model = model.eval().requires_grad_(False)
         self.name = name
@@ -68,6 +74,9 @@ class Backbone(abc.ABC):
         self.spec = spec
         self.architecture = json.loads(json.dumps(architecture))  # tuples -> lists
         self.weight_files = [Path(p) for p in weight_files]
+        self.config_files = [Path(p) for p in config_files]
+        # hashed now, as read: an edit after loading must not relabel what was loaded
+        self._config_sha256 = {p.name: hashing.file_sha256(p) for p in self.config_files}
         self.quick_gelu = quick_gelu
         self.device = next(model.parameters()).device
         self._sha256: str | None = None
@@ -197,8 +206,11 @@ class Backbone(abc.ABC):
         return self._sha256
 
     def fingerprint(self) -> dict[str, Any]:
-        """What determines this backbone's features: JSON-ready, path-independent."""
-        return {
+        """What determines this backbone's features: JSON-ready, path-independent.
+
+        ``config_files`` (``{file name: sha256}``) appears only when the backbone has any, so
+        a plain checkpoint's fingerprint is what it always was."""
+        out: dict[str, Any] = {
             "source": self.source,
             "name": self.name,
             "architecture": self.architecture,
@@ -207,6 +219,9 @@ class Backbone(abc.ABC):
             "preprocess": self.preprocess.to_dict(),
             "quick_gelu": self.quick_gelu,
         }
+        if self.config_files:
+            out["config_files"] = dict(self._config_sha256)
+        return out
 
     def fingerprint_hash(self) -> str:
         """Hex SHA-256 of the canonical JSON of :meth:`fingerprint`."""

@@ -73,6 +73,7 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
         return _strip_prefixes(sd), meta
     if is_torchscript_archive(path):
         return read_torchscript_state_dict(path), {"torchscript": True}
+    _check_records(path)
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001
@@ -95,7 +96,43 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
             f"{path} is not a plain state dict: {len(bad)} non-tensor entries (e.g. {bad[0]!r}); "
             "wrap the weights as {'state_dict': model.state_dict()}"
         )
+    for k, v in sd.items():
+        _check_tensor(path, k, v)
     return sd, meta
+
+
+def _check_records(path: Path) -> None:
+    """Refuse a zip checkpoint whose tensor records would unpack beyond the element limit,
+    before torch reads any of them."""
+    from croft.limits import limit_value
+
+    bound = 8 * limit_value("tensor_elements")  # bytes of the widest dtype
+    try:
+        with zipfile.ZipFile(path) as zf:
+            big = [i for i in zf.infolist() if "/data/" in i.filename and i.file_size > bound]
+    except (zipfile.BadZipFile, OSError):
+        return  # not a zip: torch.load reports it
+    if big:
+        _check_tensor_limit(path, big[0].filename, big[0].file_size // 8)
+
+
+def _check_tensor_limit(path: Path, key: str, numel: int) -> None:
+    from croft.limits import check_limit
+
+    check_limit("tensor_elements", numel, f"{path}: tensor {key} element count")
+
+
+def _check_tensor(path: Path, key: str, t: torch.Tensor) -> None:
+    """A tensor loaded by torch may still be a view: refuse a stride-0 or overlapping one
+    (materialising it would take far more memory than the file holds) and one above the
+    element limit."""
+    from croft.backbones.torchscript import check_view
+
+    storage = t.untyped_storage().nbytes() // max(t.element_size(), 1)
+    try:
+        check_view(tuple(t.shape), tuple(t.stride()), t.storage_offset(), storage, f"tensor {key}")
+    except ValueError as exc:
+        raise CroftError(f"cannot read {path}: {exc}") from None
 
 
 def _as_bool(value: Any) -> bool | None:

@@ -1,9 +1,14 @@
 """SHA-256 of weight files, cached so gigabytes are hashed once.
 
 The cache is a small JSON file, ``$CROFT_CACHE_DIR/sha256.json`` (default
-``~/.cache/croft/sha256.json``), keyed by absolute path and valid while the file's size
-and modification time are unchanged. It is rewritten atomically (temporary file +
-``os.replace``); an unreadable cache is ignored and rebuilt.
+``~/.cache/croft/sha256.json``), keyed by absolute path and valid while the file's size,
+modification time and status-change time (``ctime``: any write or ``utime`` call moves it,
+so a file rewritten in place with its size and mtime restored is hashed again) are
+unchanged. Files below 1 MiB (configs, vocabularies) are always hashed afresh: file-system
+clocks tick coarsely (milliseconds), so a small file edited twice within one tick keeps
+size, mtime and ctime, and hashing it costs less than reading the cache.
+The cache is rewritten atomically (temporary file + ``os.replace``); an unreadable cache
+is ignored and rebuilt.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from pathlib import Path
 from croft.fileio import atomic_write_json, cache_dir
 
 _CHUNK = 1 << 20
+_SMALL = 1 << 20  # bytes: hashed every time, faster than reading the cache
 
 
 def _cache_file() -> Path:
@@ -47,9 +53,12 @@ def _write_cache(file: Path, data: dict[str, dict]) -> None:
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
-    """Hex SHA-256 of ``path``, from the cache when (path, size, mtime) are unchanged."""
+    """Hex SHA-256 of ``path``, from the cache when (path, size, mtime_ns, ctime_ns) are
+    unchanged."""
     p = Path(path).resolve()
     st = p.stat()
+    if st.st_size < _SMALL:
+        return _hash_file(p)
     key = str(p)
     cache = _cache_file()
     entries = _read_cache(cache)
@@ -58,12 +67,18 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
         isinstance(hit, dict)
         and hit.get("size") == st.st_size
         and hit.get("mtime_ns") == st.st_mtime_ns
+        and hit.get("ctime_ns") == st.st_ctime_ns
         and isinstance(hit.get("sha256"), str)
     ):
         return hit["sha256"]
     digest = _hash_file(p)
     entries = _read_cache(cache)  # re-read: another process may have added entries meanwhile
     entries = {k: v for k, v in entries.items() if os.path.exists(k)}  # forget deleted files
-    entries[key] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
+    entries[key] = {
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "ctime_ns": st.st_ctime_ns,
+        "sha256": digest,
+    }
     _write_cache(cache, entries)
     return digest

@@ -41,6 +41,18 @@ VISION_KEYS = (
     "layer_norm_eps",
 )
 SINGLE_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+CONFIG_FILES = (
+    "config.json",
+    "preprocessor_config.json",
+    "processor_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.json",
+    "merges.txt",
+    "special_tokens_map.json",
+    "added_tokens.json",
+)
+"""Files of an ``hf:`` folder beside the weights that change its features (fingerprinted)."""
 INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 
 
@@ -239,4 +251,5 @@ def load_hf(spec: str, path: Path, *, quick_gelu: bool | None, precision: str) -
         architecture=architecture,
         weight_files=files,
         quick_gelu=trained_qg,
+        config_files=[path / n for n in CONFIG_FILES if (path / n).is_file()],
     )

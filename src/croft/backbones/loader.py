@@ -158,6 +158,30 @@ def _check_file(p: BackboneSpec) -> None:
         )
 
 
+HUB_KEYS = ("hf_model_name", "hf_tokenizer_name")
+
+
+def _refuse_hub_names(config: dict[str, Any], p: BackboneSpec, spec: str) -> None:
+    """An architecture whose text tower or tokenizer is a Hugging Face hub model would be
+    fetched by open_clip on build: refuse that offline, naming where the name was read."""
+    text_cfg = config.get("text_cfg")
+    if not isinstance(text_cfg, dict):
+        return
+    for key in HUB_KEYS:
+        name = text_cfg.get(key)
+        if name:
+            from croft.backbones.checkpoint import SIDECAR, read_sidecar
+
+            where: object = f"architecture {p.arch}"
+            if p.path is not None and "model_cfg" in read_sidecar(p.path):
+                where = p.path.parent / SIDECAR
+            raise CroftError(
+                f"{where}: text_cfg.{key} {str(name)[:80]!r} names a hub model, which would be "
+                f"downloaded and downloads are off; use a backbone whose text tower is in the "
+                f"weights, or allow the download with --allow-download (backbone {spec!r})"
+            )
+
+
 def load_backbone(
     spec: str,
     *,
@@ -194,7 +218,9 @@ def load_backbone(
             from croft.backbones.openclip import register_sidecar_architecture
 
             register_sidecar_architecture(p.arch, p.path)
-        archs.require_config(p.arch, spec)
+        config = archs.require_config(p.arch, spec)
+        if not allow_download:
+            _refuse_hub_names(config, p, spec)
 
     backbone = BACKBONES.get(p.kind).load(p, quick_gelu=quick_gelu, precision=precision)
     return backbone.to(device)

@@ -16,6 +16,7 @@ from croft.backbones.checkpoint import (
     OPENAI_EXTRA_KEYS,
     OPENAI_QUICK_GELU_WHERE,
     PREFIXES,
+    SIDECAR,
     WRAPPER_KEYS,
     is_torchscript_archive,
     read_checkpoint,
@@ -35,6 +36,7 @@ from croft.backbones.openclip_model import (
 )
 from croft.backbones.preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, Preprocess
 from croft.errors import CroftError, first_line
+from croft.limits import check_limit
 
 if TYPE_CHECKING:
     import torch
@@ -132,6 +134,11 @@ def register_sidecar_architecture(arch: str, path: Path) -> None:
         return
     side = read_sidecar(path)
     if isinstance(side.get("model_cfg"), dict) and side.get("architecture", arch) == arch:
+        text_cfg = side["model_cfg"].get("text_cfg")
+        ctx = text_cfg.get("context_length", 0) if isinstance(text_cfg, dict) else 0
+        if isinstance(ctx, (int, float)) and not isinstance(ctx, bool):
+            where = f"{path.parent / SIDECAR}: model_cfg.text_cfg.context_length"
+            check_limit("context_length", ctx, where)
         archs.register_architecture(arch, side["model_cfg"])
 
 
@@ -145,7 +152,8 @@ def _sidecar_tokenizer(side: dict[str, Any], path: Path | None) -> Any:
     try:
         return WordTokenizer(tok["vocab"], int(tok.get("context_length", 12)))
     except (TypeError, ValueError) as exc:
-        raise CroftError(f"the tokenizer in the config beside {path} is invalid: {exc}") from None
+        where = path.parent / SIDECAR if path is not None else "the config"
+        raise CroftError(f"the tokenizer in {where} is invalid: {exc}") from None
 
 
 def load_openclip(
@@ -208,6 +216,7 @@ def load_openclip(
         architecture=config,
         weight_files=[path],
         quick_gelu=qg,
+        config_files=[path.parent / SIDECAR] if side else [],
     )
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import ast
 import collections
 import io
+import math
 import pickle
 import re
 import zipfile
@@ -30,11 +31,13 @@ from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from croft.errors import CroftError
+from croft.limits import check_limit
 
 if TYPE_CHECKING:
     import torch
 
 MAX_PICKLE_BYTES = 256 * 1024 * 1024  # the module tree, not the weights
+_SLACK = 4096  # bytes a tensor record may hold beyond its storage
 
 _STORAGE_DTYPES = {
     "FloatStorage": "float32",
@@ -178,24 +181,53 @@ def _declarations(zf: zipfile.ZipFile, root: str) -> dict[str, dict[str, list[st
     return out
 
 
+def check_view(
+    size: tuple[int, ...], stride: tuple[int, ...], offset: int, storage_numel: int, where: str
+) -> None:
+    """Raise ValueError unless the view ``(size, stride, offset)`` addresses distinct elements
+    of a storage of ``storage_numel`` elements, and no more elements than the
+    ``tensor_elements`` limit (so materialising it is bounded by what the file holds).
+
+    A stride-0 or overlapping view (one element read many times: a 4-byte storage can claim
+    a (32768, 32768) tensor) is refused, never expanded.
+    """
+    if len(size) != len(stride):
+        raise ValueError(f"{where} has mismatched size and stride")
+    numel = math.prod(size)
+    check_limit("tensor_elements", numel, f"{where}: element count")
+    if numel == 0:
+        return
+    reach = 0  # the highest offset reached by the dimensions checked so far
+    for n, st in sorted(((n, st) for n, st in zip(size, stride, strict=True) if n > 1),
+                        key=lambda d: d[1]):  # fmt: skip
+        if st <= reach:
+            raise ValueError(
+                f"{where} is a stride-{st} view that reads its elements more than once "
+                f"(size {size}, stride {stride}); save the tensor itself (tensor.clone())"
+            )
+        reach += (n - 1) * st
+    if offset + reach >= storage_numel:
+        raise ValueError(f"{where} is out of bounds of its data")
+
+
 def _tensor(zf: zipfile.ZipFile, root: str, ref: _TensorRef, cache: dict[str, Any]) -> Any:
     import torch
 
     key = ref.storage.key
+    check_view(ref.size, ref.stride, ref.offset, ref.storage.numel, f"tensor view on data {key}")
     if key not in cache:
         dtype = getattr(torch, ref.storage.dtype)
-        raw = bytearray(zf.read(f"{root}/data/{key}"))
+        check_limit("tensor_elements", ref.storage.numel, f"tensor data {key}: element count")
         need = ref.storage.numel * torch.empty((), dtype=dtype).element_size()
+        info = zf.getinfo(f"{root}/data/{key}")
+        if info.file_size > need + _SLACK:
+            raise ValueError(f"tensor data {key} holds {info.file_size} bytes, not {need}")
+        raw = bytearray(zf.read(info))
         if len(raw) < need:
             raise ValueError(f"tensor data {key} is truncated ({len(raw)} of {need} bytes)")
         flat = torch.frombuffer(raw, dtype=dtype, count=ref.storage.numel) if need else None
         cache[key] = flat if flat is not None else torch.empty(0, dtype=dtype)
     flat = cache[key]
-    if len(ref.size) != len(ref.stride):
-        raise ValueError(f"tensor view on data {key} has mismatched size and stride")
-    span = ref.offset + sum((s - 1) * st for s, st in zip(ref.size, ref.stride, strict=True))
-    if 0 not in ref.size and span >= flat.numel():
-        raise ValueError(f"tensor view on data {key} is out of bounds")
     return torch.as_strided(flat, ref.size, ref.stride, ref.offset).clone()
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from croft.errors import CroftError
+from croft.limits import check_limit
 
 if TYPE_CHECKING:
     import torch
@@ -42,6 +43,7 @@ class WordTokenizer:
             raise CroftError("tokenizer vocabulary has duplicate words")
         if context_length < 3:
             raise CroftError(f"tokenizer context_length must be >= 3, got {context_length}")
+        check_limit("context_length", context_length, "tokenizer context_length")
         self.vocab: list[str] = tokens
         self.context_length = int(context_length)
         self._ids = {w: i for i, w in enumerate(tokens)}

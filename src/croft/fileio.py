@@ -2,6 +2,8 @@
 
 * atomic writes: a temporary file beside the target, ``fsync``, then ``os.replace``; a
   reader never sees a half-written file and an interrupted write leaves the old one;
+  folders alike (:func:`atomic_write_folder`: built in a ``.croft-tmp-`` sibling, renamed
+  into place; :func:`remove_leftovers` clears those a killed process left);
 * canonical JSON (sorted keys, no spaces) and its sha256, for keys and fingerprints;
 * croft's cache directory (``$CROFT_CACHE_DIR`` or ``~/.cache/croft``);
 * output paths that stay inside their root: :func:`safe_name` and :func:`inside`.
@@ -13,6 +15,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -45,6 +48,93 @@ def atomic_write_with(path: str | os.PathLike[str], write: Callable[[Path], Any]
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+TEMP_PREFIX = ".croft-tmp-"
+"""Names of croft's temporary folders: ``.croft-tmp-<target name>.<pid>.<random>``."""
+
+
+def _temp_sibling(path: Path, tag: str = "") -> Path:
+    return Path(
+        tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{path.name}.{os.getpid()}.{tag}", dir=path.parent)
+    )
+
+
+def atomic_write_folder(
+    path: str | os.PathLike[str], write: Callable[[Path], Any], *, keep_extra: bool = False
+) -> Path:
+    """Call ``write(tmp)`` on a new temporary folder beside ``path``, then rename it to
+    ``path``: a reader sees the whole folder or none of it, and a failed ``write`` (disk
+    full, a bad value) leaves nothing. An existing ``path`` is replaced; with
+    ``keep_extra`` the entries of the old folder that the new one lacks are moved over.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_sibling(path)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700
+        for _attempt in range(3):
+            if not os.path.lexists(path):
+                try:
+                    os.rename(tmp, path)
+                    return path
+                except OSError as exc:  # another process got there first: replace it
+                    if not os.path.lexists(path):
+                        raise OSError(exc.errno, f"{exc.strerror}: {path}") from None
+            old = _temp_sibling(path, "old.")
+            os.rmdir(old)
+            try:
+                os.rename(path, old)
+            except FileNotFoundError:
+                continue
+            os.rename(tmp, path)
+            if keep_extra and old.is_dir() and not old.is_symlink():
+                for entry in old.iterdir():
+                    if not os.path.lexists(path / entry.name):
+                        os.rename(entry, path / entry.name)
+            _remove(old)
+            return path
+        raise OSError(f"{path} keeps changing while croft replaces it")
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def remove_leftovers(path: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporary siblings of ``path`` (``.croft-tmp-<name>.<pid>.*``) whose
+    process is gone: what a kill or power cut left behind. Returns what was removed."""
+    path = Path(path)
+    prefix = f"{TEMP_PREFIX}{path.name}."
+    removed = []
+    try:
+        entries = [e for e in path.parent.iterdir() if e.name.startswith(prefix)]
+    except OSError:
+        return []
+    for entry in entries:
+        pid = entry.name[len(prefix) :].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+            continue  # another croft is writing it now
+        _remove(entry)
+        removed.append(entry)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def _umask() -> int:

@@ -78,3 +78,4 @@ register_limit(
     "tensor_elements", 1 << 30, "elements of one tensor or storage read from a weight file"
 )
 register_limit("context_length", 8192, "token context length a tokenizer or text config asks for")
+register_limit("image_file_bytes", 1 << 30, "bytes of one image file croft opens or hashes")

@@ -16,6 +16,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from croft.fileio import atomic_write_with
+
 MAX_COLS = 4
 PANEL_W, PANEL_H = 3.4, 2.7  # inches per panel
 DPI = 130
@@ -148,7 +150,8 @@ def save(fig: Any, out_dir: Path, stem: str) -> list[str]:
     paths = []
     for ext in ("png", "pdf"):
         path = out_dir / f"{stem}.{ext}"
-        fig.savefig(path, dpi=DPI)
+        # atomic: replaces a symlink planted at ``path`` instead of writing through it
+        atomic_write_with(path, lambda p, e=ext: fig.savefig(p, format=e, dpi=DPI))
         paths.append(str(path))
     plt.close(fig)
     return paths

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from croft.errors import CroftError
-from croft.fileio import atomic_write_text
+from croft.fileio import atomic_write_text, inside
 from croft.selection import select_grid_point
 from croft.tables import (
     Cell,
@@ -314,7 +314,8 @@ def write_report(
 
     all_runs = collect_runs(runs_dir)
     records = select_records(all_runs, selection)
-    out = Path(out_dir) if out_dir is not None else Path(runs_dir) / "report"
+    # the default folder must stay inside the runs folder, symlinks included
+    out = Path(out_dir) if out_dir is not None else inside(runs_dir, "report")
     out.mkdir(parents=True, exist_ok=True)
     tables = _write_tables(out, all_runs, records)
     verdict = verdict_lines(records, subject)
@@ -354,7 +355,7 @@ def write_report(
     if plots:
         from croft.figures import write_figures
 
-        figs = write_figures(records, out / "plots", log_fpr=log_fpr)
+        figs = write_figures(records, inside(out, "plots"), log_fpr=log_fpr)
         if figs:
             doc.h2("Figures")
             for f in figs:

@@ -111,13 +111,15 @@ def _dry_run(cfg, out, fresh: bool, shard) -> int:  # noqa: ANN001
 
 def _run(cfg, out, args: argparse.Namespace, shard) -> int:  # noqa: ANN001
     from croft.experiments import run_experiment
+    from croft.fileio import inside
     from croft.report import write_report
     from croft.tables import render
 
+    report_dir = None if args.no_report else inside(out, "report")  # refused before any run
     result = run_experiment(cfg, out, progress=not args.quiet, fresh=args.fresh, shard=shard)
     print(f"{len(result['records'])} runs in {out}")
-    if not args.no_report:
-        rep = write_report(out, out / "report")
+    if report_dir is not None:
+        rep = write_report(out, report_dir)
         for name, (header, rows) in rep["tables"].items():
             print(f"\n{name}:")
             print(render(header, rows))

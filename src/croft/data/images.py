@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from croft.errors import CroftError
+from croft.limits import LIMITS, limit_value
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image as PILImage
@@ -180,6 +181,13 @@ def load_image(
         raise _bad(path, "not a regular file")
     if size == 0:
         raise _bad(path, "the file is empty (0 bytes)")
+    bound = limit_value("image_file_bytes")
+    if size > bound:
+        raise _bad(
+            path,
+            f"{size} bytes is above the limit {bound} (image file size); set "
+            f"{LIMITS['image_file_bytes'].env} higher if this is genuine",
+        )
     try:
         try:
             im = _open_loaded(path, max_pixels)

@@ -198,7 +198,9 @@ class DatasetIndex:
         touching a file changes it too (extracted again: safe, never stale). With
         ``contents=True`` the sha256 of each file's bytes instead (about 16 us per small
         image; reads every image on every call, also on cache hits; identities then
-        survive copies to another machine). A missing file counts as missing.
+        survive copies to another machine). A missing file counts as missing; only regular
+        files are read (a FIFO or device named ``*.png`` would block or never end) and only
+        up to the ``image_file_bytes`` limit, so the loader reports those files instead.
         """
         import hashlib
 
@@ -206,11 +208,7 @@ class DatasetIndex:
         for path in self.abspaths():
             try:
                 if contents:
-                    h = hashlib.sha256()
-                    with open(path, "rb") as fh:
-                        while chunk := fh.read(1 << 20):
-                            h.update(chunk)
-                    item = h.hexdigest()
+                    item = _content_sha256(path)
                 else:
                     st = path.stat()
                     item = f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
@@ -283,3 +281,24 @@ class DatasetIndex:
                 "hand?); regenerate it instead of editing"
             )
         return index
+
+
+def _content_sha256(path: Path) -> str:
+    """sha256 of a regular file's bytes; ``not-a-file`` / ``too-large:<bytes>`` otherwise
+    (opened non-blocking and checked after opening, so a FIFO swapped in never blocks)."""
+    import hashlib
+    import stat
+
+    from croft.limits import limit_value
+
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            return "not-a-file"
+        if st.st_size > limit_value("image_file_bytes"):
+            return f"too-large:{st.st_size}"
+        h = hashlib.sha256()
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+        return h.hexdigest()

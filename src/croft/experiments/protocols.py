@@ -82,6 +82,35 @@ def dry_run(
     return rows
 
 
+def _data_roots(cfg: ExperimentBase) -> list[tuple[str, Path]]:
+    """``(name, root)`` of every dataset the experiment reads (a ``{held_out}`` root: the
+    folder above the placeholder)."""
+    from croft.experiments.config import HELD_OUT, DataSpec
+
+    found: list[tuple[str, Path]] = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        specs = value if isinstance(value, list) else [value]
+        for i, spec in enumerate(specs):
+            if isinstance(spec, DataSpec):
+                name = f.name if spec is value else f"{f.name}.{i}"
+                found.append((name, Path(spec.root.split(HELD_OUT, 1)[0] or ".")))
+    return found
+
+
+def refuse_out_inside_data(cfg: ExperimentBase, out: Path) -> None:
+    """An output folder inside a dataset root would be scanned as part of the dataset (a
+    class folder without images) on every later run: refuse it before anything is written."""
+    target = out.expanduser().resolve()
+    for name, root in _data_roots(cfg):
+        base = root.expanduser().resolve()
+        if target == base or base in target.parents:
+            raise CroftError(
+                f"--out {out} lies inside the dataset root {root} ({name}.root); its run "
+                "folders would be read as part of the dataset: choose an --out outside it"
+            )
+
+
 def run_experiment(
     cfg: ExperimentBase,
     out_dir: str | os.PathLike[str],
@@ -152,6 +181,7 @@ def _run_experiment(
         discard_runs(
             out, None if shard is None else [run_dir(out, r.label, d, s) for r, d, s in plan]
         )
+    refuse_out_inside_data(cfg, out)
     check_plan(out, plan, settings)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "config.resolved.json", dataclasses.asdict(cfg))

@@ -1,9 +1,9 @@
 """Run directories, written and read here only.
 
-``OUT/runs/<label>/<domain>_seed<seed>/`` holds, in write order:
+``OUT/runs/<label>/<domain>_seed<seed>/`` is built in a ``.croft-tmp-`` sibling and
+renamed into place when whole (:func:`croft.fileio.atomic_write_folder`); it holds:
 
-* ``run_key.json``  — the run key (see :mod:`croft.experiments.runkey`), written first so
-  an interrupted run is recognised and resumed;
+* ``run_key.json``  — the run key (see :mod:`croft.experiments.runkey`);
 * ``config.json``   — ``{"method", "config"}``: the resolved method config;
 * ``env.json``      — versions, commit, device;
 * ``scores.npz``    — per-sample scores (``id/<score>``, ``ood/<set>/<score>``, …);
@@ -31,7 +31,15 @@ from typing import Any
 import numpy as np
 
 from croft.errors import CroftError
-from croft.fileio import atomic_write_json, atomic_write_text, atomic_write_with, inside
+from croft.fileio import (
+    TEMP_PREFIX,
+    atomic_write_folder,
+    atomic_write_json,
+    atomic_write_text,
+    atomic_write_with,
+    inside,
+    remove_leftovers,
+)
 
 METRICS = "metrics.json"
 RUN_KEY = "run_key.json"
@@ -113,19 +121,30 @@ def write_run(
     per_sample: Mapping[str, np.ndarray],
     head: Any = None,
     head_meta: Mapping[str, Any] | None = None,
+    key: Mapping[str, Any] | None = None,
 ) -> RunRecord:
-    """Write one run's files; ``metrics.json`` last (the run counts as finished after it)."""
-    rdir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(rdir / "config.json", dict(config))
-    atomic_write_json(rdir / "env.json", dict(env))
-    atomic_write_with(rdir / "scores.npz", lambda p: _savez(p, per_sample))
+    """Write one run's files (and its ``key`` as run_key.json) into a temporary sibling of
+    ``rdir`` and rename it into place: a run folder is whole or absent, and a disk-full or
+    a kill half-way leaves only a ``.croft-tmp-`` sibling, which the next write removes.
+    An unfinished folder already at ``rdir`` (an older croft's) is replaced."""
     record = dict(metrics)
     if head is not None:
-        from croft.methods import save_head
-
-        save_head(head, rdir / HEAD, **dict(head_meta or {}))
         record["head"] = HEAD
-    _write_metrics(rdir / METRICS, record)
+
+    def write(tmp: Path) -> None:
+        if key is not None:
+            atomic_write_json(tmp / RUN_KEY, dict(key))
+        atomic_write_json(tmp / "config.json", dict(config))
+        atomic_write_json(tmp / "env.json", dict(env))
+        atomic_write_with(tmp / "scores.npz", lambda p: _savez(p, per_sample))
+        if head is not None:
+            from croft.methods import save_head
+
+            save_head(head, tmp / HEAD, **dict(head_meta or {}))
+        _write_metrics(tmp / METRICS, record)
+
+    remove_leftovers(rdir)
+    atomic_write_folder(rdir, write)
     return RunRecord(record, rdir)
 
 
@@ -163,6 +182,8 @@ def read_runs(root: str | os.PathLike[str]) -> list[RunRecord]:
         raise CroftError(f"{base}: no such directory; pass the output directory of a run")
     found = []
     for path in sorted(base.rglob(METRICS)):
+        if any(part.startswith(TEMP_PREFIX) for part in path.relative_to(base).parts):
+            continue  # a run folder being written (or a killed write's leftover)
         rec = read_run(path.parent, strict=False)
         if rec is not None:
             found.append(rec)

@@ -28,7 +28,6 @@ from croft.experiments.records import (
     read_run_key,
     run_dir,
     write_run,
-    write_run_key,
 )
 from croft.experiments.runkey import config_document, difference, make_key, refuse, task_data
 from croft.experiments.task import Task
@@ -114,7 +113,6 @@ def run_one(
     """
     from croft.provenance import environment
 
-    write_run_key(rdir, key)
     cfg, result, seconds = fitted or fit_method(run, task, device)
     conv = conventions or Conventions()
     conv.apply_to_head(result.head)
@@ -142,6 +140,7 @@ def run_one(
         per_sample=per_sample,
         head=result.head if save_heads else None,
         head_meta=head_provenance(run, cfg, result, task) if save_heads else None,
+        key=key,
     )
 
 

@@ -21,7 +21,12 @@ from typing import Any
 import torch
 
 from croft.errors import CroftError
-from croft.fileio import atomic_write_text, atomic_write_with
+from croft.fileio import (
+    atomic_write_folder,
+    atomic_write_text,
+    atomic_write_with,
+    remove_leftovers,
+)
 from croft.methods.base import HEADS, FittedHead
 
 FORMAT = "croft.head/1"
@@ -123,7 +128,6 @@ def save_head(
 
     check_finite_head(head, extra, input_max_abs)
     out = check_head_dir(directory)
-    out.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
     meta: dict[str, Any] = {
         "format": FORMAT,
@@ -136,10 +140,15 @@ def save_head(
         **head.meta,
         **extra,
     }
-    atomic_write_with(out / "head.safetensors", lambda p: save_file(tensors, str(p)))
     text = json.dumps(meta, indent=2, sort_keys=True, default=str)
-    atomic_write_text(out / "head.json", text)
-    return out
+
+    def write(tmp: Path) -> None:
+        atomic_write_with(tmp / "head.safetensors", lambda p: save_file(tensors, str(p)))
+        atomic_write_text(tmp / "head.json", text)
+
+    # built beside the target and renamed into place: a head folder is whole or absent
+    remove_leftovers(out)
+    return atomic_write_folder(out, write, keep_extra=True)
 
 
 def read_head_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:

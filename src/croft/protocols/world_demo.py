@@ -40,7 +40,7 @@ from typing import Any
 
 from croft.experiments.config import HELD_OUT, DataSpec, LodoConfig, MethodGrid
 from croft.experiments.protocols import run_experiment
-from croft.fileio import cache_dir
+from croft.fileio import cache_dir, inside
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +255,7 @@ def run_world_demo(
     )  # fmt: skip
     out = Path(out_dir)
     result = run_experiment(cfg, out, progress=progress)  # threads: the module docstring
-    report = write_report(out, out / "report")
+    report = write_report(out, inside(out, "report"))
     records = select_records(result["records"])
     statuses = training_status(records)
     marks, notes = status_marks(statuses)

@@ -21,13 +21,14 @@ import pytest
 import torch
 from PIL import Image
 
+import croft
 from croft.backbones import TINY_VIT, load_backbone
 from croft.cli.main import main
 from croft.errors import CroftError
 
 pytestmark = pytest.mark.usefixtures("isolated_cache")
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(croft.__file__).resolve().parents[1]  # the croft under test, for subprocesses
 #: Address space for the capped subprocesses: torch and open_clip load in about 3.5 GiB of
 #: it, so materialising a 4 GiB tensor cannot fit, while refusing it before allocation does.
 CAP_BYTES = 5 << 30

@@ -74,8 +74,29 @@ def store_directory(
     return Path(cache_dir).expanduser() / f"{slug}-{view.tag}-{khash[:16]}"
 
 
+#: What a complete manifest says about the features; one that already says the same is not
+#: rewritten (a read-only cache holding every shard stays usable).
+RESULT_FIELDS = ("key_hash", "complete", "num_records", "num_kept", "shards", "skipped")
+
+
 def write_manifest(path: Path, doc: dict[str, Any]) -> None:
+    """Write ``doc`` to ``path`` atomically, unless the manifest there is complete and states
+    the same result (:data:`RESULT_FIELDS`): then nothing is written."""
+    old = _read(path)
+    if (
+        isinstance(old, dict)
+        and old.get("complete") is True
+        and all(old.get(k) == doc.get(k) for k in RESULT_FIELDS)
+    ):
+        return
     atomic_write_bytes(path, (json.dumps(doc, indent=1, ensure_ascii=False) + "\n").encode())
+
+
+def _read(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def check_manifest(path: Path, key: dict[str, Any], khash: str) -> dict[str, Any] | None:

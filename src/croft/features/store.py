@@ -218,7 +218,7 @@ def _open_store(
     ctx: DistContext,
 ) -> dict[str, Any]:
     """Create ``directory``, refuse a manifest written for another key and (rank 0) write
-    the incomplete manifest; returns that manifest document."""
+    the incomplete manifest, unless a complete one is there; returns that document."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -227,7 +227,7 @@ def _open_store(
             "writable --cache directory (or set CROFT_CACHE_DIR)"
         ) from None
     manifest_path = directory / MANIFEST
-    check_manifest(manifest_path, key, khash)
+    old = check_manifest(manifest_path, key, khash)
     base_doc = {
         "schema": STORE_SCHEMA,
         "key_hash": khash,
@@ -242,7 +242,8 @@ def _open_store(
         "world_size": ctx.world_size,
         "croft_version": str(__version__),
     }
-    if ctx.is_main:
+    finished = isinstance(old, dict) and old.get("complete") is True
+    if ctx.is_main and not finished:  # a complete manifest is never marked incomplete again
         write_manifest(manifest_path, base_doc)
     return base_doc
 

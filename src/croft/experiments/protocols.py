@@ -19,9 +19,9 @@ from typing import Any
 
 from croft.errors import CroftError
 from croft.experiments import tasks_imagenet, tasks_lodo
+from croft.experiments.checks import check_device, check_weights
 from croft.experiments.config import ExperimentBase, ImagenetConfig, LodoConfig
 from croft.experiments.grid import expand_methods
-from croft.experiments.loading import check_device, check_weights
 from croft.experiments.records import run_dir
 from croft.experiments.runner import (
     check_plan,

@@ -169,3 +169,13 @@ def test_readme_layout_matches_layers():
     ranks = [RANK[n] for n in listed]
     out_of_order = [n for n, r, q in zip(listed[1:], ranks[1:], ranks[:-1], strict=True) if r < q]
     assert not out_of_order, f"README Layout lists these above a lower layer: {out_of_order}"
+
+
+def test_one_protocol_table():
+    """Each protocol's config class is stated once (``CONFIGS``); the registry of task
+    builders covers exactly the same protocols."""
+    from croft.experiments.config import CONFIGS
+    from croft.experiments.protocols import PROTOCOLS
+
+    assert sorted(CONFIGS) == sorted(PROTOCOLS.names())
+    assert "config_cls" not in PROTOCOLS.get("lodo").__dataclass_fields__

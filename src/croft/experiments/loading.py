@@ -40,7 +40,8 @@ def build_config(doc: dict[str, Any], where: str) -> ExperimentBase:
     """The protocol's typed config from a document (no path resolution)."""
     protocol = doc.get("protocol", "lodo")
     if protocol not in CONFIGS:
-        raise CroftError(f"protocol {protocol!r}: use lodo (Setup-II) or imagenet (Setup-I)")
+        known = ", ".join(CONFIGS)
+        raise CroftError(f"protocol {protocol!r} is not known; use one of: {known}")
     cls = CONFIGS[protocol]
     for other, ocls in CONFIGS.items():
         if other == protocol:

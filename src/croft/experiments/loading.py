@@ -93,10 +93,10 @@ def resolve_paths(cfg: ExperimentBase, base: Path) -> None:
         if not os.path.isabs(spec.root) and not spec.root.startswith("~"):
             spec.root = str((base / spec.root).resolve())
         spec.root = os.path.expanduser(spec.root)
-    cfg.backbone = _resolve_backbone_path(cfg.backbone, base)
+    cfg.backbone = resolve_backbone_path(cfg.backbone, base)
 
 
-def _resolve_backbone_path(spec: str, base: Path) -> str:
+def resolve_backbone_path(spec: str, base: Path) -> str:
     """The spec with a relative weight path made relative to ``base`` (the loader's parser)."""
     from croft.backbones.loader import parse_spec
 

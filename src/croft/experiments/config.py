@@ -148,6 +148,8 @@ class ExperimentBase:
     fit_engine: str = "auto"
     # evaluation conventions: croft | authors, or {name: ..., field: value} (docs/deviations.md)
     conventions: Any = "croft"
+    # also cache every image's local (patch) features (fp16) for GL-MCM and LoCoOp
+    local_features: bool = False
 
     SETUP: ClassVar[str] = "setup2"  # which authors' conventions apply (croft.conventions)
 
@@ -232,6 +234,8 @@ class ExperimentBase:
             doc.pop(key, None)
         if self.crop_scale is None:  # absent: the run keys written before the key existed
             doc.pop("crop_scale", None)
+        if not self.local_features:  # likewise
+            doc.pop("local_features", None)
         doc["conventions"] = self.evaluation_conventions().to_dict()
         return doc
 

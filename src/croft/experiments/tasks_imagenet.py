@@ -138,6 +138,8 @@ def _pools(cfg: ImagenetConfig, backbone: Any, full: Any, task_records: list, co
         ofs = extract_features(backbone, ood_index, view=ViewSpec.train_views(1, 0), **common)
         ood_pool = pool(ofs, ood_index)
         ood_pool.features = ood_pool.features[:, 0]
+        if ood_pool.local is not None:
+            ood_pool.local = ood_pool.local[:, 0]
     else:
         ood_pool = eval_pool
     return train_pool, eval_pool, ood_pool

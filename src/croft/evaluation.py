@@ -42,6 +42,7 @@ __all__ = [
     "evaluate",
     "fit_detectors",
     "head_outputs",
+    "metrics_frame",
     "resolve_conventions",
 ]
 
@@ -283,3 +284,11 @@ def _id_positives(
             "positives are recorded as null"
         )
     return kept, keep
+
+
+def metrics_frame(*args: Any, **kwargs: Any) -> Any:
+    """:func:`croft.evaluation_frame.metrics_frame`: a pandas DataFrame of detection metrics
+    per (method, score, OOD set, positives) for a fitted head and feature sets."""
+    from croft.evaluation_frame import metrics_frame as frame
+
+    return frame(*args, **kwargs)

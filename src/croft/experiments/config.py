@@ -39,12 +39,15 @@ class DataSpec:
     An ``ood`` root holding ``{held_out}`` (protocol lodo) is a *per-fold* open set: each
     held-out domain reads the root with its own name put in, e.g. a style-matched open set
     ``world/ood_classes/{held_out}`` (the held-out classes drawn in the held-out style).
+    ``tag`` (``ood`` entries only): ``near`` or ``far``, for the reports' near/far averages
+    (never part of a run key).
     """
 
     root: str
     layout: str
     options: dict[str, Any] = field(default_factory=dict)
     name: str = ""
+    tag: str = ""
 
     @property
     def per_fold(self) -> bool:
@@ -181,7 +184,10 @@ class ExperimentBase:
         _bounded("knn_k", self.knn_k, 1, 10_000)
         _bounded("batch_size", self.batch_size, 1, 1 << 16)
         _bounded("workers", self.workers, 0, 256)
+        from croft.evaluation_frame import check_tag
+
         for o in self.ood:
+            check_tag(o.tag, f"ood {o.name}")
             if o.per_fold and self.PROTOCOL != "lodo":
                 raise CroftError(
                     f"ood {o.name}: {HELD_OUT} in a root needs protocol lodo (held-out domains)"
@@ -236,8 +242,18 @@ class ExperimentBase:
             doc.pop("crop_scale", None)
         if not self.local_features:  # likewise
             doc.pop("local_features", None)
+        for spec in doc.get("ood", []):  # near/far tags change no number
+            spec.pop("tag", None)
+        for spec in [doc.get("data"), *doc.get("shifted", [])]:
+            if isinstance(spec, dict):
+                spec.pop("tag", None)
         doc["conventions"] = self.evaluation_conventions().to_dict()
         return doc
+
+
+def ood_tags(cfg: Any) -> dict[str, str]:
+    """``{ood set: near | far}`` of the tagged ``ood`` entries (what records carry)."""
+    return {o.name: o.tag for o in getattr(cfg, "ood", []) if o.tag}
 
 
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:

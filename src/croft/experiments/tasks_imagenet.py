@@ -16,7 +16,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from croft.errors import CroftError
-from croft.experiments.config import AUTHORS_VAL_PER_CLASS, OPEN_SET_NAME, ImagenetConfig
+from croft.experiments.config import (
+    AUTHORS_VAL_PER_CLASS,
+    OPEN_SET_NAME,
+    ImagenetConfig,
+    ood_tags,
+)
 from croft.experiments.extraction import extract_ood, store_options
 from croft.experiments.task import Task, merge, pick, pool
 
@@ -192,6 +197,8 @@ def imagenet_tasks(
                 "ood_draw": cfg.ood_draw,
                 "ar_protocol": cfg.ar_protocol,
                 "ood_sizes": {k: len(v) for k, v in ood_sets.items()},
+                # the held-out classes of the same dataset: near-OOD in OpenOOD's sense
+                "ood_tags": {OPEN_SET_NAME: "near", **ood_tags(cfg)},
             },
         )
 

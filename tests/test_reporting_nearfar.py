@@ -136,4 +136,3 @@ def test_metrics_frame_rejects_bad_tags(fitted):  # noqa: ANN001
     head, task, _ = fitted
     with pytest.raises(CroftError, match="tag 'close': use near or far"):
         metrics_frame(head, task.test, task.ood_sets, scores=["energy"], tags={"noise": "close"})
-

@@ -3,6 +3,8 @@ at lambda_en = 0 (one loop), a head that saves, loads and predicts, and GL-MCM o
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -108,3 +110,64 @@ def test_locoop_needs_local_features(world: World, tower) -> None:  # noqa: ANN0
     plain.local_features = None
     with pytest.raises(CroftError, match="croft extract --local-features"):
         M.fit("locoop", plain, None, text_tower=tower, **PROMPT)
+
+
+@pytest.mark.slow
+def test_croft_run_locoop_gl_mcm_near_far_and_full_spectrum(tmp_path, monkeypatch):
+    """``croft run`` end to end on image folders: local features cached, LoCoOp fitted,
+    GL-MCM scored, tagged OOD sets averaged, full-spectrum columns reported."""
+    from PIL import Image
+
+    from croft.backbones import TINY_VIT
+    from croft.backbones.openclip import open_clip_module
+    from croft.cli.main import main
+    from croft.report import collect_runs
+
+    monkeypatch.setenv("CROFT_CACHE_DIR", str(tmp_path / "cache"))
+    g = torch.Generator().manual_seed(0)
+    colours = {"cat": (200, 40, 40), "dog": (40, 200, 40), "fish": (40, 40, 200)}
+
+    def image(path, colour) -> None:  # noqa: ANN001
+        arr = (torch.rand(24, 24, 3, generator=g) * 60).to(torch.uint8)
+        arr[6:18, 6:18] = torch.tensor(colour, dtype=torch.uint8)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(arr.numpy()).save(path)
+
+    for d in ("art", "photo", "sketch"):
+        for c, colour in colours.items():
+            for k in range(4):
+                image(tmp_path / "data" / d / c / f"{k}.png", colour)
+    for ood in ("textures", "objects"):
+        for k in range(6):
+            image(tmp_path / ood / "a" / f"{k}.png", (120, 120, 40))
+    torch.manual_seed(0)
+    torch.save(open_clip_module().create_model(TINY_VIT).state_dict(), tmp_path / "tiny.pt")
+    (tmp_path / "exp.yaml").write_text(
+        f"""
+name: local_run
+backbone: openclip:{TINY_VIT}:tiny.pt
+data: {{root: data, layout: domainbed}}
+held_out: [photo]
+ood:
+  - {{name: textures, root: textures, layout: folder, tag: far, options: {{ood: true}}}}
+  - {{name: objects, root: objects, layout: folder, tag: near, options: {{ood: true}}}}
+shots: 2
+views: 2
+seeds: [1]
+progress: false
+local_features: true
+scores: [energy, gl_mcm]
+methods:
+  - {{label: locoop, method: locoop, options: {{epochs: 2, n_ctx: 2, top_k: 1}}}}
+"""
+    )
+    out = tmp_path / "runs"
+    assert main(["run", str(tmp_path / "exp.yaml"), "--out", str(out), "--quiet"]) == 0
+    (rec,) = collect_runs(out)
+    assert rec["ood_tags"] == {"textures": "far", "objects": "near"}
+    assert set(rec["detection"]["objects"]) == {"energy", "gl_mcm"}
+    assert set(rec["detection_full_spectrum"]) == {"textures", "objects"}
+    md = (out / "report" / "detection_gl_mcm.csv").read_text().splitlines()[0]
+    assert "near avg auroc" in md and "FS objects auroc" in md and "FS far avg auroc" in md
+    head = load_head(Path(rec["run_dir"]) / "head")
+    assert head.meta["method"] == "locoop" and head.meta["score"] == "gl_mcm"

@@ -136,3 +136,18 @@ def test_metrics_frame_rejects_bad_tags(fitted):  # noqa: ANN001
     head, task, _ = fitted
     with pytest.raises(CroftError, match="tag 'close': use near or far"):
         metrics_frame(head, task.test, task.ood_sets, scores=["energy"], tags={"noise": "close"})
+
+
+def test_local_scores_and_methods_need_local_features_in_the_config():
+    doc = _doc()
+    doc["scores"] = ["energy", "gl_mcm"]
+    with pytest.raises(CroftError, match="score gl_mcm needs local .* local_features: true"):
+        build_config(doc, "<t>").check()
+    doc["scores"], doc["methods"] = ["energy"], [{"label": "lo", "method": "locoop"}]
+    with pytest.raises(CroftError, match="method lo needs local"):
+        build_config(doc, "<t>").check()
+    doc["local_features"] = True
+    cfg = build_config(doc, "<t>")
+    cfg.check()
+    assert cfg.run_settings()["local_features"] is True
+    assert "local_features" not in build_config(_doc(), "<t>").run_settings()

@@ -204,6 +204,7 @@ class ExperimentBase:
             raise CroftError("templates: list at least one, e.g. ['a photo of a {}.']")
         self._check_scores()
         self._check_methods()
+        self._check_local()
         self.evaluation_conventions()
 
     def _check_scores(self) -> None:
@@ -214,6 +215,19 @@ class ExperimentBase:
         for s in self.scores:
             if s not in SCORES:
                 raise CroftError(f"scores: unknown score {s!r}; known: {', '.join(SCORES.names())}")
+
+    def _check_local(self) -> None:
+        """gl_mcm and locoop read local features: say so before any extraction."""
+        if self.local_features:
+            return
+        names = [x if isinstance(x, str) else dict(x).get("name") for x in self.scores]
+        needs = [f"score {n}" for n in names if n == "gl_mcm"]
+        needs += [f"method {m.label}" for m in self.methods if m.method == "locoop"]
+        if needs:
+            raise CroftError(
+                f"{needs[0]} needs local (patch) features; set local_features: true "
+                "(they are cached in fp16 beside the global features)"
+            )
 
     def _check_methods(self) -> None:
         if not self.methods:

@@ -65,7 +65,9 @@ def test_sign_id_like_scores_higher(score: Callable[[], torch.Tensor]) -> None:
 
 def test_sign_through_registry() -> None:
     q, bank = knn_toy()
-    inputs = ScoreInputs(logits=LOGITS, similarities=SIMS, embeddings=q, bank=bank)
+    local = SIMS[:, None].expand(-1, 2, -1)  # two local features per image, as the global
+    inputs = ScoreInputs(logits=LOGITS, similarities=SIMS, embeddings=q, bank=bank,
+                         local_similarities=local)  # fmt: skip
     for entry in SCORES:
         s = entry.obj.compute(inputs)
         assert s[0] > s[1], entry.name
@@ -189,7 +191,7 @@ def test_bad_temperature(fn: Callable[..., torch.Tensor], t: float) -> None:
 
 # --- registry -------------------------------------------------------------------------------
 def test_registry_contents() -> None:
-    assert SCORES.names() == ["energy", "knn", "max_logit", "mcm", "msp"]
+    assert SCORES.names() == ["energy", "gl_mcm", "knn", "max_logit", "mcm", "msp"]
     assert all(isinstance(e.obj, Score) and e.summary for e in SCORES)
     assert SCORES.get("knn").needs == ("embeddings", "bank")
     assert SCORES.get("knn").params() == ["k", "squared", "chunk_size", "bank_chunk_size"]
@@ -197,7 +199,8 @@ def test_registry_contents() -> None:
 
 
 def test_registry_unknown_name() -> None:
-    with pytest.raises(CroftError, match="unknown score 'enrgy'; known: energy, knn, max_logit"):
+    known = "known: energy, gl_mcm, knn, max_logit"
+    with pytest.raises(CroftError, match=f"unknown score 'enrgy'; {known}"):
         SCORES.get("enrgy")
 
 
@@ -242,7 +245,8 @@ def test_layering_no_methods_import() -> None:
         assert not [
             m
             for m in imported
-            if m.startswith("croft.") and m not in ("croft.errors", "croft.registry")
+            if m.startswith("croft.")
+            and m not in ("croft.errors", "croft.registry", "croft.scores_local")
         ], name
 
 

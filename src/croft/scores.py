@@ -36,6 +36,7 @@ from torch.nn import functional as F
 
 from croft.errors import CroftError
 from croft.registry import Registry
+from croft.scores_local import gl_mcm
 
 __all__ = [
     "SCORES",
@@ -182,12 +183,15 @@ def knn(
 @dataclass
 class ScoreInputs:
     """What a score may read. Shapes: ``logits`` and ``similarities`` ``(N, C)``,
-    ``embeddings`` ``(N, D)``, ``bank`` ``(M, D)`` (ID training features for KNN)."""
+    ``embeddings`` ``(N, D)``, ``bank`` ``(M, D)`` (ID training features for KNN),
+    ``local_similarities`` ``(N, P, C)`` (cosine of each of ``P`` local features to each
+    class text feature, for GL-MCM)."""
 
     logits: Tensor | None = None
     similarities: Tensor | None = None
     embeddings: Tensor | None = None
     bank: Tensor | None = None
+    local_similarities: Tensor | None = None
 
 
 _INPUT_NAMES = tuple(f.name for f in dataclasses.fields(ScoreInputs))
@@ -312,6 +316,7 @@ _register(
     "minus the distance to the k-th nearest ID feature",
     fit_on="embeddings",
 )
+_register("gl_mcm", ("similarities", "local_similarities"), gl_mcm, "global + largest local MCM")
 
 
 def compute_scores(

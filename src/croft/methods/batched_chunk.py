@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -20,32 +19,43 @@ import torch
 from croft.errors import CroftError
 from croft.features.files import FeatureSet
 from croft.methods.adapter_head import AdapterHead
-from croft.methods.base import FitResult
-from croft.methods.batched_steps import STEPS, BatchedParams, Hyper, Structure, adapt
-from croft.methods.croft import CroftConfig
+from croft.methods.base import METHODS, FitResult
+from croft.methods.batched_steps import (
+    STEPS,
+    BatchedMethod,
+    BatchedParams,
+    Hyper,
+    Structure,
+    adapt,
+)
 from croft.methods.loop import (
     EpochSelector,
+    check_val,
     epoch_batches,
     lr_at_epoch,
     param_change,
     resolve_logit_scale,
+    resolve_lr,
     select_policy,
     selection_record,
 )
 from croft.methods.text import class_text_features
+from croft.progress import progress as progress_bar
 
 log = logging.getLogger(__name__)
 
 
+def engine_of(method: str) -> BatchedMethod:
+    """The method's registered :class:`BatchedMethod`; a one-line error when it has none."""
+    engine = METHODS.get(method).batched
+    if engine is None:
+        raise CroftError(f"method {method!r} has no batched step")
+    return engine
+
+
 def structure_of(method: str, cfg: Any) -> Structure:
     """The step branches a member's config selects (shared by every member of a group)."""
-    if method == "ce_adapter":
-        return Structure("ce")
-    if cfg.variant == "paper":
-        return Structure(
-            "paper", cfg.wccf, cfg.gen_step, penalty=cfg.lambda2 != 0.0, align_term=cfg.align_term
-        )
-    return Structure("official", cfg.wccf, cfg.gen_step, cfg.covariate_rows, cfg.energy_reduction)
+    return engine_of(method).structure(cfg)
 
 
 # ---------------------------------------------------------------------------- stacking
@@ -119,11 +129,12 @@ class Chunk:
 
     def __init__(self, method: str, members: Sequence[tuple[FeatureSet, Any, Any]], dev):  # noqa: ANN001
         self.method, self.dev = method, dev
+        self.engine = engine_of(method)
         self.trains = [m[0] for m in members]
         self.vals = [m[1] for m in members]
         self.cfgs = [m[2] for m in members]
         cfg0, train0 = self.cfgs[0], self.trains[0]
-        self.structure = structure_of(method, cfg0)
+        self.structure = self.engine.structure(cfg0)
         self.dtype = getattr(torch, cfg0.dtype)
         uniq, of = _unique(self.trains)
         self.feats = torch.stack([u.features.to(dev, self.dtype) for u in uniq])
@@ -181,10 +192,7 @@ class Chunk:
         head.fc_i.copy_(full[0])
         head.fc_t.copy_(full[1])
         head.generator.copy_(full[2])
-        if self.method == "croft":
-            head.meta = {"method": "croft", "variant": cfg.variant, "config": asdict(cfg)}
-        else:
-            head.meta = {"method": "ce_adapter", "config": asdict(cfg)}
+        head.meta = self.engine.meta(cfg)
         return head.to(self.dev)
 
 
@@ -240,10 +248,9 @@ def _result(chunk: Chunk, g: int, kept, init, selector: EpochSelector, history, 
             diverged: int | None) -> FitResult | CroftError:  # fmt: skip
     cfg = chunk.cfgs[g]
     if selector.epoch is None:
-        hint = "lower lr or lambda2" if isinstance(cfg, CroftConfig) else "lower lr"
         return CroftError(
             f"training diverged at epoch {diverged} before any epoch completed "
-            f"(non-finite loss); {hint}"
+            f"(non-finite loss); {chunk.engine.hint}"
         )
     mats = [kept[k][g] for k in ("fc_i", "fc_t", "generator")]
     change = param_change([init[k][g] for k in ("fc_i", "fc_t", "generator")], mats)
@@ -251,3 +258,22 @@ def _result(chunk: Chunk, g: int, kept, init, selector: EpochSelector, history, 
         select_policy(cfg), cfg.warmup_epochs, selector.epoch, history, val_init, change, diverged
     )
     return FitResult(chunk.head(g, mats), history, selector.epoch, record)
+
+
+def fit_one(method: str, train: FeatureSet, val: FeatureSet | None, cfg: Any, *,
+            device: str | torch.device = "cpu", progress: bool = False) -> FitResult:  # fmt: skip
+    """A single fit on the engine: a chunk of one member (``croft.methods.fit``'s path for a
+    method with a batched step). Raises the divergence error when no epoch completed."""
+    train.require_labels()
+    check_val(train, val)
+    cfg = resolve_lr(cfg, train)
+    torch.manual_seed(cfg.seed)  # as every single fit does (the global generator's state)
+    chunk = Chunk(method, [(train, val, cfg)], torch.device(device))
+    bar = progress_bar(cfg.epochs, "epochs", "ep", enabled=progress, leave=False)
+    try:
+        (result,) = fit_chunk(chunk, bar.update)
+    finally:
+        bar.close()
+    if isinstance(result, CroftError):
+        raise result
+    return result

@@ -16,7 +16,9 @@ FLOPs are counted with :class:`torch.utils.flop_counter.FlopCounterMode` on one 
 (matmuls of forward and backward). ``--ab`` runs this script alternately with
 ``PYTHONPATH=OLD_SRC`` and ``NEW_SRC`` (``--rounds`` times each, one process per run) and
 prints each key's median new/old time ratio, so the load of a shared machine hits both
-sides alike. The entry points used (:func:`step_seconds`, :func:`step_flops`) only need
+sides alike. The engine's allocator setting (``tune_allocator``; ``CROFT_MALLOC_TUNE=0``
+turns it off) is applied as ``fit_chunk`` applies it. The entry points used
+(:func:`step_seconds`, :func:`step_flops`) only need
 ``croft.methods.batched_steps.{STEPS, BatchedParams, Structure}`` and
 ``croft.methods.batched_chunk.hyper``, which every version of the engine has.
 """
@@ -93,6 +95,12 @@ def step_flops(shape: str) -> float:
 def measure(shapes: list[str], steps: int) -> dict[str, float]:
     torch.set_num_threads(1)
     res: dict[str, float] = {"load_before": os.getloadavg()[0]}
+    try:  # the engine's allocator setting, as fit_chunk applies it (absent before issue 22)
+        from croft.methods.batched_chunk import tune_allocator
+
+        res["malloc_tuned"] = float(tune_allocator(torch.device("cpu")))
+    except ImportError:
+        res["malloc_tuned"] = 0.0
     for shape in shapes:
         names = [shape, "setup1_seq"] if shape == "setup1" else [shape]
         for name in names:

@@ -16,8 +16,8 @@ FLOPs are counted with :class:`torch.utils.flop_counter.FlopCounterMode` on one 
 (matmuls of forward and backward). ``--ab`` runs this script alternately with
 ``PYTHONPATH=OLD_SRC`` and ``NEW_SRC`` (``--rounds`` times each, one process per run) and
 prints each key's median new/old time ratio, so the load of a shared machine hits both
-sides alike. The engine's allocator setting (``tune_allocator``; ``CROFT_MALLOC_TUNE=0``
-turns it off) is applied as ``fit_chunk`` applies it. The entry points used
+sides alike. The engine's opt-in allocator setting (``tune_allocator``, ``CROFT_MALLOC_TUNE=1``)
+is applied as ``fit_chunk`` applies it. The entry points used
 (:func:`step_seconds`, :func:`step_flops`) only need
 ``croft.methods.batched_steps.{STEPS, BatchedParams, Structure}`` and
 ``croft.methods.batched_chunk.hyper``, which every version of the engine has.

@@ -197,10 +197,10 @@ def _reuse(out: Path, rdir: Path, key: Mapping[str, Any]) -> RunRecord | None:
 def batches(engine: str, method: str, train: Any, device: str) -> bool:
     """Whether ``engine`` sends this run's fit to the batched engine: ``batched`` every run
     of a method it batches, ``auto`` where :func:`croft.methods.batched.batching_helps`."""
-    from croft.methods.batched import BATCHED_METHODS, batching_helps
+    from croft.methods.batched import batching_helps, has_batched_step
 
     if engine == "batched":
-        return method in BATCHED_METHODS
+        return has_batched_step(method)
     return engine == "auto" and batching_helps(method, train, device)
 
 

@@ -153,22 +153,31 @@ class FitFn(Protocol):
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """A registered method: its config dataclass and its fit function."""
+    """A registered method: its config dataclass and its fit function.
+
+    ``batched``: the method's step on the batched engine (a
+    :class:`croft.methods.batched_steps.BatchedMethod`) when it has one, else ``None``:
+    grids of such a method train many members at once, the others one by one.
+    """
 
     name: str
     config_cls: type
     fit: Callable[..., FitResult]
     summary: str
+    batched: Any = None
 
 
 METHODS: Registry[MethodSpec] = Registry("method")
 
 
-def register_method(name: str, config_cls: type, summary: str) -> Callable[[Callable], Callable]:
-    """Decorator for a fit function ``fit(train, val, config, *, device, progress)``."""
+def register_method(
+    name: str, config_cls: type, summary: str, *, batched: Any = None
+) -> Callable[[Callable], Callable]:
+    """Decorator for a fit function ``fit(train, val, config, *, device, progress)``;
+    ``batched``: the method's :class:`~croft.methods.batched_steps.BatchedMethod`, if any."""
 
     def deco(fn: Callable[..., FitResult]) -> Callable[..., FitResult]:
-        METHODS.register(name, summary)(MethodSpec(name, config_cls, fn, summary))
+        METHODS.register(name, summary)(MethodSpec(name, config_cls, fn, summary, batched))
         return fn
 
     return deco

@@ -13,9 +13,9 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "croft"
 
 LAYERS: list[tuple[str, ...]] = [
     ("_version", "errors", "registry"),
-    ("fileio", "progress", "provenance"),
+    ("fileio", "progress", "provenance", "limits"),
     ("overrides",),
-    ("metrics", "scores", "conventions", "selection"),
+    ("metrics", "scores", "detectors", "neglabel", "conventions", "selection"),
     ("backbones",),
     ("data",),
     ("world",),

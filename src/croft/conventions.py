@@ -58,6 +58,10 @@ AUTHORS_KNN_KS = (1, 5, 10, 25, 50, 100, 200, 300, 400, 500)
 CONVENTION_NAMES = ("croft", "authors")
 SETUPS = ("setup1", "setup2")
 FPR95_KEYS = ("fpr95_id_pos", "fpr95_paper")
+#: Scores whose ID positives follow a field of their own (the authors' KNN script).
+OWN_POSITIVES = {"knn": "knn_id_positives"}
+#: Convention fields that sweep a score's parameter: field -> (score, parameter).
+SWEEPS = {"knn_k_sweep": ("knn", "k")}
 
 
 @dataclass(frozen=True)
@@ -97,10 +101,20 @@ class Conventions:
         return self
 
     def positives(self, score: str) -> str:
-        """``all`` or ``correct`` for the score named ``score`` (``knn`` and ``knn@k``)."""
-        if score == "knn" or score.startswith("knn@"):
-            return self.knn_id_positives or self.id_positives
-        return self.id_positives
+        """``all`` or ``correct`` for the registered score named ``score`` (a field of
+        :data:`OWN_POSITIVES` when the score has one and it is set, else ``id_positives``)."""
+        own = OWN_POSITIVES.get(score)
+        return (getattr(self, own) if own else "") or self.id_positives
+
+    def sweeps(self) -> dict[str, tuple[str, tuple[Any, ...]]]:
+        """Extra parameter values each score is also recorded at, ``{score: (param,
+        values)}``: the evaluation adds a detector ``score@value`` per value
+        (``knn_k_sweep``: ``knn@k``)."""
+        return {
+            score: (param, tuple(getattr(self, key)))
+            for key, (score, param) in SWEEPS.items()
+            if getattr(self, key)
+        }
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able fields (a run records it; :func:`resolve` reads it back)."""

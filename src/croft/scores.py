@@ -178,11 +178,13 @@ def knn(
     return -out if squared else -out.sqrt()
 
 
-# --- registry ---------------------------------------------------------------------------------
+# --- registry: scores and fitted detectors ---------------------------------------------------
 @dataclass
 class ScoreInputs:
-    """What a score may read. Shapes: ``logits`` and ``similarities`` ``(N, C)``,
-    ``embeddings`` ``(N, D)``, ``bank`` ``(M, D)`` (ID training features for KNN)."""
+    """What a score may read, one row per sample. Shapes: ``logits`` and ``similarities``
+    ``(N, C)`` (the head's logits, and cosine similarities without the logit scale),
+    ``embeddings`` ``(N, D)`` (the head's image embedding), ``bank`` ``(M, D)`` (KNN's ID
+    features when :func:`compute_scores` is called without a fitted state)."""
 
     logits: Tensor | None = None
     similarities: Tensor | None = None
@@ -192,41 +194,84 @@ class ScoreInputs:
 
 _INPUT_NAMES = tuple(f.name for f in dataclasses.fields(ScoreInputs))
 
+#: Keywords a fit function may declare to receive from its caller (never from a config).
+FIT_CONTEXT = ("encode_text",)
+
+
+@dataclass
+class DetectorState:
+    """What fitting a detector keeps: named tensors (saved as safetensors) and JSON-able
+    ``meta`` (e.g. NegLabel's mined words). Empty for stateless scores."""
+
+    tensors: dict[str, Tensor] = dataclasses.field(default_factory=dict)
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+#: ``fit(id_inputs, labels, text_features, head, **params) -> DetectorState``: ``id_inputs``
+#: the head's outputs on ID training features (:class:`ScoreInputs`, ``M`` rows),
+#: ``labels`` ``(M,)`` int64, ``text_features`` ``(C, D)`` unit-norm class embeddings of the
+#: head's classifier (``None`` when its logits are not linear in the embedding), ``head``
+#: the fitted head (read-only).
+FitFn = Callable[..., DetectorState]
+
+
+def _kw_params(fn: Callable[..., Any], skip: int) -> list[str]:
+    return [
+        n
+        for n, p in list(inspect.signature(fn).parameters.items())[skip:]
+        if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and n not in FIT_CONTEXT
+    ]
+
 
 @dataclass(frozen=True)
 class Score:
-    """A registered score: the :class:`ScoreInputs` fields it reads and the function.
+    """A registered score: ``fn(*needs, **params) -> (N,)``, higher = more in-distribution.
 
-    ``fit_on`` names the :class:`ScoreInputs` field of ID data the score is fitted on
-    (KNN: ``"embeddings"``, which becomes its ``bank``); ``None`` for stateless scores.
-    Callers use every score alike through :meth:`detector`.
+    ``needs`` names :class:`ScoreInputs` fields or, for a fitted score, tensors of its
+    :class:`DetectorState` (KNN: ``("embeddings", "bank")``, the bank from its state).
+    ``fit`` (``None`` for stateless scores) is a :data:`FitFn`; ``fit_on`` says in words
+    what it needs (for errors); ``state_shapes`` names each state tensor's dimensions
+    symbolically (``{"means": ("K", "D")}``, ``D`` the embedding dimension), checked when a
+    saved state is loaded. Callers use every score alike through :meth:`detector`.
     """
 
     name: str
     needs: tuple[str, ...]
     fn: Callable[..., Tensor]
     summary: str
-    fit_on: str | None = None
+    fit: FitFn | None = None
+    fit_on: str = ""
+    state_shapes: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
 
-    def detector(self, **params: Any) -> Detector:
-        """A :class:`Detector` with these parameters (checked now)."""
-        return Detector(self, params)
+    def detector(self, label: str | None = None, **params: Any) -> Detector:
+        """A :class:`Detector` with these parameters (names checked now)."""
+        return Detector(self, params, label)
 
     def params(self) -> list[str]:
-        """Names of the keyword parameters ``compute`` accepts."""
-        return list(inspect.signature(self.fn).parameters)[len(self.needs) :]
+        """Keyword parameters of the score and of its fit (each name once)."""
+        out = list(inspect.signature(self.fn).parameters)[len(self.needs) :]
+        if self.fit is not None:
+            out += [n for n in _kw_params(self.fit, 4) if n not in out]
+        return out
 
-    def compute(self, inputs: ScoreInputs, **params: Any) -> Tensor:
-        """Score every sample: ``(N,)``, higher = more in-distribution."""
-        args = []
-        for field in self.needs:
-            value = getattr(inputs, field)
-            if value is None:
-                raise CroftError(
-                    f"score {self.name!r} needs inputs.{field}, which is missing; "
-                    f"set ScoreInputs({field}=...) or drop {self.name!r}"
-                )
-            args.append(value)
+    def defaults(self) -> dict[str, Any]:
+        """Each parameter's default (``croft list scores -v``)."""
+        out: dict[str, Any] = {}
+        for fn in (self.fn, self.fit):
+            if fn is None:
+                continue
+            for n, p in inspect.signature(fn).parameters.items():
+                if p.default is not p.empty and n not in FIT_CONTEXT:
+                    out.setdefault(n, p.default)
+        return {n: out.get(n) for n in self.params()}
+
+    def describe(self) -> str:
+        """One line of parameters and defaults (``k=1, squared=False``), and what a fitted
+        score is fitted on (``croft list scores -v``)."""
+        text = ", ".join(f"{n}={v!r}" for n, v in self.defaults().items()) or "no parameters"
+        return text + (f"; fitted on {self.fit_on}" if self.fit is not None else "")
+
+    def check_params(self, params: Mapping[str, Any]) -> None:
         known = self.params()
         unknown = sorted(set(params) - set(known))
         if unknown:
@@ -234,27 +279,46 @@ class Score:
                 f"score {self.name!r} has no parameter(s) {', '.join(unknown)}; "
                 f"known: {', '.join(known) or 'none'}"
             )
-        return self.fn(*args, **params)
+
+    def compute(
+        self, inputs: ScoreInputs, state: DetectorState | None = None, **params: Any
+    ) -> Tensor:
+        """Score every sample: ``(N,)``, higher = more in-distribution. Each need is read
+        from ``state.tensors`` when there, else from ``inputs``."""
+        args = []
+        for field in self.needs:
+            value = state.tensors.get(field) if state is not None else None
+            if value is None:
+                value = getattr(inputs, field, None)
+            if value is None:
+                raise CroftError(
+                    f"score {self.name!r} needs inputs.{field}, which is missing; "
+                    f"set ScoreInputs({field}=...) or drop {self.name!r}"
+                )
+            args.append(value)
+        self.check_params(params)
+        own = list(inspect.signature(self.fn).parameters)[len(self.needs) :]
+        return self.fn(*args, **{k: v for k, v in params.items() if k in own})
 
 
 class Detector:
-    """A score ready to apply: ``fit(id_inputs)`` then ``score(inputs)``, for every score.
+    """A score ready to apply, the same two calls for every score: ``fit(...)`` on ID
+    training data, then ``score(inputs)`` ``(N,)``, higher = more in-distribution.
 
-    Stateful scores (``Score.fit_on`` set, e.g. KNN) keep the fitted ID data (KNN's bank:
-    ``id_inputs.embeddings`` ``(M, D)``); for stateless scores ``fit`` does nothing, so a
-    caller fits every detector on the same ID data and never special-cases one.
-    ``score`` returns ``(N,)``, higher = more in-distribution.
+    ``fit(id_inputs, labels=None, text_features=None, head=None)`` runs the score's
+    :data:`FitFn` and keeps its :class:`DetectorState` in ``state`` (a no-op for stateless
+    scores; ``id_inputs`` may be a bare ``(M, D)`` embedding tensor). ``label`` names the
+    detector's column (default: the score's name), so one score can appear with several
+    parameter sets (``knn@5``).
     """
 
-    def __init__(self, score: Score, params: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, score: Score, params: Mapping[str, Any] | None = None, label: str | None = None
+    ) -> None:
         self.spec, self.params = score, dict(params or {})
-        unknown = sorted(set(self.params) - set(score.params()))
-        if unknown:
-            raise CroftError(
-                f"score {score.name!r} has no parameter(s) {', '.join(unknown)}; "
-                f"known: {', '.join(score.params()) or 'none'}"
-            )
-        self.state: Tensor | None = None
+        score.check_params(self.params)
+        self.label = label or score.name
+        self.state: DetectorState | None = None
 
     @property
     def name(self) -> str:
@@ -262,43 +326,77 @@ class Detector:
 
     @property
     def needs_fit(self) -> bool:
-        return self.spec.fit_on is not None
+        return self.spec.fit is not None
 
-    def fit(self, id_inputs: ScoreInputs | Tensor) -> Detector:
-        """Keep what the score needs from ID data (a no-op for stateless scores)."""
-        if self.spec.fit_on is None:
+    def fit(
+        self,
+        id_inputs: ScoreInputs | Tensor,
+        labels: Tensor | None = None,
+        text_features: Tensor | None = None,
+        head: Any = None,
+        **context: Any,
+    ) -> Detector:
+        """Fit on ID data (see the class docstring); ``context`` (``encode_text``) reaches
+        fit functions that declare it."""
+        fit = self.spec.fit
+        if fit is None:
             return self
-        value = id_inputs if isinstance(id_inputs, Tensor) else getattr(id_inputs, self.spec.fit_on)
-        if value is None:
-            raise CroftError(f"score {self.name!r} is fitted on ID {self.spec.fit_on}; none given")
-        self.state = value
+        if isinstance(id_inputs, Tensor):
+            id_inputs = ScoreInputs(embeddings=id_inputs)
+        sig = inspect.signature(fit).parameters
+        kw = {k: v for k, v in self.params.items() if k in sig}
+        kw.update({k: v for k, v in context.items() if k in sig})
+        self.state = fit(id_inputs, labels, text_features, head, **kw)
         return self
 
     def score(self, inputs: ScoreInputs) -> Tensor:
-        """Scores ``(N,)`` of ``inputs``; a stateful detector must be fitted first."""
-        if self.needs_fit:
-            if self.state is None:
-                raise CroftError(
-                    f"the {self.name} score needs a bank of ID features: call fit(...) first "
-                    "(evaluate: pass bank=)"
-                )
-            inputs = dataclasses.replace(inputs, bank=self.state)
-        return self.spec.compute(inputs, **self.params)
+        """Scores ``(N,)`` of ``inputs``; a fitted score must be fitted (or loaded) first."""
+        if self.needs_fit and self.state is None:
+            raise CroftError(
+                f"the {self.label} score needs {self.spec.fit_on or 'fitting'}: call "
+                "fit(...) first (evaluate: pass bank=)"
+            )
+        return self.spec.compute(inputs, self.state, **self.params)
 
 
 SCORES: Registry[Score] = Registry("score")
 
 
-def _register(
+def register_score(
     name: str,
     needs: tuple[str, ...],
     fn: Callable[..., Tensor],
     summary: str,
-    fit_on: str | None = None,
-) -> None:
-    if not set(needs) <= set(_INPUT_NAMES):
+    fit: FitFn | None = None,
+    fit_on: str = "",
+    state_shapes: Mapping[str, tuple[str, ...]] | None = None,
+) -> Score:
+    """Register a score (stateless, or fitted with ``fit``); returns it."""
+    if fit is None and not set(needs) <= set(_INPUT_NAMES):
         raise RuntimeError(f"score {name!r} needs unknown inputs {needs}")
-    SCORES.register(name, summary)(Score(name, needs, fn, summary, fit_on))
+    score = Score(name, needs, fn, summary, fit, fit_on, dict(state_shapes or {}))
+    SCORES.register(name, summary)(score)
+    return score
+
+
+_register = register_score
+
+
+def _fit_bank(
+    id_inputs: ScoreInputs, labels: Tensor | None, text_features: Tensor | None, head: Any,
+    *, k: int = 1,
+) -> DetectorState:  # fmt: skip
+    """KNN keeps the ID embeddings ``(M, D)`` as its bank (``k <= M`` checked here)."""
+    bank = id_inputs.embeddings
+    if bank is None:
+        raise CroftError("the knn score is fitted on ID embeddings; none given")
+    bank = _matrix(bank, "bank", "knn", "(M, D)")
+    k = _positive_int(k, "k", "knn")
+    if k > bank.shape[0]:
+        raise CroftError(
+            f"the bank holds {bank.shape[0]} rows, fewer than k={k}; use k <= {bank.shape[0]}"
+        )
+    return DetectorState({"bank": bank})
 
 
 _register("energy", ("logits",), energy, "T * logsumexp(logits / T) (CRoFT's score)")
@@ -310,8 +408,92 @@ _register(
     ("embeddings", "bank"),
     knn,
     "minus the distance to the k-th nearest ID feature",
-    fit_on="embeddings",
+    fit=_fit_bank,
+    fit_on="a bank of ID features",
+    state_shapes={"bank": ("M", "D")},
 )
+
+
+# --- score lists as configs write them ---------------------------------------------------------
+@dataclass(frozen=True)
+class ScoreSpec:
+    """One entry of a score list: the registered ``name``, its ``params`` and the column
+    ``label`` (default the name)."""
+
+    name: str
+    params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "params", dict(self.params))
+        object.__setattr__(self, "label", self.label or self.name)
+
+    def detector(self) -> Detector:
+        return SCORES.get(self.name).detector(self.label, **self.params)
+
+    def to_json(self) -> str | dict[str, Any]:
+        """The entry as a config writes it: a bare name when it has no parameters."""
+        if not self.params and self.label == self.name:
+            return self.name
+        out: dict[str, Any] = {"name": self.name, **self.params}
+        if self.label != self.name:
+            out["label"] = self.label
+        return out
+
+
+def score_specs(
+    entries: Iterable[str | Mapping[str, Any] | ScoreSpec],
+    params: Mapping[str, Mapping[str, Any]] | None = None,
+    where: str = "scores",
+) -> list[ScoreSpec]:
+    """Parse a score list: names (``energy``), mappings (``{name: knn, k: 50, label: knn50}``)
+    or :class:`ScoreSpec`\\ s. ``params`` (the older ``{name: {param: value}}`` form) adds
+    parameters to the entries of that name. Unknown names and parameters, and two entries
+    with one label, are one-line errors."""
+    out: list[ScoreSpec] = []
+    for i, entry in enumerate(entries):
+        if isinstance(entry, ScoreSpec):
+            spec = entry
+        elif isinstance(entry, str):
+            spec = ScoreSpec(entry)
+        elif isinstance(entry, Mapping):
+            body = dict(entry)
+            name = body.pop("name", None)
+            if not isinstance(name, str):
+                raise CroftError(f"{where}[{i}]: a mapping entry needs name: SCORE, got {entry!r}")
+            label = body.pop("label", "")
+            if not isinstance(label, str):
+                raise CroftError(f"{where}[{i}]: label must be a string, got {label!r}")
+            spec = ScoreSpec(name, body, label)
+        else:
+            raise CroftError(
+                f"{where}[{i}]: {entry!r}: write a score name or {{name: SCORE, PARAM: VALUE}}"
+            )
+        if spec.name not in SCORES:
+            raise CroftError(
+                f"{where}: unknown score {spec.name!r}; known: {', '.join(SCORES.names())}"
+            )
+        extra = dict((params or {}).get(spec.name, {}))
+        spec = ScoreSpec(spec.name, {**extra, **spec.params}, spec.label)
+        try:
+            SCORES.get(spec.name).check_params(spec.params)
+        except CroftError as exc:
+            raise CroftError(f"{where}: {exc}") from None
+        out.append(spec)
+    stray = sorted(set(params or {}) - {s.name for s in out})
+    if stray:
+        raise CroftError(
+            f"{where}: parameters given for {', '.join(map(repr, stray))}, which is not "
+            f"among the requested scores {[s.label for s in out]}; fix the name or request it"
+        )
+    labels = [s.label for s in out]
+    twice = sorted({x for x in labels if labels.count(x) > 1})
+    if twice:
+        raise CroftError(
+            f"{where}: {twice[0]!r} is listed twice; give each entry its own label: "
+            f"{{name: {twice[0]}, ..., label: {twice[0]}_2}}"
+        )
+    return out
 
 
 def compute_scores(
@@ -322,6 +504,7 @@ def compute_scores(
     """Compute the named scores: ``{name: (N,) tensor}``, higher = more in-distribution.
 
     ``params`` maps a score name to its keyword parameters, e.g. ``{"knn": {"k": 5}}``.
+    Fitted scores read their state from ``inputs`` (KNN: ``inputs.bank``).
     """
     names = list(names)
     params = dict(params or {})
@@ -332,3 +515,7 @@ def compute_scores(
             f"is not among the requested scores {names}; fix the name or request it"
         )
     return {name: SCORES.get(name).compute(inputs, **params.get(name, {})) for name in names}
+
+
+import croft.detectors  # noqa: E402, F401  (registers mahalanobis and vim)
+import croft.neglabel  # noqa: E402, F401  (registers neglabel)

@@ -12,7 +12,8 @@ from torch.nn import functional as F
 
 from croft.detectors import MAX_STATE_ELEMENTS, load_states, save_states, vim_default_dim
 from croft.errors import CroftError
-from croft.scores import SCORES, DetectorState, ScoreInputs, ScoreSpec, mcm, score_specs
+from croft.score_lists import ScoreSpec, score_specs
+from croft.scores import SCORES, DetectorState, ScoreInputs, mcm
 
 
 def gaussian_classes(

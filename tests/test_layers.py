@@ -15,7 +15,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("_version", "errors", "registry"),
     ("fileio", "progress", "provenance", "limits"),
     ("overrides",),
-    ("metrics", "scores", "detectors", "neglabel", "conventions", "selection"),
+    ("metrics", "scores", "score_lists", "detectors", "neglabel", "conventions", "selection"),
     ("backbones",),
     ("data",),
     ("world",),

@@ -29,7 +29,8 @@ from croft.fileio import atomic_write_with, cache_dir, canonical_hash
 from croft.methods.base import FittedHead
 from croft.methods.saving import energy_threshold
 from croft.metrics import accuracy, detection_metrics
-from croft.scores import SCORES, Detector, ScoreInputs, ScoreSpec, score_specs
+from croft.score_lists import ScoreSpec, score_specs
+from croft.scores import SCORES, Detector, ScoreInputs
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""OOD scores on cached model outputs.
+"""OOD scores on cached model outputs, and the one protocol of fitted detectors.
 
 Sign convention: **every score is "higher = more in-distribution"** (ID-like samples
 score higher than OOD-like ones), so a detector keeps a sample when its score is at or
@@ -13,12 +13,21 @@ Each score is a pure torch function returning one value per sample, shape ``(N,)
 * :func:`mcm` ``(N, C) cosine similarities``: maximum of ``softmax(cos / T)`` (MCM).
 * :func:`knn` ``(N, D) embeddings, (M, D) bank``: minus the distance to the k-th nearest
   bank feature, both sides L2-normalised; chunked so memory stays bounded.
+* fitted feature-space scores: ``mahalanobis`` and ``vim`` (:mod:`croft.detectors`),
+  ``neglabel`` (:mod:`croft.neglabel`).
 
-:data:`SCORES` registers each one as a :class:`Score` with the uniform call
-``score.compute(ScoreInputs(...), **params)``; :func:`compute_scores` runs several.
-``SCORES.get(name).detector(**params)`` gives a :class:`Detector`, the same two calls for
-every score: ``fit(id_inputs)`` (KNN keeps its bank; stateless scores ignore it) and
-``score(inputs)``.
+:data:`SCORES` registers each one as a :class:`Score`. ``SCORES.get(name).detector(**params)``
+gives a :class:`Detector`, the same two calls for every score (in the spirit of
+pytorch-ood's ``fit_features`` / ``predict_features``)::
+
+    det.fit(id_inputs, labels, text_features, head)   # -> det.state (DetectorState)
+    det.score(inputs)                                  # (N,), higher = more ID
+
+A fitted score declares ``fit(id_inputs, labels, text_features, head, **params) ->
+DetectorState`` (:data:`FitFn`; KNN keeps its bank) and reads its state's tensors by
+name beside the :class:`ScoreInputs` fields; stateless scores ignore ``fit``.
+:func:`compute_scores` runs several stateless ones; :func:`croft.score_lists.score_specs`
+parses a config's score list (``[energy, {name: knn, k: 50}]``).
 """
 
 from __future__ import annotations
@@ -40,9 +49,13 @@ from croft.registry import Registry
 __all__ = [
     "SCORES",
     "Detector",
+    "DetectorState",
     "Score",
     "ScoreInputs",
+    "ScoreSpec",
     "compute_scores",
+    "register_score",
+    "score_specs",
     "energy",
     "knn",
     "max_logit",
@@ -414,88 +427,6 @@ _register(
 )
 
 
-# --- score lists as configs write them ---------------------------------------------------------
-@dataclass(frozen=True)
-class ScoreSpec:
-    """One entry of a score list: the registered ``name``, its ``params`` and the column
-    ``label`` (default the name)."""
-
-    name: str
-    params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    label: str = ""
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "params", dict(self.params))
-        object.__setattr__(self, "label", self.label or self.name)
-
-    def detector(self) -> Detector:
-        return SCORES.get(self.name).detector(self.label, **self.params)
-
-    def to_json(self) -> str | dict[str, Any]:
-        """The entry as a config writes it: a bare name when it has no parameters."""
-        if not self.params and self.label == self.name:
-            return self.name
-        out: dict[str, Any] = {"name": self.name, **self.params}
-        if self.label != self.name:
-            out["label"] = self.label
-        return out
-
-
-def score_specs(
-    entries: Iterable[str | Mapping[str, Any] | ScoreSpec],
-    params: Mapping[str, Mapping[str, Any]] | None = None,
-    where: str = "scores",
-) -> list[ScoreSpec]:
-    """Parse a score list: names (``energy``), mappings (``{name: knn, k: 50, label: knn50}``)
-    or :class:`ScoreSpec`\\ s. ``params`` (the older ``{name: {param: value}}`` form) adds
-    parameters to the entries of that name. Unknown names and parameters, and two entries
-    with one label, are one-line errors."""
-    out: list[ScoreSpec] = []
-    for i, entry in enumerate(entries):
-        if isinstance(entry, ScoreSpec):
-            spec = entry
-        elif isinstance(entry, str):
-            spec = ScoreSpec(entry)
-        elif isinstance(entry, Mapping):
-            body = dict(entry)
-            name = body.pop("name", None)
-            if not isinstance(name, str):
-                raise CroftError(f"{where}[{i}]: a mapping entry needs name: SCORE, got {entry!r}")
-            label = body.pop("label", "")
-            if not isinstance(label, str):
-                raise CroftError(f"{where}[{i}]: label must be a string, got {label!r}")
-            spec = ScoreSpec(name, body, label)
-        else:
-            raise CroftError(
-                f"{where}[{i}]: {entry!r}: write a score name or {{name: SCORE, PARAM: VALUE}}"
-            )
-        if spec.name not in SCORES:
-            raise CroftError(
-                f"{where}: unknown score {spec.name!r}; known: {', '.join(SCORES.names())}"
-            )
-        extra = dict((params or {}).get(spec.name, {}))
-        spec = ScoreSpec(spec.name, {**extra, **spec.params}, spec.label)
-        try:
-            SCORES.get(spec.name).check_params(spec.params)
-        except CroftError as exc:
-            raise CroftError(f"{where}: {exc}") from None
-        out.append(spec)
-    stray = sorted(set(params or {}) - {s.name for s in out})
-    if stray:
-        raise CroftError(
-            f"{where}: parameters given for {', '.join(map(repr, stray))}, which is not "
-            f"among the requested scores {[s.label for s in out]}; fix the name or request it"
-        )
-    labels = [s.label for s in out]
-    twice = sorted({x for x in labels if labels.count(x) > 1})
-    if twice:
-        raise CroftError(
-            f"{where}: {twice[0]!r} is listed twice; give each entry its own label: "
-            f"{{name: {twice[0]}, ..., label: {twice[0]}_2}}"
-        )
-    return out
-
-
 def compute_scores(
     names: Iterable[str],
     inputs: ScoreInputs,
@@ -519,3 +450,4 @@ def compute_scores(
 
 import croft.detectors  # noqa: E402, F401  (registers mahalanobis and vim)
 import croft.neglabel  # noqa: E402, F401  (registers neglabel)
+from croft.score_lists import ScoreSpec, score_specs  # noqa: E402  (re-exported)

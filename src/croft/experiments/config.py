@@ -178,7 +178,7 @@ class ExperimentBase:
 
     def score_specs(self) -> list[Any]:
         """The parsed score list (:class:`croft.scores.ScoreSpec` each)."""
-        from croft.scores import score_specs
+        from croft.score_lists import score_specs
 
         return score_specs(self.scores, where="scores")
 

@@ -33,7 +33,7 @@ from croft.experiments.records import (
 from croft.experiments.runkey import config_document, difference, make_key, refuse, task_data
 from croft.experiments.task import Task
 from croft.fileio import inside
-from croft.scores import score_specs
+from croft.score_lists import score_specs
 
 log = logging.getLogger(__name__)
 

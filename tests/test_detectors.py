@@ -351,3 +351,45 @@ def test_config_reads_the_generic_form_and_the_old_knn_k() -> None:
     bad = LodoConfig(**base, scores=[{"name": "vim", "dimm": 3}])
     with pytest.raises(CroftError, match="scores: score 'vim' has no parameter"):
         bad.check()
+
+
+# --- NegLabel end to end on the built-in world's tiny CLIP -------------------------------------
+def test_neglabel_through_evaluate_on_the_tiny_world_clip(isolated_cache, tmp_path, monkeypatch):  # noqa: ANN001
+    """The text tower comes from the head's backbone spec; mined words are cached on disk;
+    the world's word vocabulary maps unknown words to one token, so they count once."""
+    pytest.importorskip("open_clip")
+    import croft.backbones
+    import croft.evaluation as E
+    from croft.backbones import load_backbone
+    from croft.features.files import FeatureSet
+    from croft.methods.zeroshot import zeroshot_head
+    from croft.world import TINY_CLIP_ARCH, tiny_clip_checkpoint, world_preset
+
+    spec = f"openclip:{TINY_CLIP_ARCH}:{tiny_clip_checkpoint()}"
+    bb = load_backbone(spec)
+    classes = list(world_preset("demo").id_classes)
+    text = bb.encode_text([f"a photo of a {c}." for c in classes])
+    head = zeroshot_head(classes, text, bb.logit_scale)
+    head.meta["backbone_spec"] = spec
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(70) % len(classes)
+    train = FeatureSet(text[y] + 0.2 * torch.randn(70, text.shape[1], generator=g), y, classes)
+    test = FeatureSet(text[y] + 0.2 * torch.randn(70, text.shape[1], generator=g), y, classes)
+    ood = FeatureSet(torch.randn(40, text.shape[1], generator=g), torch.full((40,), -1), classes)
+    words = tmp_path / "words.txt"
+    vocab = ["rocket", "kite", "mushroom", "cloud", "stripes", "sketch", "house", "tree"]
+    words.write_text("\n".join([*vocab, "zzzunheard", "qqqunheard"]))
+    entry = {"name": "neglabel", "words": str(words), "n_negatives": 6, "groups": 2}
+    E._BACKBONES.clear()
+    dets = E.fit_detectors(head, ["energy", entry], bank=train)
+    meta = dets["neglabel"].state.meta
+    assert meta["candidates"] == 7  # 10 words - house, tree (ID) - one of the two unknowns
+    assert len(meta["words"]) == 6 and not {"house", "tree"} & set(meta["words"])
+    assert len(list((isolated_cache / "text_features").glob("*.safetensors"))) == 1
+    ev = E.evaluate(head, test, {"o": ood}, detectors=dets)
+    assert ev.detection["o"]["neglabel"]["auroc"] > 0.5
+    E._BACKBONES.clear()  # a second fit reads the cached words: no backbone is loaded
+    monkeypatch.setattr(croft.backbones, "load_backbone", lambda *a, **k: 1 / 0)
+    again = E.fit_detectors(head, [entry], bank=train)
+    assert torch.equal(again["neglabel"].state.tensors["negatives"],
+                       dets["neglabel"].state.tensors["negatives"])  # fmt: skip

@@ -116,7 +116,8 @@ _BACKBONES: dict[str, Any] = {}
 def text_encoder(head: FittedHead) -> Callable[[list[str]], torch.Tensor] | None:
     """``encode(prompts) -> (n, D)`` raw text features from the head's backbone (its
     ``backbone_spec``, loaded once per process), cached on disk per backbone and prompt
-    list (croft's cache folder), so a 70k-word list runs the text tower once. ``None``
+    list (croft's cache folder), so a 70k-word list runs the text tower once; prompts
+    that tokenize alike (a small vocabulary's unknown words) are encoded once. ``None``
     when the head records no backbone."""
     spec = head.meta.get("backbone_spec")
     if not isinstance(spec, str) or not spec:
@@ -137,10 +138,9 @@ def text_encoder(head: FittedHead) -> Callable[[list[str]], torch.Tensor] | None
 
             _BACKBONES[spec] = load_backbone(spec)
         bb = _BACKBONES[spec]
-        with torch.no_grad():
-            feats = torch.cat(
-                [bb.encode_text(prompts[i : i + 512]) for i in range(0, len(prompts), 512)]
-            )
+        tokens = bb.tokenize(list(prompts))  # prompts that tokenize alike are encoded once
+        uniq, inverse = torch.unique(tokens, dim=0, return_inverse=True)
+        feats = bb.encode_tokens(uniq)[inverse.to(bb.device)]
         feats = feats.float().cpu().contiguous()
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_with(path, lambda p: save_file({"text": feats}, str(p)))
@@ -168,8 +168,8 @@ def fit_detectors(
     :meth:`~croft.conventions.Conventions.sweeps`) adds a detector ``score@value`` per value
     beside a plain entry of that score; one that cannot be fitted (``k`` above the bank
     size) is skipped with a logged warning. ``saved`` (:func:`croft.detectors.load_states`
-    of the head's folder): a detector with the same label, score and parameters reuses its
-    saved state instead of being fitted.
+    of the head's folder): an entry with a saved detector's label and score, and no other
+    parameters, reuses its saved state (and parameters) instead of being fitted.
     """
     specs = score_specs(scores)
     names = {s.name for s in specs}  # parameters of scores not requested are ignored
@@ -182,11 +182,9 @@ def fit_detectors(
                 ScoreSpec(spec.name, {**spec.params, param: v}, f"{spec.name}@{v}") for v in values
             ]
     detectors = {s.label: s.detector() for s in specs}
-    for label, det in (saved or {}).items():
-        if label in detectors and (det.name, det.params) == (
-            detectors[label].name,
-            detectors[label].params,
-        ):
+    for label, det in (saved or {}).items():  # a saved state: unless other parameters are asked
+        want = detectors.get(label)
+        if want is not None and det.name == want.name and want.params in ({}, det.params):
             detectors[label] = det
     variants = {s.label: s.detector() for s in extra if s.label not in detectors}
     stateful = [

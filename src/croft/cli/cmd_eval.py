@@ -69,7 +69,9 @@ def run(args: argparse.Namespace) -> int:
     params = _params(args.param)
     if args.knn_k is not None:
         params.setdefault("knn", {}).setdefault("k", args.knn_k)
-    saved = load_states(args.head)
+    id_set = load_features(args.id)
+    head = load_head(args.head, expect_dim=id_set.dim, expect_classes=id_set.num_classes)
+    saved = {} if args.bank else load_states(args.head)  # --bank: fit afresh
     if args.scores is None:
         scores = [
             n for n in default_scores() if SCORES.get(n).fit is None or args.bank or n in saved
@@ -80,8 +82,6 @@ def run(args: argparse.Namespace) -> int:
         for name in scores:
             if "temperature" in SCORES.get(name).params():
                 params.setdefault(name, {}).setdefault("temperature", args.temperature)
-    id_set = load_features(args.id)
-    head = load_head(args.head, expect_dim=id_set.dim, expect_classes=id_set.num_classes)
     oods = {}
     for item in args.ood:
         name, sep, path = item.partition("=")

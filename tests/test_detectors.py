@@ -176,12 +176,14 @@ def _toy_clip() -> tuple[LinearHead, ScoreInputs, torch.Tensor, ScoreInputs, tor
 
 
 def _word_encoder(text: torch.Tensor):  # noqa: ANN202
-    """Words ``w<i>`` encode to fixed random directions (far from the ID text)."""
+    """Prompts of class ``c<i>`` encode to the ID text direction ``i``; words ``w<i>`` to
+    fixed random directions."""
 
     def encode(prompts: list[str]) -> torch.Tensor:
         g = torch.Generator().manual_seed(0)
         table = torch.randn(64, text.shape[1], generator=g)
-        return torch.stack([table[int(p.split("w")[-1].rstrip("."))] for p in prompts])
+        words = [p.split()[-1].rstrip(".") for p in prompts]
+        return torch.stack([text[int(w[1:])] if w[0] == "c" else table[int(w[1:])] for w in words])
 
     return encode
 
@@ -221,7 +223,7 @@ def test_neglabel_known_answer_and_mining(tmp_path) -> None:  # noqa: ANN001
 
 def test_neglabel_fit_excludes_class_names_dedupes_and_groups(tmp_path) -> None:  # noqa: ANN001
     head, id_inputs, y, _, text = _toy_clip()
-    head.class_names = ["w0", "b", "c", "d"]
+    head.class_names = ["w0", "c1", "c2", "c3"]
     words = tmp_path / "words.txt"
     words.write_text("# comment\n" + "\n".join(f"w{i % 50}" for i in range(60)) + "\n\n")
     det = SCORES.get("neglabel").detector(words=str(words), n_negatives=30, groups=4)
@@ -385,7 +387,9 @@ def test_neglabel_through_evaluate_on_the_tiny_world_clip(isolated_cache, tmp_pa
     meta = dets["neglabel"].state.meta
     assert meta["candidates"] == 7  # 10 words - house, tree (ID) - one of the two unknowns
     assert len(meta["words"]) == 6 and not {"house", "tree"} & set(meta["words"])
-    assert len(list((isolated_cache / "text_features").glob("*.safetensors"))) == 1
+    assert (
+        len(list((isolated_cache / "text_features").glob("*.safetensors"))) == 2
+    )  # words, classes
     ev = E.evaluate(head, test, {"o": ood}, detectors=dets)
     assert ev.detection["o"]["neglabel"]["auroc"] > 0.5
     E._BACKBONES.clear()  # a second fit reads the cached words: no backbone is loaded

@@ -2,10 +2,14 @@
 
 Fit (no training): every candidate word ``w`` of a large word list becomes the prompt
 ``template.format(w)``, encoded once by the frozen text tower (the caller's
-``encode_text``; :mod:`croft.evaluation` caches it per backbone and list). NegMining keeps
-the ``n_negatives`` words *farthest* from the ID classes: a word's distance is the
-``eta``-quantile of its negative cosine similarities to the ``C`` ID class embeddings
-(``eta = 0.05``: close to the similarity to its nearest class). The kept negatives are
+``encode_text``; :mod:`croft.evaluation` loads it from the head's backbone and caches the
+result per backbone and list), and so do the ``C`` ID class names. NegMining keeps the
+``n_negatives`` words *farthest* from the ID classes: a word's distance is the
+``eta``-quantile of its negative cosine similarities to the ID class prompts
+(``eta = 0.05``: close to the similarity to its nearest class). Scoring reads the
+head's own ID similarities; for heads that adapt the image embedding (CRoFT's adapters)
+the negatives stay in the frozen tower's space, so NegLabel is the paper's score only
+on zero-shot-like heads. The kept negatives are
 shuffled (``seed``) into ``groups`` groups of near-equal size.
 
 Score (higher = more in-distribution), per image with ID cosines ``s`` ``(C,)`` and
@@ -162,18 +166,19 @@ def _fit_neglabel(
     seed: int = 0,
     encode_text: Callable[[list[str]], Tensor] | None = None,
 ) -> DetectorState:
-    """Mine the negatives (module docstring); needs the head's class embeddings and a text
-    encoder."""
-    if text_features is None:
-        raise CroftError(
-            "neglabel needs the head's class text embeddings; this head's logits are not a "
-            "cosine classifier over text features"
-        )
+    """Mine the negatives (module docstring) with the text tower ``encode_text``: the words
+    and the ID class names, both through ``template``."""
     if encode_text is None:
-        raise CroftError("neglabel needs the backbone's text tower (encode_text) to mine words")
+        raise CroftError(
+            "neglabel needs the backbone's text tower (encode_text) to mine words; the head "
+            "records no backbone_spec"
+        )
     if "{}" not in template:
         raise CroftError(f"neglabel: template {template!r} has no '{{}}' for the word")
-    ids = {c.lower() for c in getattr(head, "class_names", [])}
+    names = list(getattr(head, "class_names", []) or [])
+    if not names:
+        raise CroftError("neglabel needs the head's class names")
+    ids = {c.lower() for c in names}
     cand = [w for w in load_words(words, n_words) if w.lower() not in ids]
     feats = encode_text([template.format(w) for w in cand]).double()
     _, inverse = torch.unique(feats, dim=0, return_inverse=True)
@@ -188,7 +193,8 @@ def _fit_neglabel(
     n = int(n_negatives)
     if n < 1 or int(groups) < 1:
         raise CroftError("neglabel: n_negatives and groups must be positive integers")
-    idx = mine_negatives(text_features.to(feats.device), feats, n, eta)
+    class_text = encode_text([template.format(c) for c in names]).double()
+    idx = mine_negatives(class_text, feats, n, eta)
     gen = torch.Generator().manual_seed(int(seed))
     idx = idx[torch.randperm(idx.numel(), generator=gen)]
     n_groups = min(int(groups), idx.numel())

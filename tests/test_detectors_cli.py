@@ -71,3 +71,10 @@ def test_list_scores_verbose(capsys) -> None:  # noqa: ANN001
         assert f"  {name} " in out, name
     assert "k=1, squared=False" in out and "dim=0; fitted on ID features and logits" in out
     assert "n_negatives=10000, eta=0.05, groups=100" in out and "ridge=0.0" in out
+
+
+def test_report_tables_per_score_label(run, tmp_path) -> None:  # noqa: ANN001
+    out, _, _ = run
+    assert main(["report", str(out), "--out", str(tmp_path / "rep"), "--no-plots"]) == 0
+    for name in ("energy", "knn", "mahalanobis", "vim"):
+        assert (tmp_path / "rep" / f"detection_{name}.csv").is_file(), name

@@ -194,7 +194,12 @@ def test_every_score_ranks_id_above_ood(name: str, tmp_path) -> None:  # noqa: A
     words = tmp_path / "words.txt"
     words.write_text("\n".join(f"w{i}" for i in range(64)))
     params = {"knn": {"k": 3}, "neglabel": {"words": str(words), "n_negatives": 20, "groups": 2}}
-    det = SCORES.get(name).detector(**params.get(name, {}))
+    score = SCORES.get(name)
+    missing = [n for n in score.needs if n in ScoreInputs.__dataclass_fields__ and n != "bank"
+               and getattr(q, n) is None]  # fmt: skip
+    if missing:  # e.g. local (patch) similarities: tested with the score's own inputs
+        pytest.skip(f"{name} reads {missing}, which this toy does not build")
+    det = score.detector(**params.get(name, {}))
     det.fit(id_inputs, y, text, head, encode_text=_word_encoder(text))
     s = det.score(q)
     assert s.shape == (2,) and s[0] > s[1], name

@@ -20,11 +20,12 @@ Fields (``croft`` preset first, then ``authors``):
 * ``detection_ratio`` / ``detection_ratio_text`` — mixing ratios of the adapter heads'
   *detection* view (``None``: the prediction ratios) — ``None`` | ``0.5`` / ``0.0`` (D7;
   Setup-II only). Accuracy always uses the prediction ratios.
-* ``knn_bank`` — the KNN bank: ``train`` (the few-shot training images, eval view) |
+* ``knn_bank`` — the ID features every fitted score (KNN's bank, Mahalanobis, ViM) is
+  fitted on: ``train`` (the few-shot training images, eval view) |
   ``source`` (at most ``knn_bank_per_class`` images per class of the source domains'
   train split, the authors' Setup-II bank).
 * ``knn_k_sweep`` — extra ``k`` values recorded as ``knn@k`` scores beside ``knn`` (whose
-  ``k`` is the experiment's ``knn_k``): none | 1, 5, 10, 25, 50, 100, 200, 300, 400, 500.
+  ``k`` is its score-list entry's): none | 1, 5, 10, 25, 50, 100, 200, 300, 400, 500.
 * ``id_cap_per_class`` — at most this many ID images per class as detection positives
   (0: all) — 0 | 500 (Setup-II).
 * ``fpr95`` — the FPR95 column tables show first: ``fpr95_id_pos`` | ``fpr95_paper``.

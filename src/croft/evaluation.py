@@ -253,8 +253,9 @@ def evaluate(
 ) -> Evaluation:
     """Accuracy of ``head`` on ``id_set`` and detection of each OOD set.
 
-    ``bank`` (ID training or validation features) is required for ``knn``; its
-    embeddings come from the head (adapted features for adapter heads).
+    ``bank`` (ID training or validation features) is required for fitted scores (knn,
+    mahalanobis, vim, neglabel); its embeddings come from the head (adapted features for
+    adapter heads).
     ``conventions`` (:class:`~croft.conventions.Conventions`, default croft's) decides the
     detection side: which ID samples are positives per score (``correct``: only those
     the detection view classifies correctly, the authors' energy evaluator, X2), at most

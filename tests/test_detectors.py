@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from croft.detectors import MAX_STATE_ELEMENTS, load_states, save_states, vim_default_dim
+from croft.detector_states import MAX_STATE_ELEMENTS, load_states, save_states
+from croft.detectors import vim_default_dim
 from croft.errors import CroftError
 from croft.score_lists import ScoreSpec, score_specs
 from croft.scores import SCORES, DetectorState, ScoreInputs, mcm
@@ -280,7 +281,7 @@ def test_states_round_trip(tmp_path) -> None:  # noqa: ANN001
 def test_states_are_checked_on_load(tmp_path, monkeypatch) -> None:  # noqa: ANN001
     import json
 
-    import croft.detectors as D
+    import croft.detector_states as D
 
     dets, _ = _fitted()
     save_states(tmp_path, dets)

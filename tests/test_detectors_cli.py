@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from croft.cli.main import main
-from croft.detectors import load_states
+from croft.detector_states import load_states
 from croft.experiments.grid import MethodRun
 from croft.experiments.runner import run_grid
 from croft.experiments.task import Task

@@ -65,8 +65,10 @@ def test_sign_id_like_scores_higher(score: Callable[[], torch.Tensor]) -> None:
 
 def test_sign_through_registry() -> None:
     q, bank = knn_toy()
-    inputs = ScoreInputs(logits=LOGITS, similarities=SIMS, embeddings=q, bank=bank)
-    for name in ("energy", "knn", "max_logit", "mcm", "msp"):  # fitted ones: test_detectors.py
+    local = SIMS[:, None].expand(-1, 2, -1)  # two local features per image, as the global
+    inputs = ScoreInputs(logits=LOGITS, similarities=SIMS, embeddings=q, bank=bank,
+                         local_similarities=local)  # fmt: skip
+    for name in ("energy", "gl_mcm", "knn", "max_logit", "mcm", "msp"):  # fitted: test_detectors
         s = SCORES.get(name).compute(inputs)
         assert s[0] > s[1], name
 
@@ -189,7 +191,7 @@ def test_bad_temperature(fn: Callable[..., torch.Tensor], t: float) -> None:
 
 # --- registry -------------------------------------------------------------------------------
 def test_registry_contents() -> None:
-    assert set(SCORES.names()) >= {"energy", "knn", "max_logit", "mcm", "msp"}
+    assert set(SCORES.names()) >= {"energy", "gl_mcm", "knn", "max_logit", "mcm", "msp"}
     assert {"mahalanobis", "vim", "neglabel"} <= set(SCORES.names())
     assert all(isinstance(e.obj, Score) and e.summary for e in SCORES)
     assert SCORES.get("knn").needs == ("embeddings", "bank")
@@ -198,7 +200,8 @@ def test_registry_contents() -> None:
 
 
 def test_registry_unknown_name() -> None:
-    with pytest.raises(CroftError, match="unknown score 'enrgy'; known: energy, knn, mahalanobis"):
+    known = "known: energy, gl_mcm, knn, mahalanobis"
+    with pytest.raises(CroftError, match=f"unknown score 'enrgy'; {known}"):
         SCORES.get("enrgy")
 
 
@@ -251,6 +254,8 @@ def test_layering_no_methods_import() -> None:
                 "croft.detectors",
                 "croft.neglabel",
                 "croft.score_lists",
+                "croft.score_base",
+                "croft.scores_local",
             )
         ], name
 

@@ -72,8 +72,15 @@ class Evaluation:
 
 
 @torch.no_grad()
-def head_outputs(head: FittedHead, x: torch.Tensor, batch_size: int = 8192) -> ScoreInputs:
-    """Logits, similarities and embeddings of ``x`` ``(N, D)``, computed in batches."""
+def head_outputs(
+    head: FittedHead,
+    x: torch.Tensor,
+    batch_size: int = 8192,
+    local: torch.Tensor | None = None,
+) -> ScoreInputs:
+    """Logits, similarities and embeddings of ``x`` ``(N, D)``, computed in batches; with
+    ``local`` ``(N, P, D)`` also ``local_similarities`` ``(N, P, C)`` (the head's
+    similarities of every local feature, :func:`croft.scores_local.gl_mcm`'s input)."""
     x = head.check_features(x)
     parts: dict[str, list[torch.Tensor]] = {"logits": [], "similarities": [], "embeddings": []}
     for start in range(0, x.shape[0], batch_size):
@@ -81,7 +88,18 @@ def head_outputs(head: FittedHead, x: torch.Tensor, batch_size: int = 8192) -> S
         parts["logits"].append(head.logits(xb))
         parts["similarities"].append(head.similarities(xb))
         parts["embeddings"].append(head.embed(xb))
-    return ScoreInputs(**{k: torch.cat(v) for k, v in parts.items()})
+    out = ScoreInputs(**{k: torch.cat(v) for k, v in parts.items()})
+    if local is not None:
+        n, p = local.shape[:2]
+        step = max(1, batch_size // max(p, 1))
+        sims = [
+            head.similarities(head.check_features(local[a : a + step].flatten(0, 1))).view(
+                -1, p, head.num_classes
+            )
+            for a in range(0, n, step)
+        ]
+        out.local_similarities = torch.cat(sims)
+    return out
 
 
 def detection_head(head: FittedHead, conventions: Conventions | None = None) -> FittedHead:
@@ -326,7 +344,13 @@ def _score_set(
     detectors: Mapping[str, Detector], fs: FeatureSet, head: FittedHead
 ) -> tuple[dict[str, np.ndarray], torch.Tensor]:
     """Every detector's scores of ``fs`` (float64 arrays) and ``head``'s logits ``(N, C)``."""
-    out = head_outputs(head, fs.eval_features())
+    wants_local = any(
+        "local_similarities" in getattr(getattr(d, "spec", None), "needs", ())
+        for d in detectors.values()
+    )
+    if wants_local:
+        fs.require_local()
+    out = head_outputs(head, fs.eval_features(), local=fs.eval_local() if wants_local else None)
     vals = {n: d.score(out) for n, d in detectors.items()}
     return {n: v.detach().cpu().double().numpy() for n, v in vals.items()}, out.logits
 

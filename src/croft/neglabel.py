@@ -44,7 +44,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from croft.errors import CroftError
-from croft.scores import DetectorState, ScoreInputs, _matrix, _positive, register_score
+from croft.score_base import DetectorState, ScoreInputs, _matrix, _positive
 
 log = logging.getLogger(__name__)
 
@@ -204,14 +204,3 @@ def _fit_neglabel(
         {"negatives": F.normalize(feats[idx], dim=1).float(), "groups": group},
         {"words": chosen, "source": words, "template": template, "candidates": len(cand)},
     )
-
-
-register_score(
-    "neglabel",
-    ("similarities", "embeddings", "negatives", "groups"),
-    neglabel,
-    "NegLabel: ID softmax mass among ID + mined negative labels, grouped",
-    fit=_fit_neglabel,
-    fit_on="the head's class embeddings and the text tower",
-    state_shapes={"negatives": ("M", "D"), "groups": ("M",)},
-)

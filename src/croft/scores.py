@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import numbers
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -43,8 +42,18 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from croft import detectors, neglabel
 from croft.errors import CroftError
 from croft.registry import Registry
+from croft.score_base import (
+    DetectorState,
+    ScoreInputs,
+    _matrix,
+    _positive,
+    _positive_int,
+    _sq_dists,
+)
+from croft.scores_local import gl_mcm
 
 __all__ = [
     "SCORES",
@@ -52,45 +61,14 @@ __all__ = [
     "DetectorState",
     "Score",
     "ScoreInputs",
-    "ScoreSpec",
     "compute_scores",
     "register_score",
-    "score_specs",
     "energy",
     "knn",
     "max_logit",
     "mcm",
     "msp",
 ]
-
-
-# --- validation ---------------------------------------------------------------------------
-def _matrix(x: Any, name: str, where: str, shape: str = "(N, C)") -> Tensor:
-    """Check ``x`` is a 2-D tensor with at least one column; integer tensors become float32."""
-    if not isinstance(x, Tensor):
-        raise CroftError(
-            f"{where}: {name} is a {type(x).__name__}, expected a torch.Tensor; "
-            "wrap it with torch.as_tensor(...)"
-        )
-    if x.ndim != 2 or x.shape[1] == 0:
-        raise CroftError(
-            f"{where}: {name} has shape {tuple(x.shape)}, expected {shape} with {shape[-2]} >= 1"
-        )
-    return x if x.is_floating_point() else x.float()
-
-
-def _positive(value: float, name: str, where: str) -> float:
-    value = float(value)
-    if not value > 0.0:  # also rejects NaN
-        raise CroftError(f"{where}: {name}={value!r} must be > 0")
-    return value
-
-
-def _positive_int(value: int, name: str, where: str) -> int:
-    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
-    if not ok:
-        raise CroftError(f"{where}: {name}={value!r} must be a positive integer")
-    return int(value)
 
 
 # --- scores on logits / similarities ------------------------------------------------------
@@ -130,15 +108,6 @@ def mcm(similarities: Tensor, temperature: float = 1.0) -> Tensor:
 
 
 # --- KNN ------------------------------------------------------------------------------------
-def _sq_dists(q: Tensor, b: Tensor) -> Tensor:
-    """Squared Euclidean distances ``(n, m)`` between rows of ``q`` ``(n, D)`` and ``b`` ``(m, D)``.
-
-    Uses ``|q|² + |b|² - 2 q·b`` (as faiss ``IndexFlatL2``), clamped at 0.
-    """
-    d2 = q.square().sum(1, keepdim=True) + b.square().sum(1).unsqueeze(0) - 2.0 * (q @ b.T)
-    return d2.clamp_min_(0.0)
-
-
 def knn(
     embeddings: Tensor,
     bank: Tensor,
@@ -192,32 +161,10 @@ def knn(
 
 
 # --- registry: scores and fitted detectors ---------------------------------------------------
-@dataclass
-class ScoreInputs:
-    """What a score may read, one row per sample. Shapes: ``logits`` and ``similarities``
-    ``(N, C)`` (the head's logits, and cosine similarities without the logit scale),
-    ``embeddings`` ``(N, D)`` (the head's image embedding), ``bank`` ``(M, D)`` (KNN's ID
-    features when :func:`compute_scores` is called without a fitted state)."""
-
-    logits: Tensor | None = None
-    similarities: Tensor | None = None
-    embeddings: Tensor | None = None
-    bank: Tensor | None = None
-
-
 _INPUT_NAMES = tuple(f.name for f in dataclasses.fields(ScoreInputs))
 
 #: Keywords a fit function may declare to receive from its caller (never from a config).
 FIT_CONTEXT = ("encode_text",)
-
-
-@dataclass
-class DetectorState:
-    """What fitting a detector keeps: named tensors (saved as safetensors) and JSON-able
-    ``meta`` (e.g. NegLabel's mined words). Empty for stateless scores."""
-
-    tensors: dict[str, Tensor] = dataclasses.field(default_factory=dict)
-    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 #: ``fit(id_inputs, labels, text_features, head, **params) -> DetectorState``: ``id_inputs``
@@ -425,6 +372,36 @@ _register(
     fit_on="a bank of ID features",
     state_shapes={"bank": ("M", "D")},
 )
+_register("gl_mcm", ("similarities", "local_similarities"), gl_mcm, "global + largest local MCM")
+_register(
+    "mahalanobis",
+    ("embeddings", "means", "whitener"),
+    detectors.mahalanobis,
+    "minus the squared Mahalanobis distance to the closest ID class mean (shared covariance)",
+    fit=detectors._fit_mahalanobis,
+    fit_on="labelled ID features",
+    state_shapes={"means": ("K", "D"), "whitener": ("D", "R")},
+)
+_register(
+    "vim",
+    ("logits", "embeddings", "origin", "residual", "alpha"),
+    detectors.vim,
+    "energy minus ViM's virtual logit (residual off the ID principal subspace, scaled)",
+    fit=detectors._fit_vim,
+    fit_on="ID features and logits",
+    state_shapes={"origin": ("D",), "residual": ("D", "R"), "alpha": ()},
+)
+
+
+_register(
+    "neglabel",
+    ("similarities", "embeddings", "negatives", "groups"),
+    neglabel.neglabel,
+    "NegLabel: ID softmax mass among ID + mined negative labels, grouped",
+    fit=neglabel._fit_neglabel,
+    fit_on="the head's class embeddings and the text tower",
+    state_shapes={"negatives": ("M", "D"), "groups": ("M",)},
+)
 
 
 def compute_scores(
@@ -446,8 +423,3 @@ def compute_scores(
             f"is not among the requested scores {names}; fix the name or request it"
         )
     return {name: SCORES.get(name).compute(inputs, **params.get(name, {})) for name in names}
-
-
-import croft.detectors  # noqa: E402, F401  (registers mahalanobis and vim)
-import croft.neglabel  # noqa: E402, F401  (registers neglabel)
-from croft.score_lists import ScoreSpec, score_specs  # noqa: E402  (re-exported)

@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from croft.detectors import load_states
+    from croft.detector_states import load_states
     from croft.evaluation import convention_detectors, default_scores, evaluate
     from croft.features import load_features
     from croft.methods import load_head

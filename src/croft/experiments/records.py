@@ -127,7 +127,7 @@ def write_run(
 
         save_head(head, rdir / HEAD, **dict(head_meta or {}))
         if detectors:
-            from croft.detectors import save_states
+            from croft.detector_states import save_states
 
             save_states(rdir / HEAD, detectors)
         record["head"] = HEAD

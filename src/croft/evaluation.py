@@ -177,7 +177,7 @@ def fit_detectors(
 ) -> dict[str, Detector]:
     """One fitted :class:`~croft.scores.Detector` per score entry, keyed by its label.
 
-    ``scores``: names or ``{name, params…, label}`` entries (:func:`croft.scores.score_specs`;
+    ``scores``: names or ``{name, params…, label}`` entries (:func:`croft.score_lists.score_specs`;
     ``score_params`` is the older ``{name: params}`` form). Every detector is fitted alike
     on ``bank`` (ID training or validation features): the head's outputs on it, its
     labels, the head's class embeddings (:func:`class_embeddings`), the head, and a text
@@ -185,7 +185,7 @@ def fit_detectors(
     needs fitting. ``sweeps`` (``{score: (param, values)}``,
     :meth:`~croft.conventions.Conventions.sweeps`) adds a detector ``score@value`` per value
     beside a plain entry of that score; one that cannot be fitted (``k`` above the bank
-    size) is skipped with a logged warning. ``saved`` (:func:`croft.detectors.load_states`
+    size) is skipped with a logged warning. ``saved`` (:func:`croft.detector_states.load_states`
     of the head's folder): an entry with a saved detector's label and score, and no other
     parameters, reuses its saved state (and parameters) instead of being fitted.
     """

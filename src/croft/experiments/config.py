@@ -137,7 +137,7 @@ class ExperimentBase:
     crop_scale: list[float] | None = None
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
     ood_transform: str = "eval"  # eval | train (the authors' deviation, docs)
-    # names or {name: SCORE, PARAM: VALUE, label: COLUMN} (croft.scores.score_specs)
+    # names or {name: SCORE, PARAM: VALUE, label: COLUMN} (croft.score_lists.score_specs)
     scores: list[Any] = field(default_factory=lambda: ["energy", "knn"])
     knn_k: int = 1  # deprecated: write scores: [{name: knn, k: 5}]
     device: str = "cpu"

@@ -137,8 +137,9 @@ class ExperimentBase:
     crop_scale: list[float] | None = None
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
     ood_transform: str = "eval"  # eval | train (the authors' deviation, docs)
-    scores: list[str] = field(default_factory=lambda: ["energy", "knn"])
-    knn_k: int = 1
+    # names or {name: SCORE, PARAM: VALUE, label: COLUMN} (croft.score_lists.score_specs)
+    scores: list[Any] = field(default_factory=lambda: ["energy", "knn"])
+    knn_k: int = 1  # deprecated: write scores: [{name: knn, k: 5}]
     device: str = "cpu"
     precision: str = "fp32"
     batch_size: int = 64
@@ -170,6 +171,21 @@ class ExperimentBase:
             self.protocol = self.PROTOCOL
         else:
             raise CroftError(f"protocol {self.protocol!r} given to {type(self).__name__}")
+        if self.knn_k != 1:  # the old key: the k of every plain knn entry
+            warnings.warn(
+                f"knn_k: {self.knn_k} is deprecated; write "
+                f"scores: [{{name: knn, k: {self.knn_k}}}]",
+                CroftDeprecationWarning,
+                stacklevel=3,
+            )
+            k, self.knn_k = self.knn_k, 1
+            self.scores = [{"name": "knn", "k": k} if s == "knn" else s for s in self.scores]
+
+    def score_specs(self) -> list[Any]:
+        """The parsed score list (:class:`croft.scores.ScoreSpec` each)."""
+        from croft.score_lists import score_specs
+
+        return score_specs(self.scores, where="scores")
 
     def check(self) -> None:
         """Values that are well-typed but wrong: one :class:`CroftError` line each."""
@@ -181,7 +197,6 @@ class ExperimentBase:
         _bounded("views", self.views, 1, MAX_VIEWS)
         self.train_view()  # crop_scale: two numbers with 0 < lo <= hi <= 1
         _bounded("val_per_class", self.val_per_class, 0, MAX_SHOTS)
-        _bounded("knn_k", self.knn_k, 1, 10_000)
         _bounded("batch_size", self.batch_size, 1, 1 << 16)
         _bounded("workers", self.workers, 0, 256)
         from croft.evaluation_frame import check_tag
@@ -208,13 +223,9 @@ class ExperimentBase:
         self.evaluation_conventions()
 
     def _check_scores(self) -> None:
-        from croft.scores import SCORES
-
         if not self.scores:
             raise CroftError("scores: list at least one, e.g. scores: [energy]")
-        for s in self.scores:
-            if s not in SCORES:
-                raise CroftError(f"scores: unknown score {s!r}; known: {', '.join(SCORES.names())}")
+        self.score_specs()
 
     def _check_local(self) -> None:
         """gl_mcm and locoop read local features: say so before any extraction."""

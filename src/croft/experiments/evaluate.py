@@ -16,6 +16,7 @@ from croft.evaluation_frame import full_spectrum, score_names
 from croft.experiments.task import Task
 from croft.features.files import FeatureSet
 from croft.methods.base import FittedHead
+from croft.scores import Detector
 from croft.selection import validation_fit
 
 
@@ -64,16 +65,31 @@ def validation_accuracy(head: FittedHead, val: FeatureSet | None) -> float | Non
     return float((pred.cpu() == val.labels).float().mean())
 
 
+def task_detectors(
+    head: FittedHead,
+    task: Task,
+    scores: Sequence[Any],
+    score_params: Mapping[str, Mapping[str, Any]] | None = None,
+    conventions: Conventions | None = None,
+) -> dict[str, Detector]:
+    """The task's detectors (:func:`croft.evaluation.convention_detectors`), fitted on the
+    task's ID bank (``task.bank``, else its training features)."""
+    bank = task.bank if task.bank is not None else task.train
+    return convention_detectors(head, scores, score_params, bank, conventions or Conventions())
+
+
 def evaluate_task(
     head: FittedHead,
     task: Task,
-    scores: Sequence[str],
+    scores: Sequence[Any],
     score_params: Mapping[str, Mapping[str, Any]] | None = None,
     conventions: Conventions | None = None,
+    detectors: Mapping[str, Detector] | None = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Record fields (accuracy, n_id, detection, val_accuracy, val_nll, conventions, …) and
     per-sample arrays. ``conventions`` (default croft's) decide the detection side
-    (:func:`croft.evaluation.evaluate`); the KNN bank is the task's (``task.bank``).
+    (:func:`croft.evaluation.evaluate`); fitted scores are fitted on the task's bank
+    (:func:`task_detectors`) unless ``detectors`` are given.
 
     Full spectrum (``detection_full_spectrum``, positives ``id+covariate``, OpenOOD v1.5):
     every ID-class image evaluated is a positive against each OOD set, i.e. the standard
@@ -83,8 +99,8 @@ def evaluate_task(
     conv = conventions or Conventions()
     extra = {"source_val": task.val} if task.val is not None else {}
     covariate = {f"shifted:{k}": v for k, v in task.shifted.items()}
-    bank = task.bank if task.bank is not None else task.train
-    detectors = convention_detectors(head, scores, score_params, bank, conv)
+    if detectors is None:
+        detectors = task_detectors(head, task, scores, score_params, conv)
     common = {"scores": scores, "detectors": detectors, "conventions": conv}
     with_fs = bool(task.ood_sets) and bool(extra or covariate)
     fs_extra = {**extra, **covariate} if with_fs else extra

@@ -48,6 +48,13 @@ class FittedHead(nn.Module):
         """Cosine-like similarities ``(N, C)`` (for MCM): ``logits / logit_scale`` by default."""
         return self.logits(x) / self.logit_scale
 
+    def classifier(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(W, b)``, ``(C, D')`` and ``(C,)``, with ``logits(x) = embed(x) Wᵀ + b``, for heads
+        whose logits are linear in their embedding (CLIP's text head: ``W = s · text``,
+        ``b = 0``); ``None`` otherwise. Fitted detectors read it (ViM's origin, NegLabel's
+        class embeddings)."""
+        return None
+
     def spec(self) -> dict[str, Any]:
         """JSON-able constructor arguments (besides class names, dim, scale)."""
         return {}

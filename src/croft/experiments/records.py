@@ -122,11 +122,13 @@ def write_run(
     head: Any = None,
     head_meta: Mapping[str, Any] | None = None,
     key: Mapping[str, Any] | None = None,
+    detectors: Mapping[str, Any] | None = None,
 ) -> RunRecord:
     """Write one run's files (and its ``key`` as run_key.json) into a temporary sibling of
     ``rdir`` and rename it into place: a run folder is whole or absent, and a disk-full or
     a kill half-way leaves only a ``.croft-tmp-`` sibling, which the next write removes.
-    An unfinished folder already at ``rdir`` (an older croft's) is replaced."""
+    An unfinished folder already at ``rdir`` (an older croft's) is replaced.
+    ``detectors`` (fitted score detectors, by label) are saved with the head."""
     record = dict(metrics)
     if head is not None:
         record["head"] = HEAD
@@ -141,6 +143,10 @@ def write_run(
             from croft.methods import save_head
 
             save_head(head, tmp / HEAD, **dict(head_meta or {}))
+            if detectors:
+                from croft.detector_states import save_states
+
+                save_states(tmp / HEAD, detectors)
         _write_metrics(tmp / METRICS, record)
 
     remove_leftovers(rdir)

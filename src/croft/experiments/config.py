@@ -117,6 +117,7 @@ class ExperimentBase:
         "cache",
         "progress",
         "fit_engine",
+        "primary",
     )
 
     name: str
@@ -148,6 +149,9 @@ class ExperimentBase:
     fit_engine: str = "auto"
     # evaluation conventions: croft | authors, or {name: ..., field: value} (docs/deviations.md)
     conventions: Any = "croft"
+    # the report's primary comparison: {a: LABEL, b: LABEL, metric: accuracy | auroc | ...,
+    # ood: SET, score: energy} (ood and score for detection metrics; croft.verdict)
+    primary: dict[str, Any] | None = None
 
     SETUP: ClassVar[str] = "setup2"  # which authors' conventions apply (croft.conventions)
 
@@ -196,6 +200,7 @@ class ExperimentBase:
             raise CroftError("templates: list at least one, e.g. ['a photo of a {}.']")
         self._check_scores()
         self._check_methods()
+        self._check_primary()
         self.evaluation_conventions()
 
     def _check_scores(self) -> None:
@@ -215,6 +220,23 @@ class ExperimentBase:
             raise CroftError(f"method labels must be unique, got {labels}")
         for m in self.methods:
             safe_name(m.label, "method label")
+
+    def _check_primary(self) -> None:
+        if self.primary is None:
+            return
+        labels = [m.label for m in self.methods]
+        extra = sorted(set(self.primary) - {"a", "b", "metric", "ood", "score"})
+        if extra or not {"a", "b", "metric"} <= set(self.primary):
+            raise CroftError(
+                "primary: name the comparison as {a: LABEL, b: LABEL, metric: NAME} (ood: "
+                f"SET, score: NAME for detection metrics), got {self.primary}"
+            )
+        for side in ("a", "b"):
+            if self.primary[side] not in labels:
+                raise CroftError(
+                    f"primary.{side}: {self.primary[side]!r} is not a method label; "
+                    f"choose one of: {', '.join(labels)}"
+                )
 
     def train_view(self) -> Any:
         """The :class:`croft.features.ViewSpec` of the training views."""

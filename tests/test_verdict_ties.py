@@ -113,3 +113,28 @@ def test_small_n_carries_a_caution() -> None:
     lines = verdict_lines(recs)
     acc = next(x for x in lines if x.startswith("- held-out accuracy: croft vs zeroshot: "))
     assert "n=4 in 2 held-out domains (caution: only 4 pairs in 2 clusters" in acc
+
+
+def _doc(**extra) -> dict:  # noqa: ANN003
+    return {
+        "name": "x",
+        "backbone": "openclip:tiny:weights.safetensors",
+        "data": {"root": "world", "layout": "oodbench"},
+        "methods": [{"label": "croft", "method": "croft"}, {"label": "ce", "method": "ce_adapter"}],
+        **extra,
+    }
+
+
+def test_the_config_names_the_primary_and_it_is_not_part_of_the_run_key() -> None:
+    from croft.experiments.loading import build_config
+
+    plain = build_config(_doc(), "x.yaml")
+    cfg = build_config(_doc(primary={"a": "croft", "b": "ce", "metric": "accuracy"}), "x.yaml")
+    cfg.check()
+    assert cfg.primary == {"a": "croft", "b": "ce", "metric": "accuracy"}
+    assert cfg.run_settings() == plain.run_settings()  # naming a primary reruns nothing
+    bad = build_config(_doc(primary={"a": "croft", "b": "probe", "metric": "accuracy"}), "x")
+    with pytest.raises(CroftError, match="primary.b: 'probe' is not a method label"):
+        bad.check()
+    with pytest.raises(CroftError, match="primary: name the comparison as"):
+        build_config(_doc(primary={"a": "croft", "metric": "accuracy"}), "x").check()

@@ -115,3 +115,14 @@ def test_report_names_the_configs_primary(report) -> None:
     first = lines[lines.index(header) + 1]
     assert first.startswith("- primary: matched, energy auroc: croft vs ce_adapter: +4.")
     assert "n=12 in 4 held-out domains, Holm p" in first and "caution" not in first
+
+
+def test_within_noise_lines_group_by_comparison() -> None:
+    from croft.forest import within_noise_lines
+
+    lines = within_noise_lines(verdict(_records(), "croft"))
+    # fpr95 is equal everywhere (within the noise for every comparison); ce_adapter's
+    # accuracy gap (+0.5) too; the rest exclude 0
+    assert "- within the noise on accuracy, matched fpr95_id_pos: croft vs ce_adapter" in lines
+    assert "- within the noise on matched fpr95_id_pos: croft vs zeroshot" in lines
+    assert not any("on every metric" in x for x in lines)

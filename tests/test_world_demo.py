@@ -107,7 +107,12 @@ def test_cli_demo_core_on_study_tiny_prints_the_verdict(tmp_path, monkeypatch, c
     assert "the backbone's logit scale s = 17.994" in text and "x4: 0.2470714" in text
     header = text.split("mean ± std over held-out styles x seeds", 1)[1].splitlines()[1]
     assert header.split()[:6] == ["method", "held-out", "acc", "sketch", "acc", "matched"]
-    verdict = [x for x in text.splitlines() if x.startswith("- ") and ": croft vs " in x]
+    verdict = [
+        x
+        for x in text.splitlines()
+        if x.startswith("- ") and ": croft vs " in x
+        and not x.startswith("- within the noise") and " comparisons (" not in x
+    ]  # fmt: skip
     assert any(
         x.startswith("- held-out accuracy: croft vs zeroshot: ") and "95% CI [" in x and "n=2" in x
         for x in verdict
@@ -115,7 +120,17 @@ def test_cli_demo_core_on_study_tiny_prints_the_verdict(tmp_path, monkeypatch, c
     assert any(x.startswith("- matched, energy auroc: croft vs ce_adapter: ") for x in verdict)
     assert any(x.startswith("- textures, energy fpr95_id_pos: croft vs ") for x in verdict)
     assert not any("pooled" in x for x in verdict)  # in the report, not the verdict
-    assert all(x.endswith(("better", "worse", "no significant difference")) for x in verdict)
+    words = ("better", "worse", "no significant difference", "(n.s. after Holm)")
+    assert all(x.endswith(words) for x in verdict), [x for x in verdict if not x.endswith(words)]
+    # the cluster interval (1 held-out style: 1 cluster) and the small-n caution
+    assert all("in 1 held-out domains (caution: only 2 pairs in 1 clusters" in x for x in verdict)
+    assert any(
+        x.startswith("- held-out accuracy: croft_paper vs ce_adapter: ") for x in text.splitlines()
+    )
+    assert "- primary: held-out accuracy: croft vs ce_adapter: " in text
+    assert "which comparisons are within the noise" in text and "- within the noise on " in text
+    assert any(x.startswith("croft_paper vs ce_adapter ") for x in text.splitlines())  # table
+    assert "pooled energy AUROC" in header  # the pooled open set, as in report.md
     assert "- croft: 0 of 2 runs kept its initialisation" in text
     runs = sorted(out.rglob("metrics.json"))  # seeds 3, 4 x (zs, ce 2, croft 6, paper 6)
     assert len(runs) == 2 * 15 and {p.parent.name for p in runs} == {"photo_seed3", "photo_seed4"}

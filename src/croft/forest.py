@@ -129,3 +129,23 @@ def verdict_section(doc: Any, v: Verdict, plots_dir: Path | None, rel_dir: str =
         doc.p(note)
     doc.items(v.lines or ["(no subject method to compare; pass subject=)"])
     return fig
+
+
+def within_noise_lines(v: Verdict) -> list[str]:
+    """Which comparisons are within the noise (interval contains 0): one line for those
+    within it on every metric, then per comparison the metrics that are, e.g. "- within
+    the noise on accuracy, matched fpr95_id_pos: croft vs ce_adapter"; one line saying so
+    when every interval excludes 0."""
+    keys = list(dict.fromkeys(c.key for c in v.comparisons))
+    by: dict[str, list[str]] = {}
+    for c in v.within_noise():
+        by.setdefault(c.label + c.note, []).append(short_name(c.key))
+    if not by:
+        return ["- within the noise: none (every interval excludes 0)"] if keys else []
+    every = [lab for lab, ks in by.items() if len(ks) == len(keys)]
+    out = [f"- within the noise on every metric: {', '.join(every)}"] if every else []
+    return out + [
+        f"- within the noise on {', '.join(ks)}: {lab}"
+        for lab, ks in by.items()
+        if len(ks) < len(keys)
+    ]

@@ -310,16 +310,18 @@ def write_report(
     log_fpr: bool = False,
     bootstrap: str = "cluster",
     primary: Mapping[str, Any] | None = None,
+    verdict_ood: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Write the report (see the module doc) into ``out_dir`` (default RUNS_DIR/report).
 
     ``subject``: the verdict's subject label(s) (default croft); ``bootstrap``: ``cluster``
     or ``iid`` (:mod:`croft.stats`); ``primary``: the primary comparison (default: the
-    ``primary`` of RUNS_DIR/config.resolved.json, the config's). Returns ``{"out_dir",
-    "tables": {name: (header, rows)}, "verdict", "plots", "records", "runs"}``; ``records``
-    counts rows after grid selection, ``runs`` every run read.
+    ``primary`` of RUNS_DIR/config.resolved.json, the config's); ``verdict_ood``: the open
+    sets the verdict compares (default: every set). Returns ``{"out_dir", "tables": {name:
+    (header, rows)}, "verdict", "verdict_table", "within_noise", "plots", "records",
+    "runs"}``; ``records`` counts rows after grid selection, ``runs`` every run read.
     """
-    from croft.forest import verdict_section, verdict_table
+    from croft.forest import verdict_section, verdict_table, within_noise_lines
     from croft.report_html import Doc
 
     all_runs = collect_runs(runs_dir)
@@ -329,7 +331,7 @@ def write_report(
     tables = _write_tables(out, all_runs, records)
     if primary is None:
         primary = config_primary(runs_dir)
-    v = verdict(records, subject, bootstrap=bootstrap, primary=primary)
+    v = verdict(records, subject, ood_sets=verdict_ood, bootstrap=bootstrap, primary=primary)
     doc = Doc(f"croft report: {Path(runs_dir)}")
     doc.p(
         f"{len(all_runs)} runs read; {len(records)} after choosing one grid point per "
@@ -378,6 +380,7 @@ def write_report(
         "tables": {name: t.as_pair() for name, t in tables.items()},
         "verdict": v.lines,
         "verdict_table": verdict_table(v),
+        "within_noise": within_noise_lines(v),
         "plots": [f["png"] for f in figs] + ([forest["png"]] if forest else []),
         "records": len(records),
         "runs": len(all_runs),

@@ -76,13 +76,17 @@ def test_compact_table_cells_and_marks() -> None:
     assert zs[3] == "+0.0 [+0.0, +0.0]"  # equal FPR95 everywhere: no mark
 
 
-@pytest.fixture(scope="module")
-def report(tmp_path_factory) -> dict:
-    root = tmp_path_factory.mktemp("forest_runs")
+def _write_runs(root: Path) -> None:
     for rec in _records():
         rdir = root / "runs" / rec["label"] / f"{rec['test_domain']}_seed{rec['seed']}"
         rdir.mkdir(parents=True)
         (rdir / "metrics.json").write_text(json.dumps(rec))
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("forest_runs")
+    _write_runs(root)
     primary = {"a": "croft", "b": "ce_adapter", "metric": "auroc", "ood": "matched"}
     (root / "config.resolved.json").write_text(json.dumps({"name": "x", "primary": primary}))
     return write_report(root)
@@ -126,3 +130,17 @@ def test_within_noise_lines_group_by_comparison() -> None:
     assert "- within the noise on accuracy, matched fpr95_id_pos: croft vs ce_adapter" in lines
     assert "- within the noise on matched fpr95_id_pos: croft vs zeroshot" in lines
     assert not any("on every metric" in x for x in lines)
+
+
+def test_cli_report_bootstrap_iid_is_a_named_option(tmp_path, capsys) -> None:
+    from croft.cli.main import main
+
+    _write_runs(tmp_path / "runs_dir")
+    out = tmp_path / "rep"
+    assert main(["report", str(tmp_path / "runs_dir"), "--out", str(out), "--no-plots",
+                 "--bootstrap", "iid"]) == 0  # fmt: skip
+    text = capsys.readouterr().out
+    assert "- 9 comparisons (i.i.d. pair bootstrap; 95% intervals" in text
+    assert "held-out domains" not in text.split("verdict:", 1)[1]
+    assert not (out / "plots" / "verdict_forest.png").exists()  # --no-plots: the table only
+    assert "| comparison " in (out / "report.md").read_text()

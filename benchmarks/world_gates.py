@@ -20,6 +20,10 @@ object's colour (the study world since the change of 2026-12-01) or the backgrou
 (the superseded first design, ``--shortcut-cue tint``).
 
     OMP_NUM_THREADS=1 python benchmarks/world_gates.py --out gates.json
+
+``--world-seed S`` (default 0) generates the world with seed S, cached in a folder of its
+own (``<preset>-seedS``); a ``--world`` folder that holds a world of another seed is
+refused in one line, never replaced.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -280,6 +285,26 @@ def _summary_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def world_root(world: Path | None, default: Path, seed: int) -> Path:
+    """The world folder: ``world`` (refused, exit 2, when it holds a generated world of
+    another seed) or the seed-specific ``default``."""
+    if world is None:
+        return default
+    try:
+        old = json.loads((world / "world.json").read_text())
+    except (OSError, ValueError):
+        old = {}
+    if isinstance(old, dict) and "croft_world" in old and old.get("seed") != seed:
+        print(
+            f"world_gates: {world} holds the world of seed {old.get('seed')}, not "
+            f"--world-seed {seed}; pass another --world folder (a world of another seed is "
+            "never replaced)",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    return world
+
+
 def main() -> None:
     from croft.backbones import load_backbone
     from croft.features.store import default_cache_dir
@@ -288,6 +313,7 @@ def main() -> None:
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--world", type=Path, default=None, help="world folder (default: cached)")
+    p.add_argument("--world-seed", type=int, default=0, help="the world's seed (default 0)")
     p.add_argument("--checkpoint", default=None, help="tiny CLIP weights (default: shipped v2)")
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     p.add_argument("--styles", nargs="+", default=list(SEEN))
@@ -322,8 +348,11 @@ def main() -> None:
         over["label_noise"] = a.label_noise
     world = world_preset(a.preset, **over)
     tag = "".join(f"-{k}{v}" for k, v in over.items())
-    root = a.world or cache_dir() / "world" / f"{a.preset}{tag}-seed0"
-    generate_world(root, preset=a.preset, seed=0, config=world if over else None, log=print)
+    cached = cache_dir() / "world" / f"{a.preset}{tag}-seed{a.world_seed}"
+    root = world_root(a.world, cached, a.world_seed)
+    generate_world(
+        root, preset=a.preset, seed=a.world_seed, config=world if over else None, log=print
+    )
     ckpt = a.checkpoint or str(tiny_clip_checkpoint("study"))
     backbone = load_backbone(f"openclip:{TINY_CLIP_ARCH}:{ckpt}")
     cache = a.cache or default_cache_dir()
@@ -348,6 +377,7 @@ def main() -> None:
         "records": records,
         "checkpoint": ckpt,
         "world": str(root),
+        "world_seed": a.world_seed,
         "protocol": {
             "seeds": a.seeds,
             "styles": a.styles,

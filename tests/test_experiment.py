@@ -87,6 +87,10 @@ def test_run_report_and_resume(world, tmp_path, capsys) -> None:
     assert rec["val_accuracy"] is not None
     printed = capsys.readouterr().out
     assert "accuracy:" in printed and "6 runs" in printed
+    # the verdict as the report computes it, with the small-n caution (2 pairs, 2 domains)
+    verdict = printed.split("\nverdict:\n", 1)[1]
+    acc = next(x for x in verdict.splitlines() if x.startswith("- held-out accuracy: croft vs"))
+    assert "n=2 in 2 held-out domains (caution: only 2 pairs in 2 clusters" in acc
     # kill simulation: one run lost its metrics.json; rerun recomputes it alone
     victim = done[2]
     victim.unlink()

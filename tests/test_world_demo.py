@@ -112,7 +112,12 @@ def test_cli_demo_core_on_study_tiny_prints_the_verdict(tmp_path, monkeypatch, c
     assert "the backbone's logit scale s = 17.994" in text and "x4: 0.2470714" in text
     header = text.split("mean ± std over held-out styles x seeds", 1)[1].splitlines()[1]
     assert header.split()[:6] == ["method", "held-out", "acc", "sketch", "acc", "matched"]
-    verdict = [x for x in text.splitlines() if x.startswith("- ") and ": croft vs " in x]
+    verdict = [
+        x
+        for x in text.splitlines()
+        if x.startswith("- ") and ": croft vs " in x
+        and not x.startswith("- within the noise") and " comparisons (" not in x
+    ]  # fmt: skip
     assert any(
         x.startswith("- held-out accuracy: croft vs zeroshot: ") and "95% CI [" in x and "n=2" in x
         for x in verdict
@@ -120,7 +125,17 @@ def test_cli_demo_core_on_study_tiny_prints_the_verdict(tmp_path, monkeypatch, c
     assert any(x.startswith("- matched, energy auroc: croft vs ce_adapter: ") for x in verdict)
     assert any(x.startswith("- textures, energy fpr95_id_pos: croft vs ") for x in verdict)
     assert not any("pooled" in x for x in verdict)  # in the report, not the verdict
-    assert all(x.endswith(("better", "worse", "no significant difference")) for x in verdict)
+    words = ("better", "worse", "no significant difference", "(n.s. after Holm)")
+    assert all(x.endswith(words) for x in verdict), [x for x in verdict if not x.endswith(words)]
+    # the cluster interval (1 held-out style: 1 cluster) and the small-n caution
+    assert all("in 1 held-out domains (caution: only 2 pairs in 1 clusters" in x for x in verdict)
+    assert any(
+        x.startswith("- held-out accuracy: croft_paper vs ce_adapter: ") for x in text.splitlines()
+    )
+    assert "- primary: held-out accuracy: croft vs ce_adapter: " in text
+    assert "which comparisons are within the noise" in text and "- within the noise on " in text
+    assert any(x.startswith("croft_paper vs ce_adapter ") for x in text.splitlines())  # table
+    assert "pooled energy AUROC" in header  # the pooled open set, as in report.md
     assert "- croft: 0 of 2 runs kept its initialisation" in text
     runs = sorted(out.rglob("metrics.json"))  # seeds 3, 4 x (zs, ce 2, croft 6, paper 6)
     assert len(runs) == 2 * 15 and {p.parent.name for p in runs} == {"photo_seed3", "photo_seed4"}
@@ -186,12 +201,14 @@ def test_verdict_has_intervals_and_picks_the_best_baseline_on_validation() -> No
             _rec("tip", None, 0.85, 0.6, 0.85, d, s),  # best other row on validation
         ]
     lines = verdict_lines(recs)
-    assert (
-        "- held-out accuracy: croft vs zeroshot: +10.0 points, 95% CI [+10.0, +10.0], n=6: better"
-        in lines
+    assert (  # the cluster bootstrap over the 2 held-out domains, with the small-n caution
+        "- held-out accuracy: croft vs zeroshot: +10.0 points, 95% CI [+10.0, +10.0], n=6 in "
+        "2 held-out domains (caution: only 6 pairs in 2 clusters, the interval is rough), "
+        "Holm p<0.001: better" in lines
     )
     assert any(line.startswith("- held-out accuracy: croft vs tip:") for line in lines)
-    assert not any("vs probe" in line for line in lines)  # never chosen on the test set
+    assert "- best baseline: tip (by" in "\n".join(lines)  # never chosen on the test set
+    assert any(line.startswith("- held-out accuracy: croft vs probe:") for line in lines)
     assert any(
         "held_out_classes, energy auroc: croft vs zeroshot: -10.0" in x and "worse" in x
         for x in lines
@@ -218,7 +235,9 @@ def test_the_best_baseline_is_never_a_croft_row() -> None:
     lines = verdict_lines(recs)
     pairs = [x.split(": croft vs ")[1] for x in lines if ": croft vs " in x]
     refs = list(dict.fromkeys(x.split(":")[0] for x in pairs))
-    assert refs == ["zeroshot", "ce_adapter", "tip_adapter_f"]
+    assert refs == ["zeroshot", "ce_adapter", "tip_adapter_f", "linear_probe"]  # every baseline
     assert "- best baseline: tip_adapter_f (by mean source-validation accuracy" in "\n".join(lines)
+    assert "a tie within the validation noise" not in "\n".join(lines)  # 1 point, every pair
     only = verdict_lines(recs, ood_sets=["textures"])  # an open set not in the records
-    assert not any("held_out_classes" in x for x in only) and len(only) == 1 + 3
+    assert not any("held_out_classes" in x for x in only) and len(only) == 2 + 4
+    assert only[1].startswith("- 4 comparisons (cluster bootstrap: held-out domains resampled")

@@ -14,11 +14,15 @@ that reads runs), keeps one grid point per (method, held-out domain, seed)
 * figures (:mod:`croft.figures`), PNG and PDF;
 * ``report.md`` and ``report.html`` (one file, figures embedded): the tables, the grid
   points chosen per (held-out domain, seed), which rows kept their initialisation, and
-  the verdict with paired bootstrap intervals (:mod:`croft.verdict`).
+  the verdict with paired bootstrap intervals (:mod:`croft.verdict`: the cluster bootstrap
+  by default, the number of comparisons, the primary one named by the config's
+  ``primary:``, Holm-adjusted p), drawn as a forest plot with a comparison x metric table
+  beside it (:mod:`croft.forest`, ``plots/verdict_forest.png``/``.pdf``).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Mapping, Sequence
@@ -41,7 +45,7 @@ from croft.tables import (
     to_latex,
     to_wide_csv,
 )
-from croft.verdict import status_lines, status_marks, training_status, verdict_lines
+from croft.verdict import status_lines, status_marks, training_status, verdict
 
 DETECTION_METRICS = (("fpr95_id_pos", "min"), ("auroc", "max"), ("aupr_in", "max"))
 #: the full-spectrum column set's group prefix and its meaning (croft.evaluation_frame)
@@ -319,14 +323,22 @@ def write_report(
     *,
     plots: bool = True,
     selection: str = "val_acc",
-    subject: str | None = None,
+    subject: str | Sequence[str] | None = None,
     log_fpr: bool = False,
+    bootstrap: str = "cluster",
+    primary: Mapping[str, Any] | None = None,
+    verdict_ood: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Write the report (see the module doc) into ``out_dir`` (default RUNS_DIR/report).
 
-    Returns ``{"out_dir", "tables": {name: (header, rows)}, "verdict", "plots", "records",
+    ``subject``: the verdict's subject label(s) (default croft); ``bootstrap``: ``cluster``
+    or ``iid`` (:mod:`croft.stats`); ``primary``: the primary comparison (default: the
+    ``primary`` of RUNS_DIR/config.resolved.json, the config's); ``verdict_ood``: the open
+    sets the verdict compares (default: every set). Returns ``{"out_dir", "tables": {name:
+    (header, rows)}, "verdict", "verdict_table", "within_noise", "plots", "records",
     "runs"}``; ``records`` counts rows after grid selection, ``runs`` every run read.
     """
+    from croft.forest import verdict_section, verdict_table, within_noise_lines
     from croft.report_html import Doc
 
     all_runs = collect_runs(runs_dir)
@@ -335,7 +347,9 @@ def write_report(
     out = Path(out_dir) if out_dir is not None else inside(runs_dir, "report")
     out.mkdir(parents=True, exist_ok=True)
     tables = _write_tables(out, all_runs, records)
-    verdict = verdict_lines(records, subject)
+    if primary is None:
+        primary = config_primary(runs_dir)
+    v = verdict(records, subject, ood_sets=verdict_ood, bootstrap=bootstrap, primary=primary)
     doc = Doc(f"croft report: {Path(runs_dir)}")
     doc.p(
         f"{len(all_runs)} runs read; {len(records)} after choosing one grid point per "
@@ -353,7 +367,7 @@ def write_report(
     if selection == "oracle":
         doc.p("**Oracle selection: grid points chosen on TEST accuracy (marked).**")
     doc.h2("Verdict")
-    doc.items(verdict or ["(no subject method to compare; pass subject=)"])
+    forest = verdict_section(doc, v, out / "plots" if plots else None)
     lines = status_lines(training_status(records))
     if lines:
         doc.h2("Did each method train?")
@@ -382,11 +396,24 @@ def write_report(
     return {
         "out_dir": str(out),
         "tables": {name: t.as_pair() for name, t in tables.items()},
-        "verdict": verdict,
-        "plots": [f["png"] for f in figs],
+        "verdict": v.lines,
+        "verdict_table": verdict_table(v),
+        "within_noise": within_noise_lines(v),
+        "plots": [f["png"] for f in figs] + ([forest["png"]] if forest else []),
         "records": len(records),
         "runs": len(all_runs),
     }
+
+
+def config_primary(runs_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The ``primary`` comparison of the runs' config (``config.resolved.json``), or None
+    (no such file, an unreadable one, or no key: the verdict then says none is named)."""
+    path = Path(runs_dir) / "config.resolved.json"
+    try:
+        primary = json.loads(path.read_text(encoding="utf-8")).get("primary")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return primary if isinstance(primary, dict) else None
 
 
 def export_head(

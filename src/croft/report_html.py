@@ -21,6 +21,8 @@ td.best{font-weight:bold}
 img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{font-size:0.9em;color:#555}
 ul.notes{font-size:0.9em;color:#444}
+div.beside{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start}
+div.beside figure{flex:1 1 520px;margin:0}
 """
 
 
@@ -55,6 +57,17 @@ class Doc:
     def figure(self, png: Path, rel: str, caption: str) -> None:
         self.blocks.append(("figure", (png, rel, caption)))
 
+    def beside(
+        self,
+        png: Path,
+        rel: str,
+        caption: str,
+        header: Sequence[str],
+        rows: Sequence[Sequence[str]],
+    ) -> None:
+        """A figure with a table beside it (HTML); one after the other in Markdown."""
+        self.blocks.append(("beside", (png, rel, caption, list(header), [list(r) for r in rows])))
+
     def markdown(self) -> str:
         out = [f"# {self.title}", ""]
         for kind, x in self.blocks:
@@ -70,6 +83,9 @@ class Doc:
                 out += [to_markdown(x), ""]
             elif kind == "figure":
                 out += [f"![{x[2]}]({x[1]})", "", f"*{x[2]}*", ""]
+            elif kind == "beside":
+                out += [f"![{x[2]}]({x[1]})", "", f"*{x[2]}*", ""]
+                out += [render(x[3], x[4], markdown=True), ""]
         return "\n".join(out)
 
     def html(self) -> str:
@@ -91,11 +107,22 @@ class Doc:
                     f'<figure><img alt="{html.escape(x[2])}" src="data:image/png;base64,'
                     f'{data}"><figcaption>{html.escape(x[2])}</figcaption></figure>'
                 )
+            elif kind == "beside":
+                table = _html_table([("", x[3])], x[4], flat_header=True)
+                body.append(f'<div class="beside">{_figure_html(x[0], x[2])}{table}</div>')
         return (
             '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f"<title>{html.escape(self.title)}</title><style>{_CSS}</style></head>"
             "<body>\n" + "\n".join(body) + "\n</body></html>\n"
         )
+
+
+def _figure_html(png: Path, caption: str) -> str:
+    data = base64.b64encode(Path(png).read_bytes()).decode("ascii")
+    return (
+        f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,'
+        f'{data}"><figcaption>{html.escape(caption)}</figcaption></figure>'
+    )
 
 
 def _html_table(

@@ -24,6 +24,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="the method the verdict compares against the others (default: croft)",
     )
     p.add_argument(
+        "--bootstrap",
+        choices=["cluster", "iid"],
+        default="cluster",
+        help="the verdict's intervals: the cluster bootstrap over held-out domains (or world "
+        "seeds) then pairs within them (default), or pairs resampled as if independent",
+    )
+    p.add_argument(
         "--select",
         choices=["val_acc", "oracle"],
         default="val_acc",
@@ -67,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         selection=args.select,
         subject=args.subject,
         log_fpr=args.log_fpr,
+        bootstrap=args.bootstrap,
     )
     for name, (header, rows) in result["tables"].items():
         print(f"{name}:")

@@ -123,5 +123,8 @@ def _run(cfg, out, args: argparse.Namespace, shard) -> int:  # noqa: ANN001
         for name, (header, rows) in rep["tables"].items():
             print(f"\n{name}:")
             print(render(header, rows))
+        if rep["verdict"]:  # as the report computes it (croft.verdict)
+            print("\nverdict:")
+            print("\n".join(rep["verdict"]))
         print(f"\nreport: {rep['out_dir']}/report.md")
     return 0

@@ -120,6 +120,7 @@ class ExperimentBase:
         "cache",
         "progress",
         "fit_engine",
+        "primary",
     )
 
     name: str
@@ -154,6 +155,9 @@ class ExperimentBase:
     conventions: Any = "croft"
     # also cache every image's local (patch) features (fp16) for GL-MCM and LoCoOp
     local_features: bool = False
+    # the report's primary comparison: {a: LABEL, b: LABEL, metric: accuracy | auroc | ...,
+    # ood: SET, score: energy} (ood and score for detection metrics; croft.verdict)
+    primary: dict[str, Any] | None = None
 
     SETUP: ClassVar[str] = "setup2"  # which authors' conventions apply (croft.conventions)
 
@@ -220,6 +224,7 @@ class ExperimentBase:
         self._check_scores()
         self._check_methods()
         self._check_local()
+        self._check_primary()
         self.evaluation_conventions()
 
     def _check_scores(self) -> None:
@@ -248,6 +253,23 @@ class ExperimentBase:
             raise CroftError(f"method labels must be unique, got {labels}")
         for m in self.methods:
             safe_name(m.label, "method label")
+
+    def _check_primary(self) -> None:
+        if self.primary is None:
+            return
+        labels = [m.label for m in self.methods]
+        extra = sorted(set(self.primary) - {"a", "b", "metric", "ood", "score"})
+        if extra or not {"a", "b", "metric"} <= set(self.primary):
+            raise CroftError(
+                "primary: name the comparison as {a: LABEL, b: LABEL, metric: NAME} (ood: "
+                f"SET, score: NAME for detection metrics), got {self.primary}"
+            )
+        for side in ("a", "b"):
+            if self.primary[side] not in labels:
+                raise CroftError(
+                    f"primary.{side}: {self.primary[side]!r} is not a method label; "
+                    f"choose one of: {', '.join(labels)}"
+                )
 
     def train_view(self) -> Any:
         """The :class:`croft.features.ViewSpec` of the training views."""

@@ -142,7 +142,7 @@ def test_cli_demo_core_on_study_tiny_prints_the_verdict(tmp_path, monkeypatch, c
     rec = json.loads(runs[-1].read_text())
     assert rec["ood_sets"] == ["matched", "textures", "pooled"]
     assert rec["shifted_sets"] == ["sketch"]
-    assert set(rec["detection"]["matched"]) == {"energy", "knn"}
+    assert set(rec["detection"]["matched"]) == {"energy", "knn", "mahalanobis", "vim"}
     cfg = json.loads((out / "config.resolved.json").read_text())
     assert cfg["backbone"].endswith("world_v2/open_clip_model.safetensors")
     assert (out / "report" / "report.md").is_file()

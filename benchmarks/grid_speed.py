@@ -21,7 +21,8 @@ Shapes (random features: timing does not depend on their values):
 * issue 22: ``gflops_official_step`` (the matmul FLOPs torch's profiler counts in one
   official batched fit, over the grid's wall time per member-step; ``_cpu``: over its
   process CPU time) and ``fraction_of_matmul_peak`` (``_cpu`` against the same matmul
-  shapes timed alone, contiguous, in CPU time, in this run: ``matmul_peak_gflops``); the grid with 1 and 2 one-thread worker processes
+  shapes timed alone, contiguous, in CPU time, in this run: ``matmul_peak_gflops``); the
+  grid with 1 and 2 one-thread worker processes
   (``spawn``; each fits every other member, as ``croft run --workers-fit 2`` splits runs)
   quiet and beside a busy process, interleaved A/B over ``--rounds``; the Setup-I
   batched/sequential ratio; DPLCLIP fit and predict on the demo's shapes through the

@@ -13,6 +13,7 @@ from PIL import Image
 
 from croft.cli.main import main
 from croft.errors import CroftError
+from croft.experiments.protocols import run_experiment
 from croft.experiments.runner import shard_of
 from croft.experiments.workers import fit_workers, run_in_workers, worker_shards
 
@@ -86,7 +87,9 @@ def test_two_workers_write_the_same_runs_as_one(world: Path, tmp_path: Path) -> 
         == 0
     )
     finished = []
-    run_in_workers(load_experiment(cfg, []), two, 2, on_result=lambda: finished.append(1))
+    run_in_workers(
+        run_experiment, load_experiment(cfg, []), two, 2, on_result=lambda: finished.append(1)
+    )
     a, b = _runs(one), _runs(two)
     assert len(a) == 2 * 5 and a.keys() == b.keys()
     assert len(finished) == 10  # every run's progress reached the parent
@@ -109,7 +112,7 @@ def test_a_worker_error_is_the_same_one_line_error(world: Path, tmp_path: Path) 
     cfg = load_experiment(world / "exp.yaml", [])
     cfg.backbone = cfg.backbone.replace("tiny.pt", "missing.pt")  # fails inside each worker
     with pytest.raises(CroftError, match="weight file not found: .*missing.pt"):
-        run_in_workers(cfg, tmp_path / "out", 2)
+        run_in_workers(run_experiment, cfg, tmp_path / "out", 2)
 
 
 def test_worker_count(monkeypatch) -> None:

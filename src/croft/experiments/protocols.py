@@ -173,7 +173,9 @@ def _run_experiment(
         del tasks, backbone
         with progress_bar(len(plan), "runs", "run", enabled=show) as bar:
             bar.update(len(plan) - todo)
-            run_in_workers(cfg, out, n_workers, shard=shard, on_result=lambda: bar.update(1))
+            run_in_workers(
+                run_experiment, cfg, out, n_workers, shard=shard, on_result=lambda: bar.update(1)
+            )
         found = [read_run(run_dir(out, r.label, d, s)) for r, d, s in plan]
         return {"records": [rec.metrics for rec in found], "out_dir": str(out), **info}
 

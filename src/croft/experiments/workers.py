@@ -68,8 +68,9 @@ def worker_shards(n: int, shard: tuple[int, int] | None = None) -> list[tuple[in
     return [(k + parts * j, parts * n) for j in range(n)]
 
 
-def _worker(cfg: Any, out: str, shard: tuple[int, int], messages: Any) -> None:
-    """One worker: one torch thread, its shard of ``cfg`` into ``out``; reports on
+def _worker(run: Callable[..., Any], cfg: Any, out: str, shard: tuple[int, int], messages: Any):  # noqa: ANN202
+    """One worker: one torch thread, ``run`` (``run_experiment``, passed by reference so
+    this module imports no protocol code) on its shard of ``cfg`` into ``out``; reports on
     ``messages``: ``("run", shard)`` per finished run, then ``("done", shard)`` or
     ``("croft" | "crash", shard, text)``."""
     os.environ["CROFT_THREADS"] = "1"  # run_threads reads it
@@ -78,12 +79,11 @@ def _worker(cfg: Any, out: str, shard: tuple[int, int], messages: Any) -> None:
         import torch
 
         torch.set_num_threads(1)
-        from croft.experiments.protocols import run_experiment
 
         def report(_metrics: Any) -> None:
             messages.put(("run", shard))
 
-        run_experiment(cfg, out, progress=False, shard=shard, workers=1, on_result=report)
+        run(cfg, out, progress=False, shard=shard, workers=1, on_result=report)
         messages.put(("done", shard))
     except CroftError as exc:
         messages.put(("croft", shard, str(exc)))
@@ -92,6 +92,7 @@ def _worker(cfg: Any, out: str, shard: tuple[int, int], messages: Any) -> None:
 
 
 def run_in_workers(
+    run: Callable[..., Any],
     cfg: Any,
     out: str | os.PathLike[str],
     n: int,
@@ -101,15 +102,19 @@ def run_in_workers(
     start_method: str = "spawn",
 ) -> None:
     """Fit ``cfg``'s runs (those of ``shard``, if given) into ``out`` with ``n`` worker
-    processes; ``on_result()`` once per finished run. Returns when every worker is done;
-    raises the first worker's error (the others are stopped)."""
+    processes, each calling ``run`` (:func:`~croft.experiments.protocols.run_experiment`:
+    a module-level function, pickled by name); ``on_result()`` once per finished run.
+    Returns when every worker is done; raises the first worker's error (the others are
+    stopped)."""
     import multiprocessing as mp
 
     ctx = mp.get_context(start_method)
     messages = ctx.Queue()
     shards = worker_shards(n, shard)
     procs = {
-        s: ctx.Process(target=_worker, args=(cfg, str(Path(out)), s, messages), name=f"fit-{s[0]}")
+        s: ctx.Process(
+            target=_worker, args=(run, cfg, str(Path(out)), s, messages), name=f"fit-{s[0]}"
+        )
         for s in shards
     }
     for p in procs.values():

@@ -18,6 +18,16 @@ Shapes (random features: timing does not depend on their values):
   loop with torch's default threads), against the quiet run.
 * threads: the batched grid epoch time with 1 and 2 torch threads.
 
+* issue 22: ``gflops_official_step`` (the matmul FLOPs torch's profiler counts in one
+  official batched fit, over the grid's wall time per member-step; ``_cpu``: over its
+  process CPU time) and ``fraction_of_matmul_peak`` (``_cpu`` against the same matmul
+  shapes timed alone, contiguous, in CPU time, in this run: ``matmul_peak_gflops``); the
+  grid with 1 and 2 one-thread worker processes
+  (``spawn``; each fits every other member, as ``croft run --workers-fit 2`` splits runs)
+  quiet and beside a busy process, interleaved A/B over ``--rounds``; the Setup-I
+  batched/sequential ratio; DPLCLIP fit and predict on the demo's shapes through the
+  shipped tiny CLIP, the shared-prefix path against the full-length one, interleaved.
+
 ``--quick`` shrinks epochs and members for a smoke run; ``--epochs`` sets the Setup-II
 epochs (the per-member-epoch figures do not depend on it). Wall seconds and, under
 ``cpu_seconds``, process CPU seconds are reported: with one thread on a shared machine the
@@ -148,6 +158,156 @@ def contended(fn) -> float:  # noqa: ANN001
         proc.join(timeout=30)
 
 
+MATMULS = ("aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm")
+
+
+def matmul_profile(dev: str, threads: int) -> tuple[float, list[tuple[str, list, int, float]]]:
+    """Matmul MFLOP per official member-step (profiler, one epoch of 4 members) and the
+    matmuls' ``(op, input shapes, calls per member-step, MFLOP per call)``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    grid = setup2_grid(1, 1, 2, [10.0, 1000.0])
+    steps = len(grid) * 10  # 1 epoch, 10 batches
+    with profile(activities=[ProfilerActivity.CPU], with_flops=True, record_shapes=True) as prof:
+        fit_many("croft", grid, device=dev, threads=threads)
+    ops = [
+        (e.key, e.input_shapes, e.count / steps, e.flops / e.count / 1e6)
+        for e in prof.key_averages(group_by_input_shape=True)
+        if e.flops and e.key in MATMULS
+    ]
+    return sum(c * f for _, _, c, f in ops), ops
+
+
+def _operands(op: str, shapes: list) -> list[torch.Tensor] | None:
+    dims = [list(x) for x in shapes if isinstance(x, (list, tuple)) and len(x) in (2, 3)]
+    if op in ("aten::mm", "aten::bmm") and len(dims) >= 2:
+        return [torch.randn(*dims[0]), torch.randn(*dims[1])]
+    if op in ("aten::addmm", "aten::baddbmm") and len(dims) >= 2:
+        a, b = dims[-2], dims[-1]
+        out = [*a[:-1], b[-1]]
+        return [torch.randn(*out), torch.randn(*a), torch.randn(*b)]
+    return None
+
+
+def matmul_peak(ops: list, min_seconds: float = 0.05) -> float:
+    """GFLOP/s of the same matmul shapes alone (contiguous random operands, this thread
+    count), weighted as in the step: total FLOPs over the summed time per shape (process
+    CPU time, so a loaded machine does not lower it; meant for one thread)."""
+    fns = {"aten::mm": torch.mm, "aten::bmm": torch.bmm,
+           "aten::addmm": torch.addmm, "aten::baddbmm": torch.baddbmm}  # fmt: skip
+    flops = seconds = 0.0
+    for op, shapes, calls, mflop in ops:
+        args = _operands(op, shapes)
+        if args is None:
+            continue
+        fn = fns[op]
+        fn(*args)
+        n, t0 = 0, time.process_time()  # CPU time: what a quiet machine's wall time would be
+        while (t := time.process_time() - t0) < min_seconds:
+            fn(*args)
+            n += 1
+        flops += calls * mflop * 1e6
+        seconds += calls * t / n
+    return flops / seconds / 1e9
+
+
+def worker_fit(epochs: int, lambdas: list[float], part: int, parts: int, dev: str) -> None:
+    """Child process: one torch thread, every ``parts``-th member of the grid from ``part``."""
+    torch.set_num_threads(1)
+    grid = setup2_grid(epochs, 4, 3, lambdas)[part::parts]
+    fit_many("croft", grid, device=dev, threads=1)
+
+
+def workers_grid(workers: int, epochs: int, lambdas: list[float], dev: str) -> float:
+    """Wall seconds of the grid over ``workers`` spawned one-thread processes (start-up and
+    imports included, as ``croft run`` pays them); one worker: in this process."""
+    if workers == 1:
+        return timed(lambda: fit_many("croft", setup2_grid(epochs, 4, 3, lambdas), device=dev,
+                                      threads=1))  # fmt: skip
+    ctx = mp.get_context("spawn")
+    t0 = time.perf_counter()
+    procs = [ctx.Process(target=worker_fit, args=(epochs, lambdas, k, workers, dev))
+             for k in range(workers)]  # fmt: skip
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    if any(p.exitcode for p in procs):
+        raise RuntimeError(f"a grid worker failed: {[p.exitcode for p in procs]}")
+    return time.perf_counter() - t0
+
+
+def workers_report(res: dict, rounds: int, epochs: int, lambdas: list[float], dev: str) -> None:
+    """The grid with 1 and 2 workers, quiet and beside a busy process, interleaved A/B:
+    per round 1, 2 workers quiet then 1, 2 contended; the medians."""
+    runs: dict[str, list[float]] = {k: [] for k in ("w1", "w2", "w1_busy", "w2_busy")}
+    for _ in range(rounds):
+        for w in (1, 2):
+            runs[f"w{w}"].append(workers_grid(w, epochs, lambdas, dev))
+        for w in (1, 2):
+            runs[f"w{w}_busy"].append(contended(lambda w=w: workers_grid(w, epochs, lambdas, dev)))
+    med = {k: sorted(v)[len(v) // 2] for k, v in runs.items()}
+    res["workers_epochs"] = epochs
+    res["workers_rounds"] = runs
+    res["grid_seconds_workers1"] = med["w1"]
+    res["grid_seconds_workers2"] = med["w2"]
+    res["grid_seconds_workers1_busy"] = med["w1_busy"]
+    res["grid_seconds_workers2_busy"] = med["w2_busy"]
+    res["workers2_speedup"] = med["w1"] / med["w2"]
+    res["workers2_speedup_busy"] = med["w1_busy"] / med["w2_busy"]
+
+
+def dplclip_report(res: dict, rounds: int, epochs: int) -> None:
+    """DPLCLIP on the world demo's shapes (7 classes, 3 source styles x 16 shots, 8 views,
+    210 validation and 3,003 test images, n_ctx 4) through the shipped tiny CLIP: fit and
+    predict, shared-prefix path against the full-length one, interleaved."""
+    from croft.backbones import load_backbone
+    from croft.methods import prompting
+    from croft.world import TINY_CLIP_ARCH, tiny_clip_checkpoint
+    from croft.world.config import WorldConfig
+
+    bb = load_backbone(f"openclip:{TINY_CLIP_ARCH}:{tiny_clip_checkpoint('study')}")
+    names = list(WorldConfig().id_classes)
+
+    def fs(per: int, views: int, seed: int, doms: int):  # noqa: ANN202
+        f = make_set(len(names), per, bb.dim, views, seed, scale=bb.logit_scale)
+        f.class_names, f.domains = list(names), torch.arange(len(f.labels)) % doms
+        f.domain_names = [f"d{i}" for i in range(doms)]
+        return f
+
+    train, val, test = fs(48, 8, 1, 3), fs(30, 1, 2, 3), fs(429, 1, 3, 1)
+    times: dict[str, list[float]] = {}
+    preds = {}
+    old = prompting.SHARED_PREFIX
+    try:
+        for _ in range(rounds):
+            for shared in (False, True):
+                prompting.SHARED_PREFIX = shared
+                torch.manual_seed(0)
+                t0 = time.perf_counter()
+                opts = {"epochs": epochs, "n_ctx": 4, "text_tower": bb, "lr": 0.03}
+                result = M.fit("dplclip", train, val, **opts)
+                t1 = time.perf_counter()
+                with torch.no_grad():
+                    logits = result.head.logits(test.features)
+                fit, pred = t1 - t0, time.perf_counter() - t1
+                tag = "" if shared else "_full_length"
+                times.setdefault(f"fit{tag}", []).append(fit)
+                times.setdefault(f"predict{tag}", []).append(pred)
+                preds[shared] = logits.argmax(1)
+    finally:
+        prompting.SHARED_PREFIX = old
+    med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+    res["dplclip_epochs"] = epochs
+    res["dplclip_rounds"] = times
+    for k, v in med.items():
+        res[f"dplclip_{k}_seconds"] = v
+    res["dplclip_speedup"] = (med["fit_full_length"] + med["predict_full_length"]) / (
+        med["fit"] + med["predict"]
+    )
+    res["dplclip_same_predictions"] = bool(torch.equal(preds[True], preds[False]))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smoke run: few epochs and members")
@@ -157,7 +317,12 @@ def main() -> None:
     ap.add_argument("--seq-fits", type=int, default=3, help="sequential fits actually timed")
     ap.add_argument("--setup1-epochs", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=0, help="Setup-II epochs (default 30)")
-    ap.add_argument("--skip", default="", help="comma list of: threads,contention,setup1")
+    ap.add_argument(
+        "--skip", default="", help="comma list of: threads,contention,setup1,flops,workers,dplclip"
+    )
+    ap.add_argument("--rounds", type=int, default=2, help="A/B rounds (workers, DPLCLIP)")
+    ap.add_argument("--workers-epochs", type=int, default=0, help="epochs of the workers grid")
+    ap.add_argument("--dplclip-epochs", type=int, default=30)
     ap.add_argument("--memory", action="store_true", help="measure peak bytes per member")
     ap.add_argument("--_member-memory", default="", help=argparse.SUPPRESS)
     ap.add_argument("--_bounded", default="", help=argparse.SUPPRESS)
@@ -201,8 +366,33 @@ def main() -> None:
     res["sequential_grid_seconds"] = sequential_seconds("croft", grid, args.seq_fits, dev, "seq")
     res["speedup_vs_sequential"] = res["sequential_grid_seconds"] / res["grid_seconds"]
     skip = set(args.skip.split(","))
+
+    def save() -> None:  # after every section: a run cut short keeps what it measured
+        if args.json:
+            with open(args.json, "w", encoding="utf-8") as fh:
+                json.dump(res, fh, indent=1)
+
+    save()
     if "setup1" not in skip:
         setup1(res, args.quick, args.setup1_epochs, dev)
+        res["setup1_batched_vs_sequential"] = res["setup1_speedup"]  # > 1: batched faster
+        save()
+    if "flops" not in skip:
+        mflop, ops = matmul_profile(dev, args.threads)
+        res["mflop_official_step"] = mflop
+        gflop = mflop * member_epochs * 10 / 1e3  # the grid's matmul work
+        res["gflops_official_step"] = gflop / res["grid_seconds"]  # wall
+        res["gflops_official_step_cpu"] = gflop / CPU["grid"]  # CPU time: load-robust
+        res["matmul_peak_gflops"] = matmul_peak(ops) if dev == "cpu" else float("nan")
+        # both in CPU time (one thread): the step's matmul rate against the shapes alone
+        res["fraction_of_matmul_peak"] = res["gflops_official_step_cpu"] / res["matmul_peak_gflops"]
+        save()
+    if "workers" not in skip:
+        workers_report(res, args.rounds, args.workers_epochs or epochs, lambdas, dev)
+        save()
+    if "dplclip" not in skip:
+        dplclip_report(res, args.rounds, 3 if args.quick else args.dplclip_epochs)
+        save()
     if "threads" not in skip:
         other = 2 if args.threads == 1 else 1
         res[f"grid_seconds_threads{other}"] = timed(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,9 @@ from croft.simulate import LodoTask, SimConfig, Simulator
 # One torch thread for the whole suite: the tests' tiny ops run fastest on one, and two
 # threaded processes on a 2-core machine slow each other down many times over.
 torch.set_num_threads(1)
+# Experiments fit in this process unless a test asks for workers (tests/test_fit_workers.py):
+# spawning interpreters for every tiny test grid would cost seconds each.
+os.environ.setdefault("CROFT_FIT_WORKERS", "1")
 
 SMALL = SimConfig(dim=32, classes=5, unseen_classes=4, shots=8, test_per_class=30)
 

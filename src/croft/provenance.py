@@ -28,6 +28,15 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one), at least 1:
+    the default count of fit workers and the cap on extraction's DataLoader workers."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 def environment(device: str = "cpu") -> dict[str, Any]:
     """Versions, commit, machine and device, JSON-able."""
     import numpy

@@ -121,6 +121,13 @@ class OpenClipBackbone(Backbone):
             )
         return table
 
+    def shared_prefix_encoder(self) -> Any:
+        """Prompts with a shared prefix, unpadded (:mod:`croft.backbones.text_prefix`), or
+        None where this model is not one it computes exactly."""
+        from croft.backbones.text_prefix import shared_prefix_encoder
+
+        return shared_prefix_encoder(self.model)
+
     def tokenize(self, texts: list[str]) -> torch.Tensor:
         if self._tokenizer is None:
             oc = open_clip_module()

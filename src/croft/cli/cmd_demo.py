@@ -50,6 +50,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "faster (always on CUDA; on a CPU up to 64 classes), batched always, sequential one "
         "by one; the tables agree within the batched engine's float32 tolerance",
     )
+    p.add_argument(
+        "--workers-fit",
+        type=int,
+        metavar="N",
+        help="fit worker processes, one torch thread each (default: CROFT_FIT_WORKERS, else "
+        "one per CPU); the tables do not depend on N",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -80,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         prompt_learners=args.prompt_learners,
         progress=not args.quiet,
         fit_engine=args.fit_engine,
+        workers=args.workers_fit,
     )
     print("\n" + "\n".join(result["lr"]))
     header, rows = result["summary"]

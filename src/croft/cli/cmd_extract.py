@@ -65,7 +65,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="feature cache (default $CROFT_CACHE_DIR/features or ~/.cache/croft/features)",
     )
     p.add_argument("--batch-size", type=int, default=64, help="images per forward (default 64)")
-    p.add_argument("--workers", type=int, default=4, help="DataLoader workers (default 4)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=4,
+        help="DataLoader workers (default 4); at most the CPUs this process may use "
+        "(more only compete for the same cores)",
+    )
     p.add_argument("--shard-size", type=int, default=1024, help="images per shard (default 1024)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 (default cpu)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])

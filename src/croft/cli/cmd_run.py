@@ -53,6 +53,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "part writes its own run folders (same --out or separate ones) and 'croft report' "
         "over the folder (or a parent of several) merges them",
     )
+    p.add_argument(
+        "--workers-fit",
+        type=int,
+        metavar="N",
+        help="fit worker processes, one torch thread each (default: CROFT_FIT_WORKERS, else "
+        "one per CPU this process may use; 1 on CUDA): features are extracted first, then "
+        "each worker fits its --shard of the grid into the same --out; results do not "
+        "depend on N",
+    )
     p.set_defaults(func=run)
 
 
@@ -116,7 +125,10 @@ def _run(cfg, out, args: argparse.Namespace, shard) -> int:  # noqa: ANN001
     from croft.tables import render
 
     report_dir = None if args.no_report else inside(out, "report")  # refused before any run
-    result = run_experiment(cfg, out, progress=not args.quiet, fresh=args.fresh, shard=shard)
+    result = run_experiment(
+        cfg, out, progress=not args.quiet, fresh=args.fresh, shard=shard,
+        workers=args.workers_fit,
+    )  # fmt: skip
     print(f"{len(result['records'])} runs in {out}")
     if report_dir is not None:
         rep = write_report(out, report_dir)

@@ -22,7 +22,7 @@ from croft.experiments import tasks_imagenet, tasks_lodo
 from croft.experiments.checks import check_device, check_weights
 from croft.experiments.config import ExperimentBase
 from croft.experiments.grid import expand_methods
-from croft.experiments.records import run_dir
+from croft.experiments.records import read_run, run_dir
 from croft.experiments.runner import (
     check_plan,
     config_key,
@@ -116,6 +116,8 @@ def run_experiment(
     progress: bool | None = None,
     fresh: bool = False,
     shard: tuple[int, int] | None = None,
+    workers: int | None = None,
+    on_result: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Extract (cached), fit and evaluate every method on every task; write run folders.
 
@@ -123,11 +125,18 @@ def run_experiment(
     (before any work) runs made with other settings, unless ``fresh`` discards them.
     ``shard=(K, N)``: only the K-th (1-based) of N disjoint parts of the grid
     (:func:`croft.experiments.runner.shard_of`); every part writes its own run folders.
+    ``workers``: fit worker processes (:func:`croft.experiments.workers.fit_workers`;
+    None: ``CROFT_FIT_WORKERS``, else one per CPU); with more than one, the parent
+    extracts and each worker fits a shard (:mod:`croft.experiments.workers`).
+    ``on_result(metrics)``: after every run (in-process only).
 
-    Torch threads: :func:`run_threads`.
+    Torch threads: :func:`run_threads` (a worker: one).
     """
     with run_threads():
-        return _run_experiment(cfg, out_dir, progress=progress, fresh=fresh, shard=shard)
+        return _run_experiment(
+            cfg, out_dir, progress=progress, fresh=fresh, shard=shard, workers=workers,
+            on_result=on_result,
+        )  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -160,8 +169,11 @@ def _run_experiment(
     progress: bool | None,
     fresh: bool,
     shard: tuple[int, int] | None,
+    workers: int | None,
+    on_result: Callable[[dict[str, Any]], None] | None,
 ) -> dict[str, Any]:
     from croft.backbones import load_backbone
+    from croft.experiments.workers import fit_workers, run_in_workers
 
     show = cfg.progress if progress is None else progress
     out = Path(out_dir)
@@ -184,7 +196,24 @@ def _run_experiment(
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "config.resolved.json", dataclasses.asdict(cfg))
     backbone = load_backbone(cfg.backbone, device=cfg.device, precision=cfg.precision)
-    tasks, _n_tasks, info = proto.tasks(cfg, records, backbone, show)
+    todo = sum(run_status(out, *p, settings) != "reuse" for p in plan)
+    n_workers = fit_workers(workers, device=cfg.device, runs=todo)
+    tasks, _n_tasks, info = proto.tasks(cfg, records, backbone, show)  # extracts
+    if n_workers > 1:  # the features are cached now: every worker reads them
+        del tasks, backbone
+        with progress_bar(len(plan), "runs", "run", enabled=show) as bar:
+            bar.update(len(plan) - todo)
+            run_in_workers(
+                run_experiment, cfg, out, n_workers, shard=shard, on_result=lambda: bar.update(1)
+            )
+        found = [read_run(run_dir(out, r.label, d, s)) for r, d, s in plan]
+        return {"records": [rec.metrics for rec in found], "out_dir": str(out), **info}
+
+    def done(metrics: dict[str, Any]) -> None:
+        bar.update(1)
+        if on_result is not None:
+            on_result(metrics)
+
     with progress_bar(len(plan), "runs", "run", enabled=show) as bar:
         records = run_grid(
             tasks,
@@ -192,7 +221,7 @@ def _run_experiment(
             out,
             settings=settings,
             scores=cfg.score_specs(),
-            on_result=lambda r: bar.update(1),
+            on_result=done,
             device=cfg.device,
             conventions=cfg.evaluation_conventions(),
             fit_engine=cfg.fit_engine,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
 
 DIST_TIMEOUT = timedelta(hours=6)
 """Collective timeout: ranks wait this long at the barrier for the slowest rank."""
+
+log = logging.getLogger(__name__)
 
 
 MAX_VIEWS = 1024  # augmented views per image; memory grows as N x V x D
@@ -199,6 +202,18 @@ def autocast_for(backbone: Backbone) -> contextlib.AbstractContextManager[Any]:
     return contextlib.nullcontext()
 
 
+def loader_workers(requested: int) -> int:
+    """DataLoader workers for ``requested``: at most the CPUs this process may use
+    (:func:`croft.provenance.available_cpus`; more only compete for the same cores, and
+    torch warns about them), logged when capped."""
+    from croft.provenance import available_cpus
+
+    cpus = available_cpus()
+    if requested > cpus:
+        log.info("extraction: %d DataLoader workers, not %d (%d CPUs)", cpus, requested, cpus)
+    return min(int(requested), cpus)
+
+
 def encode_batches(
     backbone: Backbone,
     dataset: ImageViews,
@@ -212,8 +227,10 @@ def encode_batches(
     Yields ``(indices (n,), features (n, V, D) float32 on CPU, ok (n,) bool, errors,
     local)`` per batch, ``local`` the ``(n, V, P, D)`` float16 local features from the same
     forward pass (:meth:`~croft.backbones.Backbone.encode_image_local`) when asked for, else
-    ``None``; rows of undecodable images are zeros and are never encoded.
+    ``None``; rows of undecodable images are zeros and are never encoded. ``workers``:
+    DataLoader worker processes, at most :func:`loader_workers`.
     """
+    workers = loader_workers(workers)
     device = torch.device(backbone.device)
     pin = device.type == "cuda"
     loader = torch.utils.data.DataLoader(

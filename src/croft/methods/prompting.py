@@ -25,6 +25,11 @@ from croft.errors import CroftError
 from croft.features.files import FeatureSet
 from croft.methods.base import FittedHead, register_head
 
+#: Encode prompts with a shared prefix and no padding where the tower offers it exactly
+#: (:meth:`ClassPrompts.encode`); False: every prompt at full length (the reference path,
+#: kept for tests and benchmarks).
+SHARED_PREFIX = True
+
 
 @runtime_checkable
 class TextTower(Protocol):
@@ -184,6 +189,28 @@ class ClassPrompts:
         self.tokens = tokens
         self.prefix = emb[:, :1].detach()
         self.suffix = emb[:, 1 + n_ctx :].detach()
+        self._shared = self._shared_encoder(check) if SHARED_PREFIX else None
+
+    def _shared_encoder(self, check: bool) -> tuple[Any, torch.Tensor, int] | None:
+        """``(encode, eos, S)`` when the tower encodes a shared prefix exactly
+        (``shared_prefix_encoder``, e.g. :mod:`croft.backbones.text_prefix`): ``eos`` the
+        EOS position in each class's tail, ``S`` the tail length kept (up to the last EOS)."""
+        make = getattr(self.tower, "shared_prefix_encoder", None)
+        enc = make() if callable(make) else None
+        eos = self.tokens.argmax(-1) - (1 + self.n_ctx)  # argmax pooling: the EOS token
+        if enc is None or not bool((eos >= 0).all()):
+            return None
+        shared = (enc, eos, int(eos.max()) + 1)
+        if check:  # once: the shared-prefix path against the full-length forward
+            g = torch.Generator().manual_seed(0)  # not the global RNG: fits stay the same
+            ctx = torch.randn(1, self.n_ctx, self.prefix.shape[-1], generator=g)
+            ctx = ctx.to(self.prefix.device)
+            with torch.no_grad():
+                ref = self._encode_full(ctx)
+                got = self._encode_shared(shared, ctx)
+            if not torch.allclose(got, ref, rtol=1e-3, atol=1e-4):
+                return None
+        return shared
 
     @property
     def num_classes(self) -> int:
@@ -194,6 +221,22 @@ class ClassPrompts:
         ``(B, C, D)`` (one context per image or per domain). Raw, not normalised."""
         single = ctx.dim() == 2
         ctx = ctx[None] if single else ctx
+        if self._shared is not None:
+            out = self._encode_shared(self._shared, ctx)
+        else:
+            out = self._encode_full(ctx)
+        return out[0] if single else out
+
+    def _encode_shared(self, shared: tuple[Any, torch.Tensor, int], ctx: torch.Tensor):  # noqa: ANN202
+        """``(B, M, W)`` -> ``(B, C, D)``: head ``[SOS] ctx`` once per context, the class
+        tails cut after their EOS (exact: causal attention, pooled at EOS)."""
+        enc, eos, s = shared
+        dt = self.prefix.dtype
+        sos = self.prefix[:1].expand(ctx.shape[0], 1, self.prefix.shape[-1])
+        return enc(torch.cat([sos, ctx.to(dt)], dim=1), self.suffix[:, :s], eos)
+
+    def _encode_full(self, ctx: torch.Tensor) -> torch.Tensor:
+        """``(B, M, W)`` -> ``(B, C, D)``: every prompt at full length, one by one."""
         b, c = ctx.shape[0], self.num_classes
         dt = self.prefix.dtype
         ctx_all = ctx.to(dt)[:, None].expand(b, c, *ctx.shape[1:])  # (B, C, M, W)
@@ -201,8 +244,7 @@ class ClassPrompts:
         suf = self.suffix[None].expand(b, *self.suffix.shape)
         emb = torch.cat([pre, ctx_all, suf], dim=2).reshape(b * c, -1, self.prefix.shape[-1])
         tok = self.tokens[None].expand(b, *self.tokens.shape).reshape(b * c, -1)
-        out = self.tower.encode_text_embeddings(emb, tok).float().reshape(b, c, -1)
-        return out[0] if single else out
+        return self.tower.encode_text_embeddings(emb, tok).float().reshape(b, c, -1)
 
 
 @register_head

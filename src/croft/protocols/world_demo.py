@@ -213,8 +213,11 @@ def run_world_demo(
     held_out: Sequence[str] | None = None,
     fit_engine: str = "auto",
     views: int | None = None,
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """Generate (cached), extract (cached), fit, evaluate and report; returns the summary.
+
+    ``workers``: fit worker processes (:func:`croft.experiments.workers.fit_workers`).
 
     ``preset``: the world (``"study-v3"``; ``"study-v3-tiny"`` for a quick check, with the
     same tiny CLIP). Returns ``summary`` (:func:`summary`), ``tables`` (the report's),
@@ -238,7 +241,8 @@ def run_world_demo(
         fit_engine=fit_engine, views=views,
     )  # fmt: skip
     out = Path(out_dir)
-    result = run_experiment(cfg, out, progress=progress)  # threads: the module docstring
+    # threads: the module docstring; workers: croft.experiments.workers
+    result = run_experiment(cfg, out, progress=progress, workers=workers)
     report = write_report(
         out, inside(out, "report"), subject=SUBJECTS, primary=cfg.primary, verdict_ood=VERDICT_OOD
     )

@@ -12,7 +12,7 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src" / "croft"
 
 LAYERS: list[tuple[str, ...]] = [
-    ("_version", "errors", "registry"),
+    ("_version", "errors", "registry", "limits"),
     ("fileio", "progress", "provenance"),
     ("overrides",),
     ("metrics", "scores", "conventions", "selection"),

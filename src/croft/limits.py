@@ -68,9 +68,21 @@ def check_limit(name: str, value: float, where: str) -> None:
     if isinstance(value, float) and math.isnan(value) or value > bound:
         lim = LIMITS[name]
         raise CroftError(
-            f"{where} {value:g} is above the limit {bound:g} ({lim.meaning}); "
+            f"{where} {_number(value)} is above the limit {bound} ({lim.meaning}); "
             f"set {lim.env} higher if this is genuine"
         )
 
 
+def _number(value: float) -> str:
+    """``12345`` for a whole number (however large), else ``%g``."""
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer() and value < 1e18:
+        return str(int(value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 register_limit("json_depth", 64, "nesting depth of a JSON or YAML document croft reads")
+register_limit("json_bytes", 256 << 20, "size in bytes of a JSON or YAML document croft reads")
+register_limit("json_nodes", 20_000_000, "values (keys included) in one JSON document")
+register_limit(
+    "yaml_nodes", 1_000_000, "values in one YAML document or override, aliases counted as expanded"
+)

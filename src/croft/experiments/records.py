@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from croft.errors import CroftError
-from croft.fileio import atomic_write_json, atomic_write_text, atomic_write_with, inside
+from croft.fileio import atomic_write_json, atomic_write_text, atomic_write_with, inside, parse_json
 
 METRICS = "metrics.json"
 RUN_KEY = "run_key.json"
@@ -88,7 +88,7 @@ class RunRecord:
     def run_config(self) -> dict[str, Any] | None:
         """The resolved method config (``config.json``'s ``config``), None if unreadable."""
         try:
-            doc = json.loads((self.run_dir / "config.json").read_text())
+            doc = parse_json((self.run_dir / "config.json").read_text(), "config.json")
         except (OSError, ValueError):
             return None
         cfg = doc.get("config") if isinstance(doc, dict) else None
@@ -145,8 +145,8 @@ def read_run(rdir: str | os.PathLike[str], *, strict: bool = True) -> RunRecord 
     if not path.is_file():
         return None
     try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        data = parse_json(path.read_text(), str(path))
+    except UnicodeDecodeError as exc:
         raise CroftError(f"{path}: not valid JSON ({exc}); delete it to rerun that run") from None
     if not isinstance(data, dict) or "label" not in data or "accuracy" not in data:
         if not strict:
@@ -177,8 +177,8 @@ def read_run_key(rdir: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        data = parse_json(path.read_text(), str(path))
+    except (CroftError, UnicodeDecodeError):
         return {}
     return data if isinstance(data, dict) else {}
 

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from croft.errors import CroftError
-from croft.fileio import atomic_write_bytes
+from croft.fileio import atomic_write_bytes, parse_json
 
 SCHEMA = "croft.features/1"
 
@@ -276,7 +276,9 @@ def _meta_value(meta: dict[str, str], key: str, default: Any, path: Path) -> Any
     if text is None:
         return default
     try:
-        value = json.loads(text)
+        value = parse_json(text, f"{path}: metadata {key!r}")
+    except CroftError:
+        raise
     except ValueError:
         raise CroftError(f"{path}: metadata {key!r} is not valid JSON ({text[:40]!r})") from None
     if key == "logit_scale":

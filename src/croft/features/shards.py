@@ -9,7 +9,6 @@ number and record range, the skipped images (JSON) and a ``checksum``
 from __future__ import annotations
 
 import contextlib
-import json
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from croft.features.files import (
     tensor_digest,
     verify_digest,
 )
-from croft.fileio import atomic_write_bytes
+from croft.fileio import atomic_write_bytes, parse_json
 
 
 def shard_name(s: int) -> str:
@@ -108,7 +107,7 @@ def read_shards(
         f, ok = read_shard(path, a, b, meta)
         feats.append(f)
         oks.append(ok)
-        bad = json.loads(meta.get("skipped", "[]"))
+        bad = parse_json(meta.get("skipped", "[]"), "shard metadata 'skipped'")
         skipped.extend(bad)
         shard_docs.append({"file": path.name, "start": a, "stop": b, "skipped": len(bad)})
     return torch.cat(feats), torch.cat(oks), skipped, shard_docs

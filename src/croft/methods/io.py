@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from croft.errors import CroftError
-from croft.fileio import atomic_write_text, atomic_write_with
+from croft.fileio import atomic_write_text, atomic_write_with, parse_json
 from croft.methods.base import HEADS, FittedHead
 
 FORMAT = "croft.head/1"
@@ -41,7 +41,7 @@ def check_head_dir(directory: str | os.PathLike[str]) -> Path:
     if not out.is_dir() or not any(out.iterdir()):
         return out
     try:
-        doc = json.loads((out / "head.json").read_text(encoding="utf-8"))
+        doc = parse_json((out / "head.json").read_text(encoding="utf-8"), "head.json")
     except (OSError, ValueError):
         doc = None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
@@ -147,8 +147,8 @@ def read_head_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:
     if not path.is_file():
         raise CroftError(f"{directory}: no head.json here; pass a directory written by 'croft fit'")
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        meta = parse_json(path.read_text(encoding="utf-8"), str(path))
+    except UnicodeDecodeError as exc:
         raise CroftError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(meta, dict):
         raise CroftError(f"{path}: must hold a JSON object, found {type(meta).__name__}")

@@ -86,3 +86,12 @@ register_limit("json_nodes", 20_000_000, "values (keys included) in one JSON doc
 register_limit(
     "yaml_nodes", 1_000_000, "values in one YAML document or override, aliases counted as expanded"
 )
+register_limit("feature_dim", 16384, "feature dimension of a head or a feature file")
+register_limit("classes", 100_000, "classes in a head, a feature file or a dataset")
+register_limit("logit_scale", 10_000, "logit scale of a head or a feature file (CLIP: 100)")
+register_limit("head_size", 1 << 20, "any size field in a head's spec (width, n_ctx, cache)")
+register_limit("head_elements", 1 << 28, "weights in one head built from head.json")
+register_limit("epochs", 100_000, "training epochs of one fit")
+register_limit("batch_size", 1 << 16, "training batch size of one fit")
+register_limit("train_steps", 10_000_000, "epochs x inner steps per batch (CRoFT: gen_step + 1)")
+register_limit("grid_points", 10_000, "runs per task an experiment's method grids expand to")

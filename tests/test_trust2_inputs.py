@@ -17,10 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from croft.cli.main import main
 from croft.errors import CroftError
 from croft.features import load_features
-from croft.fileio import parse_json, parse_yaml
-from croft.limits import check_limit, limit_value
 from test_bad_inputs import _features, _head_dir, _rewrite_meta, one_line
 
 pytestmark = pytest.mark.usefixtures("isolated_cache")
@@ -38,7 +37,10 @@ def limited(argv: list[str], *, seconds: float = 60, env: dict[str, str] | None 
         "from croft.cli.main import main\n"
         "sys.exit(main(sys.argv[1:]))\n"
     )
-    full = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1", **(env or {})}
+    import croft  # the subprocess runs the croft this test imported
+
+    here = str(Path(croft.__file__).resolve().parents[1])
+    full = {**os.environ, "PYTHONPATH": here, "OMP_NUM_THREADS": "1", **(env or {})}
     start = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-c", code, *argv], capture_output=True, text=True, env=full,
@@ -349,6 +351,8 @@ def test_deep_head_json_is_one_line(tmp_path, capsys):
 
 
 def test_bounded_reader_limits():
+    from croft.fileio import parse_json, parse_yaml
+
     assert parse_json('{"a": [1, {"b": "[[[["}]}', "x") == {"a": [1, {"b": "[[[["}]}
     with pytest.raises(CroftError, match="x: nesting depth 65 is above the limit 64"):
         parse_json("[" * 65 + "]" * 65, "x")
@@ -362,6 +366,9 @@ def test_bounded_reader_limits():
 
 
 def test_limits_can_be_raised_by_their_variable(monkeypatch):
+    from croft.fileio import parse_json
+    from croft.limits import check_limit, limit_value
+
     assert limit_value("json_depth") == 64
     monkeypatch.setenv("CROFT_MAX_JSON_DEPTH", "200")
     parse_json("[" * 100 + "]" * 100, "x")
@@ -370,3 +377,128 @@ def test_limits_can_be_raised_by_their_variable(monkeypatch):
         limit_value("json_depth")
     with pytest.raises(CroftError, match="above the limit"):
         check_limit("epochs", math.nan, "epochs")
+
+
+# -- the limits table: croft list limits and the README ----------------------------------------
+
+
+def _readme_limits() -> dict[str, tuple[int, str]]:
+    text = (SRC.parent / "README.md").read_text(encoding="utf-8")
+    section = text.split("### Limits", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0].startswith("`"):
+            rows[cells[0].strip("`")] = (int(cells[1]), cells[2].strip("`"))
+    return rows
+
+
+def test_readme_limits_table_matches_the_registry():
+    from croft.limits import LIMITS
+
+    expected = {lim.name: (lim.default, lim.env) for lim in LIMITS.values()}
+    assert _readme_limits() == expected, "update the README's Limits table"
+
+
+def test_list_limits_names_every_limit(capsys, monkeypatch):
+    from croft.cli.main import main
+    from croft.limits import LIMITS
+
+    monkeypatch.setenv("CROFT_MAX_EPOCHS", "7")
+    assert main(["list", "limits"]) == 0
+    out = capsys.readouterr().out
+    for lim in LIMITS.values():
+        line = next(ln for ln in out.splitlines() if ln.split()[:1] == [lim.name])
+        assert lim.env in line and lim.meaning in line
+    assert "7 (default 100000)" in out
+
+
+# -- 9: more inputs at fault that were exit 1 ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sidecar", "match"),
+    [
+        ("[" * 100000 + "]" * 100000, "CROFT_MAX_JSON_DEPTH"),
+        ('{"preprocess_cfg": {"mean": "abc"}}', "preprocess mean must be 3 finite numbers"),
+    ],
+)
+def test_bad_sidecar_beside_weights_is_one_line(tmp_path, capsys, tiny_ckpts, sidecar, match):
+    import shutil
+
+    from croft.backbones import TINY_VIT
+
+    weights = tmp_path / "w" / "tiny.pt"
+    weights.parent.mkdir()
+    shutil.copy(tiny_ckpts[0], weights)
+    (weights.parent / "open_clip_config.json").write_text(sidecar)
+    root = tmp_path / "ds" / "cat"
+    root.mkdir(parents=True)
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(root / "0.png")
+    argv = [
+        "extract",
+        "--backbone",
+        f"openclip:{TINY_VIT}:{weights}",
+        "--root",
+        str(tmp_path / "ds"),
+        "--layout",
+        "folder",
+        "--out",
+        str(tmp_path / "o" / "f.safetensors"),
+    ]
+    line = one_line(capsys, argv)  # fmt: skip
+    assert match in line
+
+
+def test_deeply_nested_dataset_folders_are_one_line(tmp_path, capsys):
+    from PIL import Image
+
+    rel = tmp_path / "ds" / "cat"
+    rel.mkdir(parents=True)
+    path = str(rel)
+    for _ in range(300):
+        path += "/d"
+        os.mkdir(path)
+    Image.new("RGB", (8, 8)).save(path + "/0.png")
+    line = one_line(capsys, ["data", "check", str(tmp_path / "ds"), "--layout", "folder"])
+    assert "CROFT_MAX_FOLDER_DEPTH" in line
+
+
+def test_infinite_pixel_limit_is_one_line(tmp_path, capsys, monkeypatch):
+    from PIL import Image
+
+    (tmp_path / "ds" / "cat").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(tmp_path / "ds" / "cat" / "0.png")
+    monkeypatch.setenv("CROFT_MAX_IMAGE_PIXELS", "inf")
+    argv = ["data", "check", str(tmp_path / "ds"), "--layout", "folder", "--verify-images"]
+    assert "CROFT_MAX_IMAGE_PIXELS='inf'" in one_line(capsys, argv)
+
+
+def test_run_record_without_seed_is_one_line(setup, capsys):
+    from test_bad_inputs_config import _argv
+
+    assert main(_argv(setup) + ["--no-report"]) == 0
+    capsys.readouterr()
+    metrics = setup / "out" / "runs" / "zeroshot" / "art_seed1" / "metrics.json"
+    doc = json.loads(metrics.read_text())
+    del doc["seed"]
+    metrics.write_text(json.dumps(doc))
+    line = one_line(capsys, ["report", str(setup / "out")])
+    assert "metrics.json" in line and "'seed'" in line
+
+
+def test_disk_full_while_saving_a_head_is_one_line(tmp_path, capsys, monkeypatch):
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    def full(*args, **kwargs):
+        raise SafetensorError("Error while serializing: No space left on device (os error 28)")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    feats = _features(tmp_path / "f.safetensors")
+    out = tmp_path / "head"
+    line = one_line(capsys, ["fit", "--method", "zeroshot", "--train", str(feats), "--out",
+                             str(out)])  # fmt: skip
+    assert "head.safetensors" in line and "No space left" in line

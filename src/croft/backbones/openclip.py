@@ -35,6 +35,7 @@ from croft.backbones.openclip_model import (
 )
 from croft.backbones.preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, Preprocess
 from croft.errors import CroftError, first_line
+from croft.limits import check_limit
 
 if TYPE_CHECKING:
     import torch
@@ -67,8 +68,8 @@ def _preprocess(image_size: Any, pp: dict[str, Any] | None) -> Preprocess:
     pp = pp or {}
     return Preprocess(
         image_size=image_size,
-        mean=tuple(pp.get("mean", OPENAI_CLIP_MEAN)),
-        std=tuple(pp.get("std", OPENAI_CLIP_STD)),
+        mean=pp.get("mean", OPENAI_CLIP_MEAN),
+        std=pp.get("std", OPENAI_CLIP_STD),
         interpolation=pp.get("interpolation", "bicubic"),
         resize_mode=pp.get("resize_mode", "shortest"),
     )
@@ -143,7 +144,14 @@ def _sidecar_tokenizer(side: dict[str, Any], path: Path | None) -> Any:
     from croft.backbones.word_tokenizer import WordTokenizer
 
     try:
-        return WordTokenizer(tok["vocab"], int(tok.get("context_length", 12)))
+        ctx = tok.get("context_length", 12)
+        if not isinstance(ctx, int) or isinstance(ctx, bool) or ctx < 1:
+            raise ValueError(f"context_length must be a positive integer, got {ctx!r:.40}")
+        where = f"the config beside {path}: tokenizer.context_length"
+        check_limit("context_length", ctx, where)
+        return WordTokenizer(tok["vocab"], ctx)
+    except CroftError:
+        raise
     except (TypeError, ValueError) as exc:
         raise CroftError(f"the tokenizer in the config beside {path} is invalid: {exc}") from None
 

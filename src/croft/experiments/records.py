@@ -152,7 +152,22 @@ def read_run(rdir: str | os.PathLike[str], *, strict: bool = True) -> RunRecord 
         if not strict:
             return None
         raise CroftError(f"{path}: not a croft run record; delete it to rerun that run")
+    _check_record(data, path)
     return RunRecord(data, Path(rdir))
+
+
+_RECORD_TYPES = {"label": (str,), "test_domain": (str,), "seed": (int,), "accuracy": (int, float)}
+
+
+def _check_record(data: dict[str, Any], path: Path) -> None:
+    """The fields every reader of a run record relies on, typed (one line naming the key)."""
+    for key, types in _RECORD_TYPES.items():
+        value = data.get(key)
+        if not isinstance(value, types) or isinstance(value, bool):
+            raise CroftError(
+                f"{path}: key {key!r} is missing or not a {types[0].__name__} (got "
+                f"{value!r:.40}); delete the run folder to redo that run"
+            )
 
 
 def read_runs(root: str | os.PathLike[str]) -> list[RunRecord]:

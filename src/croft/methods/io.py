@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from croft.errors import CroftError
+from croft.errors import CroftError, first_line
 from croft.features.files import check_class_names, check_logit_scale
 from croft.fileio import atomic_write_text, atomic_write_with, parse_json
 from croft.limits import check_limit
@@ -138,10 +138,24 @@ def save_head(
         **head.meta,
         **extra,
     }
-    atomic_write_with(out / "head.safetensors", lambda p: save_file(tensors, str(p)))
+    atomic_write_with(out / "head.safetensors", lambda p: _save_tensors(save_file, tensors, p))
     text = json.dumps(meta, indent=2, sort_keys=True, default=str)
     atomic_write_text(out / "head.json", text)
     return out
+
+
+def _save_tensors(save_file: Any, tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """``save_file`` with safetensors' own error (disk full, no permission: it raises no
+    OSError) as one line naming the file."""
+    try:
+        save_file(tensors, str(path))
+    except OSError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - safetensors.SafetensorError and its kin
+        raise CroftError(
+            f"cannot write {path.parent / 'head.safetensors'}: {first_line(exc)[:160]}; free "
+            "disk space or choose another --out"
+        ) from None
 
 
 def read_head_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:

@@ -16,8 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src" / "croft"
 
 LAYERS: list[tuple[str, ...]] = [
-    ("_version", "errors", "registry"),
-    ("fileio", "progress", "provenance", "limits"),
+    ("_version", "errors", "registry", "limits"),
+    ("fileio", "progress", "provenance"),
     ("overrides",),
     ("metrics", "score_base", "scores_local", "detectors", "neglabel", "scores"),
     ("score_lists", "detector_states", "conventions", "selection"),

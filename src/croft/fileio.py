@@ -4,6 +4,8 @@
   reader never sees a half-written file and an interrupted write leaves the old one;
   folders alike (:func:`atomic_write_folder`: built in a ``.croft-tmp-`` sibling, renamed
   into place; :func:`remove_leftovers` clears those a killed process left);
+* the one bounded JSON/YAML reader (:func:`parse_json`, :func:`read_json`,
+  :func:`parse_yaml`): size, nesting depth and (YAML alias) expansion are limited;
 * canonical JSON (sorted keys, no spaces) and its sha256, for keys and fingerprints;
 * croft's cache directory (``$CROFT_CACHE_DIR`` or ``~/.cache/croft``);
 * output paths that stay inside their root: :func:`safe_name` and :func:`inside`.
@@ -11,6 +13,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -22,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from croft.errors import CroftError
+from croft.limits import check_limit, limit_value
 
 CACHE_ENV = "CROFT_CACHE_DIR"
 
@@ -165,8 +169,16 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, indent: int = 2
 
 
 def read_json(path: str | os.PathLike[str], what: str) -> Any:
-    """Parse a JSON file; a missing, unreadable or malformed file raises one-line errors."""
+    """Parse a JSON file with :func:`parse_json`; a missing, unreadable, oversized, too deep
+    or malformed file raises one-line errors."""
     path = Path(path)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise CroftError(f"{what} not found: {path}") from None
+    except OSError as exc:
+        raise CroftError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    check_limit("json_bytes", size, f"{what} {path}: size in bytes")
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -174,13 +186,122 @@ def read_json(path: str | os.PathLike[str], what: str) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         reason = getattr(exc, "strerror", None) or exc
         raise CroftError(f"cannot read {what} {path}: {reason}") from None
+    return parse_json(text, f"{what} {path}")
+
+
+def parse_json(text: str | bytes, where: str) -> Any:
+    """``text`` as JSON, bounded: its size (``json_bytes``), nesting depth (``json_depth``)
+    and node count (``json_nodes``) are checked, and malformed or too deep text is one
+    :class:`CroftError` line naming ``where`` (a file, or ``file: key``)."""
+    check_limit("json_bytes", len(text), f"{where}: size in bytes")
+    _check_depth_of_text(text, where)
     try:
-        return json.loads(text)
+        doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise CroftError(
-            f"{what} {path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
+            f"{where}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
             "restore or regenerate the file"
         ) from None
+    except (RecursionError, ValueError) as exc:  # ValueError: bytes that are not UTF-8
+        raise CroftError(f"{where}: not valid JSON ({type(exc).__name__}); restore it") from None
+    check_tree(doc, where)
+    return doc
+
+
+def _check_depth_of_text(text: str | bytes, where: str) -> None:
+    """Refuse JSON nested deeper than ``json_depth`` before parsing it (the parser recurses).
+    Brackets inside strings are counted too, so this is an upper bound; a document that
+    passes here is then measured exactly by :func:`check_tree`."""
+    raw = text.encode("utf-8", "replace") if isinstance(text, str) else text
+    bound = limit_value("json_depth")
+    if raw.count(b"[") + raw.count(b"{") <= bound:
+        return
+    depth = 0
+    in_str = esc = False
+    for byte in raw:
+        if in_str:
+            if esc:
+                esc = False
+            elif byte == 0x5C:
+                esc = True
+            elif byte == 0x22:
+                in_str = False
+        elif byte == 0x22:
+            in_str = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            if depth > bound:
+                check_limit("json_depth", depth, f"{where}: nesting depth")
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+
+
+def check_tree(doc: Any, where: str, nodes_limit: str = "json_nodes") -> None:
+    """Walk a parsed JSON/YAML value without recursion, counting every value as expanded
+    (a YAML alias counts each time it is used) and the nesting depth; over ``nodes_limit``
+    or ``json_depth`` is one :class:`CroftError` line. Stops at the first excess, so an
+    alias bomb costs at most about ``nodes_limit`` steps."""
+    max_nodes, max_depth = limit_value(nodes_limit), limit_value("json_depth")
+    if not isinstance(doc, (dict, list, tuple)):
+        return
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    nodes = 1
+    while stack:
+        node, depth = stack.pop()
+        if depth > max_depth:
+            check_limit("json_depth", depth, f"{where}: nesting depth")
+        values = node.values() if isinstance(node, dict) else node
+        nodes += len(node) * (2 if isinstance(node, dict) else 1)
+        if nodes > max_nodes:
+            check_limit(nodes_limit, nodes, f"{where}: number of values (aliases expanded)")
+        stack.extend((v, depth + 1) for v in values if isinstance(v, (dict, list, tuple)))
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """``text`` as YAML (safe loader: no code runs), bounded like :func:`parse_json`; a
+    malformed document is one :class:`CroftError` line naming ``where``."""
+    import yaml
+
+    check_limit("json_bytes", len(text), f"{where}: size in bytes")
+    try:
+        doc = yaml.load(text, Loader=_yaml_loader())  # noqa: S506 - a SafeLoader subclass
+    except _TooDeep as exc:
+        check_limit("json_depth", exc.depth, f"{where}: nesting depth")
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CroftError(f"{where}: not valid YAML ({first})") from None
+    except RecursionError:
+        check_limit("json_depth", float("nan"), f"{where}: nesting depth")
+    check_tree(doc, where, "yaml_nodes")
+    return doc
+
+
+class _TooDeep(Exception):
+    def __init__(self, depth: int) -> None:
+        super().__init__(depth)
+        self.depth = depth
+
+
+@functools.lru_cache(maxsize=1)
+def _yaml_loader() -> type:
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        """SafeLoader that refuses documents nested deeper than ``json_depth`` while
+        composing, before PyYAML's recursive constructor runs."""
+
+        _croft_depth = 0
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            self._croft_depth += 1
+            try:
+                if self._croft_depth > limit_value("json_depth"):
+                    raise _TooDeep(self._croft_depth)
+                return super().compose_node(parent, index)
+            finally:
+                self._croft_depth -= 1
+
+    return Loader
 
 
 # ------------------------------------------------------------------------ hashing

@@ -68,9 +68,29 @@ def check_limit(name: str, value: float, where: str) -> None:
     if isinstance(value, float) and math.isnan(value) or value > bound:
         lim = LIMITS[name]
         raise CroftError(
-            f"{where} {value:g} is above the limit {bound:g} ({lim.meaning}); "
+            f"{where} {_number(value)} is above the limit {bound} ({lim.meaning}); "
             f"set {lim.env} higher if this is genuine"
         )
+
+
+def limit_lines() -> list[str]:
+    """One line per limit: name, value in force (default when different), variable, meaning."""
+    rows = []
+    for lim in sorted(LIMITS.values(), key=lambda x: x.name):
+        try:
+            now = limit_value(lim.name)
+        except CroftError:
+            now = lim.default
+        shown = f"{now}" if now == lim.default else f"{now} (default {lim.default})"
+        rows.append(f"{lim.name:<14} {shown:<12} {lim.env:<26} {lim.meaning}")
+    return rows
+
+
+def _number(value: float) -> str:
+    """``12345`` for a whole number (however large), else ``%g``."""
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer() and value < 1e18:
+        return str(int(value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 register_limit("json_depth", 64, "nesting depth of a JSON or YAML document croft reads")
@@ -79,3 +99,19 @@ register_limit(
 )
 register_limit("context_length", 8192, "token context length a tokenizer or text config asks for")
 register_limit("image_file_bytes", 1 << 30, "bytes of one image file croft opens or hashes")
+register_limit("json_bytes", 256 << 20, "size in bytes of a JSON or YAML document croft reads")
+register_limit("json_nodes", 20_000_000, "values (keys included) in one JSON document")
+register_limit(
+    "yaml_nodes", 1_000_000, "values in one YAML document or override, aliases counted as expanded"
+)
+register_limit("feature_dim", 16384, "feature dimension of a head or a feature file")
+register_limit("classes", 100_000, "classes in a head or a feature file")
+register_limit("logit_scale", 10_000, "logit scale of a head or a feature file (CLIP: 100)")
+register_limit("head_size", 1 << 20, "any size field in a head's spec (width, n_ctx, cache)")
+register_limit("head_elements", 1 << 28, "weights in one head built from head.json")
+register_limit("epochs", 100_000, "training epochs of one fit")
+register_limit("batch_size", 1 << 16, "training batch size of one fit")
+register_limit("train_steps", 10_000_000, "epochs x inner steps per batch (CRoFT: gen_step + 1)")
+register_limit("grid_points", 10_000, "runs per task an experiment's method grids expand to")
+register_limit("image_size", 8192, "side in pixels a backbone's preprocessing resizes to")
+register_limit("folder_depth", 256, "folders nested inside one class folder of a dataset")

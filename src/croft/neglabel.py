@@ -1,7 +1,7 @@
 """NegLabel (Jiang et al., ICLR 2024): negative labels mined from a word list.
 
 Fit (no training): every candidate word ``w`` of a large word list becomes the prompt
-``template.format(w)``, encoded once by the frozen text tower (the caller's
+``template`` with its ``{}`` replaced by ``w``, encoded once by the frozen text tower (the caller's
 ``encode_text``; :mod:`croft.evaluation` loads it from the head's backbone and caches the
 result per backbone and list), and so do the ``C`` ID class names. NegMining keeps the
 ``n_negatives`` words *farthest* from the ID classes: a word's distance is the
@@ -180,7 +180,7 @@ def _fit_neglabel(
         raise CroftError("neglabel needs the head's class names")
     ids = {c.lower() for c in names}
     cand = [w for w in load_words(words, n_words) if w.lower() not in ids]
-    feats = encode_text([template.format(w) for w in cand]).double()
+    feats = encode_text([_fill(template, w) for w in cand]).double()
     _, inverse = torch.unique(feats, dim=0, return_inverse=True)
     first = torch.full((int(inverse.max()) + 1,), len(cand), dtype=torch.long)
     first.scatter_reduce_(0, inverse, torch.arange(len(cand)), reduce="amin")
@@ -193,7 +193,7 @@ def _fit_neglabel(
     n = int(n_negatives)
     if n < 1 or int(groups) < 1:
         raise CroftError("neglabel: n_negatives and groups must be positive integers")
-    class_text = encode_text([template.format(c) for c in names]).double()
+    class_text = encode_text([_fill(template, c) for c in names]).double()
     idx = mine_negatives(class_text, feats, n, eta)
     gen = torch.Generator().manual_seed(int(seed))
     idx = idx[torch.randperm(idx.numel(), generator=gen)]
@@ -204,3 +204,15 @@ def _fit_neglabel(
         {"negatives": F.normalize(feats[idx], dim=1).float(), "groups": group},
         {"words": chosen, "source": words, "template": template, "candidates": len(cand)},
     )
+
+
+def _fill(template: str, word: str) -> str:
+    """``template`` with its one ``{}`` replaced by ``word``: plain substitution (never
+    ``str.format``), as :func:`croft.features.files.fill_template`, which sits a layer up."""
+    if template.count("{}") != 1 or template.replace("{}", "").count("{") + template.replace(
+        "{}", ""
+    ).count("}"):
+        raise CroftError(
+            f"neglabel template {template!r}: use exactly one {{}} and no other braces"
+        )
+    return template.replace("{}", word, 1)

@@ -12,7 +12,8 @@ ones (``base_options``) a YAML mapping. Grammar::
 
 A NAME segment indexes a mapping (created when missing); an INDEX segment indexes an
 existing list and must be in range. Every malformed item is one :class:`CroftError`
-line naming the item. Values are parsed with ``yaml.safe_load`` (no code runs).
+line naming the item. Values are parsed with :func:`croft.fileio.parse_yaml` (safe and
+bounded: no code runs).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Iterable, MutableMapping
 from typing import Any
 
 from croft.errors import CroftError
+from croft.fileio import parse_yaml
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _INDEX = re.compile(r"^[0-9]+$")
@@ -30,14 +32,14 @@ Segment = str | int
 
 def parse_value(text: str, where: str = "value") -> Any:
     """``text`` as a YAML value (an empty text is the empty string)."""
-    import yaml
-
     if not text.strip():
         return ""
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        first = str(exc).splitlines()[0]
+        return parse_yaml(text, where)
+    except CroftError as exc:
+        if "not valid YAML" not in str(exc):
+            raise
+        first = str(exc).partition("not valid YAML (")[2].rstrip(")")
         raise CroftError(f"{where}: {text!r} is not a valid YAML value ({first})") from None
 
 

@@ -14,6 +14,7 @@ backbone whose fingerprint differs from the one stored with the head (``backbone
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -74,7 +75,13 @@ def ood_threshold(meta: dict[str, Any], where: str = "head") -> float | None:
             f"{where}: ood_threshold is for score {score!r}, but prediction flags OOD with "
             "the energy score; store an energy threshold or remove the key"
         )
-    return float(info["value"])
+    value = info["value"]
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        raise CroftError(
+            f"{where}: ood_threshold.value in head.json must be a finite number, got "
+            f"{value!r:.40}; refit with --val or remove the key"
+        )
+    return float(value)
 
 
 def _fingerprint_hash(fp: dict[str, Any]) -> str:

@@ -15,13 +15,13 @@ from __future__ import annotations
 import copy
 import difflib
 import importlib.util
-import json
 import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from croft.errors import CroftError
+from croft.fileio import parse_json
 
 QUICKGELU_SUFFIX = "-quickgelu"
 
@@ -84,7 +84,7 @@ def _shipped_configs() -> dict[str, dict[str, Any]]:
     for loc in spec.submodule_search_locations:
         for file in sorted(Path(loc, "model_configs").glob("*.json")):
             try:
-                cfg = json.loads(file.read_text())
+                cfg = parse_json(file.read_text(), str(file))
             except (OSError, ValueError):
                 continue
             if isinstance(cfg, dict) and all(

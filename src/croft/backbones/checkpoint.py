@@ -5,12 +5,12 @@ and the metadata found beside them (checkpoint wrapper keys, safetensors header,
 
 from __future__ import annotations
 
-import json
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from croft.errors import CroftError, first_line
+from croft.fileio import parse_json
 
 if TYPE_CHECKING:
     import torch
@@ -148,7 +148,7 @@ def _as_bool(value: Any) -> bool | None:
 def _as_dict(value: Any) -> dict[str, Any] | None:
     if isinstance(value, str):
         try:
-            value = json.loads(value)
+            value = parse_json(value, "checkpoint metadata")
         except ValueError:
             return None
     return value if isinstance(value, dict) else None
@@ -182,7 +182,8 @@ def read_sidecar(path: Path) -> dict[str, Any]:
     if not sibling.is_file():
         return {}
     try:
-        doc = json.loads(sibling.read_text())
+        text = sibling.read_text()
     except (OSError, ValueError):
         return {}
+    doc = parse_json(text, str(sibling))
     return doc if isinstance(doc, dict) else {}

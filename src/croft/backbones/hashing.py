@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 from pathlib import Path
 
-from croft.fileio import atomic_write_json, cache_dir
+from croft.fileio import atomic_write_json, cache_dir, parse_json
 
 _CHUNK = 1 << 20
 _SMALL = 1 << 20  # bytes: hashed every time, faster than reading the cache
@@ -40,7 +39,7 @@ def _hash_file(path: Path) -> str:
 
 def _read_cache(file: Path) -> dict[str, dict]:
     try:
-        data = json.loads(file.read_text())
+        data = parse_json(file.read_text(), str(file))
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}

@@ -5,13 +5,13 @@ transformers is the optional extra ``croft-ood[hf]`` and is imported inside func
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from croft.backbones.base import Backbone
 from croft.backbones.preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, Preprocess
 from croft.errors import CroftError, first_line
+from croft.fileio import read_json
 
 if TYPE_CHECKING:
     import torch
@@ -58,8 +58,8 @@ INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+        data = read_json(path, "Hugging Face file")
+    except OSError as exc:
         raise CroftError(f"cannot read {path}: {first_line(exc)}") from None
     if not isinstance(data, dict):
         raise CroftError(f"{path} does not hold a JSON object")

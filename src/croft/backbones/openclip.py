@@ -69,8 +69,8 @@ def _preprocess(image_size: Any, pp: dict[str, Any] | None) -> Preprocess:
     pp = pp or {}
     return Preprocess(
         image_size=image_size,
-        mean=tuple(pp.get("mean", OPENAI_CLIP_MEAN)),
-        std=tuple(pp.get("std", OPENAI_CLIP_STD)),
+        mean=pp.get("mean", OPENAI_CLIP_MEAN),
+        std=pp.get("std", OPENAI_CLIP_STD),
         interpolation=pp.get("interpolation", "bicubic"),
         resize_mode=pp.get("resize_mode", "shortest"),
     )
@@ -167,7 +167,14 @@ def _sidecar_tokenizer(side: dict[str, Any], path: Path | None) -> Any:
     from croft.backbones.word_tokenizer import WordTokenizer
 
     try:
-        return WordTokenizer(tok["vocab"], int(tok.get("context_length", 12)))
+        ctx = tok.get("context_length", 12)
+        if not isinstance(ctx, int) or isinstance(ctx, bool) or ctx < 1:
+            raise ValueError(f"context_length must be a positive integer, got {ctx!r:.40}")
+        side_file = path.parent / SIDECAR if path is not None else "the sidecar config"
+        check_limit("context_length", ctx, f"{side_file}: tokenizer.context_length")
+        return WordTokenizer(tok["vocab"], ctx)
+    except CroftError:
+        raise
     except (TypeError, ValueError) as exc:
         where = path.parent / SIDECAR if path is not None else "the config"
         raise CroftError(f"the tokenizer in {where} is invalid: {exc}") from None

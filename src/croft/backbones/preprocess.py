@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from croft.errors import CroftError
+from croft.limits import check_limit
 
 if TYPE_CHECKING:
     import torch
@@ -30,15 +31,13 @@ TRAIN_RATIO = (3.0 / 4.0, 4.0 / 3.0)
 
 
 def _to_triple(value: Any, field: str) -> tuple[float, float, float]:
-    if isinstance(value, (int, float)):
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
         value = (value,) * 3
-    try:
-        triple = tuple(float(v) for v in value)
-    except TypeError:
-        raise CroftError(f"preprocess {field} must be 3 numbers, got {value!r}") from None
-    if len(triple) != 3:
-        raise CroftError(f"preprocess {field} must be 3 numbers, got {value!r}")
-    return triple  # type: ignore[return-value]
+    ok = isinstance(value, (list, tuple)) and len(value) == 3
+    ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    if not ok or not all(math.isfinite(v) for v in value):
+        raise CroftError(f"preprocess {field} must be 3 finite numbers, got {value!r:.60}")
+    return tuple(float(v) for v in value)  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -62,6 +61,11 @@ class Preprocess:
             if len(set(size)) != 1:
                 raise CroftError(f"preprocess image_size must be square, got {size!r}")
             size = size[0]
+        if isinstance(size, float) and size.is_integer():
+            size = int(size)
+        if not isinstance(size, int) or isinstance(size, bool):
+            raise CroftError(f"preprocess image_size must be a whole number, got {size!r:.40}")
+        check_limit("image_size", size, "preprocess image_size")
         object.__setattr__(self, "image_size", int(size))
         if self.image_size <= 0:
             raise CroftError(f"preprocess image_size must be positive, got {self.image_size}")

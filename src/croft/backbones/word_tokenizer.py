@@ -11,13 +11,13 @@ finds it. Text is lower-cased and split on anything that is not a letter or digi
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from croft.errors import CroftError
+from croft.fileio import parse_json
 from croft.limits import check_limit
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ class WordTokenizer:
     def from_json(cls, path: str | Path) -> WordTokenizer:
         """The tokenizer stored in a tiny-CLIP config JSON (key ``tokenizer``)."""
         try:
-            cfg = json.loads(Path(path).read_text())["tokenizer"]
+            cfg = parse_json(Path(path).read_text(), str(path))["tokenizer"]
             return cls(cfg["vocab"], int(cfg["context_length"]))
         except (OSError, KeyError, ValueError, TypeError) as exc:
             raise CroftError(f"cannot read a word tokenizer from {path}: {exc}") from exc

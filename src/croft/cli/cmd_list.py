@@ -1,5 +1,5 @@
 """``croft list``: everything registered — methods (``-v``: their options), scores, head
-types, backbone kinds, dataset layouts and experiment protocols."""
+types, backbone kinds, dataset layouts, experiment protocols, and the size limits."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "default and meaning (set them with 'croft fit --set NAME=VALUE' or in a run's "
         "YAML).",
     )
-    p.add_argument("what", nargs="?", choices=list(_KINDS), default=None)
+    p.add_argument("what", nargs="?", choices=[*_KINDS, "limits"], default=None)
     p.add_argument(
         "-v",
         "--verbose",
@@ -84,6 +84,12 @@ def run(args: argparse.Namespace) -> int:
                 print("  " + format_options(e.name).replace("\n", "\n  ") + "\n")
             else:
                 print(f"  {e.name:<16} {e.summary}")
+    if args.what in (None, "limits"):
+        from croft.limits import limit_lines
+
+        print("limits (raise one with its variable; the error that hits it names it):")
+        for line in limit_lines():
+            print(f"  {line}")
     for kind in _KINDS:
         if kind != "methods" and args.what in (None, kind):
             _list_registry(kind, args.verbose)

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from croft.errors import CroftError
-from croft.limits import LIMITS, limit_value
+from croft.limits import LIMITS, check_limit, limit_value
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image as PILImage
@@ -61,14 +61,32 @@ def list_images(folder: Path) -> list[str]:
     """Image files under ``folder`` (recursive), as sorted POSIX paths relative to it.
 
     Hidden files and folders (name starting with ``.``) are skipped.
+    Walked without recursion (symlinked folders are not entered, as ``os.walk``); a folder
+    nested deeper than the ``folder_depth`` limit is one :class:`CroftError` line.
     """
     found: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        rel = Path(dirpath).relative_to(folder)
-        for fname in filenames:
-            if is_image_file(fname):
-                found.append((rel / fname).as_posix())
+    stack: list[tuple[str, int]] = [("", 0)]
+    bound = limit_value("folder_depth")
+    while stack:
+        rel, depth = stack.pop()
+        if depth > bound:
+            check_limit("folder_depth", depth, f"{folder}: folder {rel[:80]}... nesting depth")
+        try:
+            with os.scandir(os.path.join(folder, rel) if rel else folder) as it:
+                entries = list(it)
+        except OSError:
+            continue
+        for entry in entries:
+            name = f"{rel}/{entry.name}" if rel else entry.name
+            try:
+                is_dir = entry.is_dir()
+            except OSError:
+                is_dir = False
+            if is_dir:
+                if not entry.name.startswith(".") and not entry.is_symlink():
+                    stack.append((name, depth + 1))
+            elif is_image_file(entry.name):
+                found.append(name)
     return sorted(found)
 
 
@@ -124,8 +142,11 @@ def pixel_limit(max_pixels: int | None = None) -> int | None:
     env = os.environ.get("CROFT_MAX_IMAGE_PIXELS", "").strip()
     if env:
         try:
-            return int(float(env))
-        except ValueError:
+            value = int(float(env))
+            if value <= 0:
+                raise ValueError(env)
+            return value
+        except (ValueError, OverflowError):
             raise CroftError(
                 f"CROFT_MAX_IMAGE_PIXELS={env!r} is not a number; set it to a pixel count "
                 "such as 200000000"
@@ -171,6 +192,7 @@ def load_image(
     from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
     path = Path(path)
+    max_pixels = pixel_limit(max_pixels)  # a malformed variable is the user's, not the file's
     try:
         size = path.stat().st_size
     except FileNotFoundError:

@@ -12,6 +12,7 @@ and resources are bounded: ``views <= MAX_VIEWS``, ``shots <= MAX_SHOTS``,
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 import warnings
@@ -20,6 +21,7 @@ from typing import Any, ClassVar
 
 from croft.errors import CroftDeprecationWarning, CroftError
 from croft.fileio import safe_name
+from croft.limits import check_limit
 
 MAX_VIEWS = 64  # augmented training views per image (memory grows linearly)
 MAX_SHOTS = 1024  # images per class in the few-shot draw / validation draw
@@ -91,6 +93,11 @@ class MethodGrid:
                 raise CroftError(f"method {self.label}: grid {key} must be a non-empty list")
             if key in self.options:
                 raise CroftError(f"method {self.label}: {key} is both an option and a grid")
+        check_limit("grid_points", self.points(), f"method {self.label}: grid points")
+
+    def points(self) -> int:
+        """How many runs this row expands to (the product of its grid's list lengths)."""
+        return math.prod(len(v) for v in self.grid.values())
 
 
 def _list_options(method: str) -> tuple[str, ...]:
@@ -215,12 +222,18 @@ class ExperimentBase:
             raise CroftError("seeds: list at least one seed, e.g. seeds: [1, 2, 3]")
         if len(set(self.seeds)) != len(self.seeds):
             raise CroftError(f"seeds: each seed once, got {self.seeds}")
+        for seed in self.seeds:
+            _bounded("seeds", seed, 0, 2**32 - 1)
+        _bounded("view_seed", self.view_seed, 0, 2**32 - 1)
         check_device_name(self.device)
         for t in self.templates:
             if "{}" not in t:
                 raise CroftError(f"templates: {t!r} has no '{{}}' for the class name")
         if not self.templates:
             raise CroftError("templates: list at least one, e.g. ['a photo of a {}.']")
+        from croft.features.files import check_templates
+
+        check_templates(self.templates, "templates")
         self._check_scores()
         self._check_methods()
         self._check_local()
@@ -253,6 +266,8 @@ class ExperimentBase:
             raise CroftError(f"method labels must be unique, got {labels}")
         for m in self.methods:
             safe_name(m.label, "method label")
+        total = sum(m.points() for m in self.methods)
+        check_limit("grid_points", total, "methods: grid points of all rows together")
 
     def _check_primary(self) -> None:
         if self.primary is None:
@@ -390,6 +405,8 @@ def convert(value: Any, hint: Any, where: str) -> Any:
         raise CroftError(
             f"{where} must be {'an' if hint is int else 'a'} {_type_name(hint)}, got {value!r}"
         )
+    if hint is float and not math.isfinite(value):
+        raise CroftError(f"{where} must be a finite number, got {value!r}")
     return float(value) if hint is float else value
 
 

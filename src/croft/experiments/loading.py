@@ -15,21 +15,22 @@ from croft.errors import CroftError
 from croft.experiments.checks import check_device, check_weights
 from croft.experiments.config import CONFIGS, DataSpec, ExperimentBase, build
 from croft.experiments.grid import expand_methods, method_config
+from croft.fileio import parse_yaml
+from croft.limits import check_limit
 from croft.overrides import apply_overrides
 
 
 def read_document(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> dict[str, Any]:
     """The YAML mapping of an experiment file with ``key.path=value`` overrides applied."""
-    import yaml
-
     p = Path(path)
     if not p.is_file():
         raise CroftError(f"experiment file {str(p)!r} does not exist")
+    check_limit("json_bytes", p.stat().st_size, f"{p}: size in bytes")
     try:
-        doc = yaml.safe_load(p.read_text()) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        first = str(exc).splitlines()[0]
-        raise CroftError(f"{p}: not valid YAML ({first})") from None
+        text = p.read_text()
+    except UnicodeDecodeError as exc:
+        raise CroftError(f"{p}: not valid YAML ({exc})") from None
+    doc = parse_yaml(text, str(p)) or {}
     if not isinstance(doc, dict):
         raise CroftError(f"{p}: expected a mapping of settings, got {type(doc).__name__}")
     apply_overrides(doc, overrides)

@@ -38,6 +38,7 @@ from croft.fileio import (
     atomic_write_text,
     atomic_write_with,
     inside,
+    parse_json,
     remove_leftovers,
 )
 
@@ -96,7 +97,7 @@ class RunRecord:
     def run_config(self) -> dict[str, Any] | None:
         """The resolved method config (``config.json``'s ``config``), None if unreadable."""
         try:
-            doc = json.loads((self.run_dir / "config.json").read_text())
+            doc = parse_json((self.run_dir / "config.json").read_text(), "config.json")
         except (OSError, ValueError):
             return None
         cfg = doc.get("config") if isinstance(doc, dict) else None
@@ -170,14 +171,29 @@ def read_run(rdir: str | os.PathLike[str], *, strict: bool = True) -> RunRecord 
     if not path.is_file():
         return None
     try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        data = parse_json(path.read_text(), str(path))
+    except UnicodeDecodeError as exc:
         raise CroftError(f"{path}: not valid JSON ({exc}); delete it to rerun that run") from None
     if not isinstance(data, dict) or "label" not in data or "accuracy" not in data:
         if not strict:
             return None
         raise CroftError(f"{path}: not a croft run record; delete it to rerun that run")
+    _check_record(data, path)
     return RunRecord(data, Path(rdir))
+
+
+_RECORD_TYPES = {"label": (str,), "test_domain": (str,), "seed": (int,), "accuracy": (int, float)}
+
+
+def _check_record(data: dict[str, Any], path: Path) -> None:
+    """The fields every reader of a run record relies on, typed (one line naming the key)."""
+    for key, types in _RECORD_TYPES.items():
+        value = data.get(key)
+        if not isinstance(value, types) or isinstance(value, bool):
+            raise CroftError(
+                f"{path}: key {key!r} is missing or not a {types[0].__name__} (got "
+                f"{value!r:.40}); delete the run folder to redo that run"
+            )
 
 
 def read_runs(root: str | os.PathLike[str]) -> list[RunRecord]:
@@ -204,8 +220,8 @@ def read_run_key(rdir: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        data = parse_json(path.read_text(), str(path))
+    except (CroftError, UnicodeDecodeError):
         return {}
     return data if isinstance(data, dict) else {}
 

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from croft.errors import CroftError
+from croft.features.files import check_templates, fill_template
 
 if TYPE_CHECKING:
     from croft.backbones import Backbone, Preprocess
@@ -264,31 +265,16 @@ def extract_text_features(
 ) -> torch.Tensor:
     """Raw text features ``(C, T, D)`` of every class in every template.
 
-    Template ``t`` for class ``c`` reads ``t.format(c with '_' -> ' ')``.
+    Template ``t`` for class ``c`` is :func:`~croft.features.files.fill_template` of ``t``
+    and ``c`` with ``_`` -> space.
     """
     templates = check_templates(templates)
     if not class_names:
         raise CroftError("no class names to encode; the dataset index lists no classes")
-    prompts = [t.format(c.replace("_", " ")) for c in class_names for t in templates]
+    prompts = [fill_template(t, c.replace("_", " ")) for c in class_names for t in templates]
     with autocast_for(backbone):
         feats = backbone.encode_text(prompts)
     return feats.float().cpu().view(len(class_names), len(templates), -1)
-
-
-def check_templates(templates: Sequence[str]) -> list[str]:
-    """Templates as a list; each must hold exactly one ``{}``."""
-    if isinstance(templates, str):
-        templates = [templates]
-    out = list(templates)
-    if not out:
-        raise CroftError("templates list is empty; pass at least one, e.g. 'a photo of a {}.'")
-    for t in out:
-        if t.count("{}") != 1 or t.replace("{}", "").count("{") or t.replace("{}", "").count("}"):
-            raise CroftError(
-                f"prompt template {t!r} must hold exactly one '{{}}' for the class name "
-                "and no other braces, e.g. 'a photo of a {}.'"
-            )
-    return out
 
 
 # -- torchrun -------------------------------------------------------------------------------

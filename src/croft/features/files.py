@@ -32,6 +32,7 @@ import json
 import math
 import os
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,9 +40,11 @@ from typing import Any
 import torch
 
 from croft.errors import CroftError
-from croft.fileio import atomic_write_bytes
+from croft.fileio import atomic_write_bytes, parse_json
+from croft.limits import check_limit
 
 SCHEMA = "croft.features/1"
+MIN_LOGIT_SCALE = 1e-3  # below this every softmax is uniform and lr scaling by it explodes
 
 
 @dataclass
@@ -129,7 +132,7 @@ class FeatureSet:
             )
         if not f.is_floating_point():
             raise CroftError(f"{where}: 'features' must be floating point, got {f.dtype}")
-        if f.shape[0] == 0 or f.shape[-1] == 0:
+        if f.numel() == 0:
             raise CroftError(f"{where}: 'features' is empty (shape {tuple(f.shape)})")
         bad = ~torch.isfinite(f)
         if bool(bad.any()):
@@ -144,8 +147,10 @@ class FeatureSet:
                 f"{where}: 'labels' must have shape ({n},) to match features, "
                 f"got {tuple(self.labels.shape)}"
             )
-        if self.labels.is_floating_point():
+        if self.labels.is_floating_point() or self.labels.dtype == torch.bool:
             raise CroftError(f"{where}: 'labels' must be integers, got {self.labels.dtype}")
+        check_limit("feature_dim", f.shape[-1], f"{where}: feature dimension")
+        check_class_names(self.class_names, f"{where}: class_names")
         lo = -1 if allow_unknown_labels else 0
         if n and (int(self.labels.min()) < lo or int(self.labels.max()) >= self.num_classes):
             raise CroftError(
@@ -157,6 +162,13 @@ class FeatureSet:
             if self.domains.shape != self.labels.shape:
                 raise CroftError(
                     f"{where}: 'domains' must have shape ({n},), got {tuple(self.domains.shape)}"
+                )
+            if self.domains.is_floating_point() or self.domains.dtype == torch.bool:
+                raise CroftError(f"{where}: 'domains' must be integers, got {self.domains.dtype}")
+            if n and int(self.domains.min()) < 0:
+                raise CroftError(
+                    f"{where}: domain index {int(self.domains.min())} is negative; domains "
+                    "index domain_names from 0"
                 )
             if self.domain_names and int(self.domains.max()) >= len(self.domain_names):
                 raise CroftError(
@@ -173,10 +185,7 @@ class FeatureSet:
             if not bool(torch.isfinite(t).all()):
                 raise CroftError(f"{where}: text_features contain NaN or inf")
         self._validate_local()
-        if not (math.isfinite(self.logit_scale) and self.logit_scale > 0):
-            raise CroftError(
-                f"{where}: logit_scale must be a positive number, got {self.logit_scale}"
-            )
+        check_logit_scale(self.logit_scale, f"{where}: logit_scale")
 
     def _validate_local(self) -> None:
         loc, f = self.local_features, self.features
@@ -229,6 +238,60 @@ class FeatureSet:
                 "prompts' text features (extract them with the backbone's text encoder)"
             )
         return self.text_features
+
+
+def check_class_names(names: list[str], where: str) -> None:
+    """A class list within ``classes`` entries and with no name twice (one line each)."""
+    check_limit("classes", len(names), f"{where}: number of classes")
+    if len(set(names)) != len(names):
+        seen: set[str] = set()
+        dup = next(c for c in names if c in seen or seen.add(c))  # type: ignore[func-returns-value]
+        raise CroftError(f"{where}: class {dup!r} is listed twice; each class name once")
+
+
+def check_logit_scale(scale: Any, where: str) -> float:
+    """A logit scale (``exp`` applied) in [``MIN_LOGIT_SCALE``, ``logit_scale`` limit]."""
+    if (
+        not isinstance(scale, (int, float))
+        or isinstance(scale, bool)
+        or not math.isfinite(scale)
+        or scale < MIN_LOGIT_SCALE
+    ):
+        raise CroftError(
+            f"{where} must be a positive number of at least {MIN_LOGIT_SCALE:g} (CLIP: 100), "
+            f"got {scale!r:.40}"
+        )
+    check_limit("logit_scale", scale, where)
+    return float(scale)
+
+
+def check_templates(templates: Sequence[str], where: str = "") -> list[str]:
+    """Templates as a list; each must hold exactly one ``{}`` and no other brace (so no
+    format field, attribute or index lookup can hide in one). ``where`` prefixes the
+    error (a feature file's path)."""
+    if isinstance(templates, str):
+        templates = [templates]
+    out = list(templates)
+    pre = f"{where}: " if where else ""
+    if not out:
+        raise CroftError(
+            f"{pre}templates list is empty; pass at least one, e.g. 'a photo of a {{}}.'"
+        )
+    for t in out:
+        rest = str(t).replace("{}", "", 1)
+        if not isinstance(t, str) or "{}" not in t or "{" in rest or "}" in rest:
+            raise CroftError(
+                f"{pre}prompt template {str(t)[:60]!r} must hold exactly one '{{}}' for the "
+                "class name and no other braces, e.g. 'a photo of a {}.'"
+            )
+    return out
+
+
+def fill_template(template: str, name: str) -> str:
+    """``template`` with its one ``{}`` replaced by ``name``: plain substitution, never
+    :meth:`str.format` (a template from a file may hold ``{0.__class__...}``)."""
+    check_templates([template])
+    return template.replace("{}", name, 1)
 
 
 def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
@@ -326,17 +389,13 @@ def _meta_value(meta: dict[str, str], key: str, default: Any, path: Path) -> Any
     if text is None:
         return default
     try:
-        value = json.loads(text)
+        value = parse_json(text, f"{path}: metadata {key!r}")
+    except CroftError:
+        raise
     except ValueError:
         raise CroftError(f"{path}: metadata {key!r} is not valid JSON ({text[:40]!r})") from None
     if key == "logit_scale":
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if not ok or not math.isfinite(value) or value <= 0:
-            raise CroftError(
-                f"{path}: metadata 'logit_scale' must be a positive number, got {text[:40]!r}; "
-                "re-extract the file or fix its metadata"
-            )
-        return float(value)
+        return check_logit_scale(value, f"{path}: metadata 'logit_scale'")
     if key == "extra":
         if not isinstance(value, dict):
             raise CroftError(f"{path}: metadata 'extra' must be a JSON object")
@@ -346,6 +405,10 @@ def _meta_value(meta: dict[str, str], key: str, default: Any, path: Path) -> Any
             f"{path}: metadata {key!r} must be a JSON list of strings, got {text[:40]!r}"
         )
     return value
+
+
+def _templates(templates: list[str], path: Path) -> list[str]:
+    return check_templates(templates, f"{path}: metadata 'templates'") if templates else []
 
 
 def load_features(path: str | os.PathLike[str]) -> FeatureSet:
@@ -381,7 +444,7 @@ def load_features(path: str | os.PathLike[str]) -> FeatureSet:
         local_features=tensors.get("local_features"),
         class_names=_meta_value(meta, "class_names", [], path),
         domain_names=_meta_value(meta, "domain_names", [], path),
-        templates=_meta_value(meta, "templates", [], path),
+        templates=_templates(_meta_value(meta, "templates", [], path), path),
         logit_scale=_meta_value(meta, "logit_scale", 100.0, path),
         extra=_meta_value(meta, "extra", {}, path),
         source=str(path),

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from croft.errors import CroftError
-from croft.fileio import atomic_write_bytes, cache_dir, canonical_hash, canonical_json
+from croft.fileio import atomic_write_bytes, cache_dir, canonical_hash, canonical_json, parse_json
 
 if TYPE_CHECKING:
     from croft.backbones import Backbone
@@ -103,7 +103,7 @@ def check_manifest(path: Path, key: dict[str, Any], khash: str) -> dict[str, Any
     if not path.is_file():
         return None
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = parse_json(path.read_text(encoding="utf-8"), str(path))
     except (OSError, ValueError):
         doc = None
     if not isinstance(doc, dict) or doc.get("schema") != STORE_SCHEMA:
@@ -122,6 +122,8 @@ def store_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a store directory's ``manifest.json``."""
     path = Path(directory) / MANIFEST
     try:
-        return dict(json.loads(path.read_text(encoding="utf-8")))
+        return dict(parse_json(path.read_text(encoding="utf-8"), str(path)))
+    except CroftError:
+        raise
     except (OSError, ValueError) as exc:
         raise CroftError(f"cannot read feature-store manifest {path}: {exc}") from None

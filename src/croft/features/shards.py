@@ -11,7 +11,6 @@ shard is read.
 from __future__ import annotations
 
 import contextlib
-import json
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from croft.features.files import (
     tensor_digest,
     verify_digest,
 )
-from croft.fileio import atomic_write_bytes
+from croft.fileio import atomic_write_bytes, parse_json
 
 
 def shard_name(s: int) -> str:
@@ -127,7 +126,7 @@ def read_shards(
         if loc is not None:
             locs.append(loc)
         oks.append(ok)
-        bad = json.loads(meta.get("skipped", "[]"))
+        bad = parse_json(meta.get("skipped", "[]"), "shard metadata 'skipped'")
         skipped.extend(bad)
         shard_docs.append({"file": path.name, "start": a, "stop": b, "skipped": len(bad)})
     loc = torch.cat(locs) if local else None

@@ -75,6 +75,7 @@ from croft.features.shards import read_shards
 from croft.features.shards import shard_done as _shard_done
 from croft.features.shards import shard_name as _shard_name
 from croft.features.shards import write_shard as _write_shard
+from croft.fileio import parse_json
 from croft.progress import progress as progress_bar
 
 if TYPE_CHECKING:
@@ -296,7 +297,7 @@ def _pending_shards(
     }
     if strict:
         for s in sorted(done):
-            _raise_strict(json.loads(done[s].get("skipped", "[]")))
+            _raise_strict(parse_json(done[s].get("skipped", "[]"), f"shard {s}: skipped"))
     for s in mine:
         for stale in directory.glob(f".{_shard_name(s)}.*.tmp"):
             with contextlib.suppress(OSError):

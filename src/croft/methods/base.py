@@ -11,6 +11,7 @@ as safetensors + JSON (never pickles).
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
@@ -210,12 +211,34 @@ def make_config(config_cls: type, overrides: dict[str, Any] | None = None) -> An
                 f"unknown option {key!r} for {config_cls.__name__}; valid: {', '.join(fields)}"
             )
         default = fields[key].default
-        kwargs[key] = _coerce(key, value, default)
+        kwargs[key] = _check_type(key, _coerce(key, value, default), fields[key].type, default)
     cfg = config_cls(**kwargs)
     check = getattr(cfg, "check", None)
     if callable(check):
         check()
     return cfg
+
+
+def _check_type(key: str, value: Any, annotation: Any, default: Any) -> Any:
+    """``value`` if it fits a scalar field (``int``: a whole number, ``float``: a finite
+    number, ``bool``/``str``: one), else one :class:`CroftError` line; ``None`` is kept
+    for a field whose default is ``None``. Other annotations are not checked here."""
+    kind = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+    if value is None and default is None:
+        return value
+    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+    if kind == "int" and (not isinstance(value, int) or isinstance(value, bool)):
+        raise CroftError(f"option {key} must be a whole number, got {shown}")
+    if kind == "float":
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise CroftError(f"option {key} must be a number, got {shown}")
+        if not math.isfinite(value):
+            raise CroftError(f"option {key} must be a finite number, got {shown}")
+    if kind == "bool" and not isinstance(value, bool):
+        raise CroftError(f"option {key} must be true or false, got {shown}")
+    if kind == "str" and not isinstance(value, str):
+        raise CroftError(f"option {key} must be a string, got {shown}")
+    return value
 
 
 def _coerce(key: str, value: Any, default: Any) -> Any:

@@ -81,6 +81,10 @@ class CroftConfig(AdapterTrainConfig):
         if self.gen_step < 0:
             raise CroftError("gen_step must be >= 0")
 
+    def inner_steps(self) -> int:
+        """Generator steps per batch (``gen_step``), bounded with ``epochs``."""
+        return int(self.gen_step) + 1
+
     @property
     def covariate_rows(self) -> bool:
         """Official worst-case branch live: WCCF on, the switch on, and ``gen_step > 0``."""

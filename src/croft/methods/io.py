@@ -20,13 +20,16 @@ from typing import Any
 
 import torch
 
-from croft.errors import CroftError
+from croft.errors import CroftError, first_line
+from croft.features.files import check_class_names, check_logit_scale
 from croft.fileio import (
     atomic_write_folder,
     atomic_write_text,
     atomic_write_with,
+    parse_json,
     remove_leftovers,
 )
+from croft.limits import check_limit
 from croft.methods.base import HEADS, FittedHead
 
 FORMAT = "croft.head/1"
@@ -46,7 +49,7 @@ def check_head_dir(directory: str | os.PathLike[str]) -> Path:
     if not out.is_dir() or not any(out.iterdir()):
         return out
     try:
-        doc = json.loads((out / "head.json").read_text(encoding="utf-8"))
+        doc = parse_json((out / "head.json").read_text(encoding="utf-8"), "head.json")
     except (OSError, ValueError):
         doc = None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
@@ -143,7 +146,10 @@ def save_head(
     text = json.dumps(meta, indent=2, sort_keys=True, default=str)
 
     def write(tmp: Path) -> None:
-        atomic_write_with(tmp / "head.safetensors", lambda p: save_file(tensors, str(p)))
+        atomic_write_with(
+            tmp / "head.safetensors",
+            lambda p: _save_tensors(save_file, tensors, p, out / "head.safetensors"),
+        )
         atomic_write_text(tmp / "head.json", text)
 
     # built beside the target and renamed into place: a head folder is whole or absent
@@ -151,13 +157,29 @@ def save_head(
     return atomic_write_folder(out, write, keep_extra=True)
 
 
+def _save_tensors(
+    save_file: Any, tensors: dict[str, torch.Tensor], path: Path, target: Path
+) -> None:
+    """``save_file`` to ``path`` with safetensors' own error (disk full, no permission: it
+    raises no OSError) as one line naming ``target``, the file the user will look for."""
+    try:
+        save_file(tensors, str(path))
+    except OSError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - safetensors.SafetensorError and its kin
+        raise CroftError(
+            f"cannot write {target}: {first_line(exc)[:160]}; free "
+            "disk space or choose another --out"
+        ) from None
+
+
 def read_head_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(directory) / "head.json"
     if not path.is_file():
         raise CroftError(f"{directory}: no head.json here; pass a directory written by 'croft fit'")
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        meta = parse_json(path.read_text(encoding="utf-8"), str(path))
+    except UnicodeDecodeError as exc:
         raise CroftError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(meta, dict):
         raise CroftError(f"{path}: must hold a JSON object, found {type(meta).__name__}")
@@ -172,21 +194,71 @@ def _check_meta(meta: dict[str, Any], path: Path) -> None:
     dim = meta.get("feature_dim")
     if not isinstance(dim, int) or isinstance(dim, bool) or dim <= 0:
         raise CroftError(f"{path}: 'feature_dim' must be a positive integer, got {dim!r}")
+    check_limit("feature_dim", dim, f"{path}: feature_dim")
     names = meta.get("class_names")
     if not isinstance(names, list) or not names or not all(isinstance(c, str) for c in names):
         raise CroftError(f"{path}: 'class_names' must be a non-empty list of strings")
-    scale = meta.get("logit_scale")
-    if (
-        not isinstance(scale, (int, float))
-        or isinstance(scale, bool)
-        or not math.isfinite(scale)
-        or scale <= 0
-    ):
-        raise CroftError(f"{path}: 'logit_scale' must be a positive number, got {scale!r}")
+    check_class_names(names, f"{path}: class_names")
+    check_logit_scale(meta.get("logit_scale"), f"{path}: 'logit_scale'")
     if not isinstance(meta.get("head"), str):
         raise CroftError(f"{path}: 'head' must name a head class, got {meta.get('head')!r}")
     if not isinstance(meta.get("spec", {}), dict):
         raise CroftError(f"{path}: 'spec' must be a JSON object")
+    _check_spec(meta.get("spec", {}), path)
+    backbone = meta.get("backbone")
+    if backbone is not None and not isinstance(backbone, dict):
+        raise CroftError(
+            f"{path}: 'backbone' must be the backbone's fingerprint (a JSON object) or null, "
+            f"got {backbone!r:.40}; fit the head again"
+        )
+    if not isinstance(meta.get("backbone_spec") or "", str):
+        raise CroftError(f"{path}: 'backbone_spec' must be a backbone spec string or null")
+
+
+_DTYPES = ("float16", "bfloat16", "float32", "float64")
+_MAX_DEPTH = 32  # layers of a head's MLP (``mlp_depth``); CLIP-sized heads use 1-3
+
+
+def _check_spec(spec: dict[str, Any], path: Path) -> None:
+    """Every field of a head's ``spec`` in range before a head is built from it: ``dtype`` a
+    float type, numbers finite, ratios in [0, 1] (or null), sizes within ``head_size``."""
+    for key, value in spec.items():
+        where = f"{path}: spec.{key}"
+        if key == "dtype" and value not in _DTYPES:
+            raise CroftError(f"{where} must be one of {', '.join(_DTYPES)}, got {value!r:.40}")
+        if value is None or isinstance(value, (str, bool)):
+            continue
+        if not isinstance(value, (int, float)):
+            raise CroftError(f"{where} must be a number, got {type(value).__name__}")
+        if not math.isfinite(value):
+            raise CroftError(f"{where} must be a finite number, got {value!r}")
+        if ("ratio" in key or key == "dropout") and not 0.0 <= value <= 1.0:
+            raise CroftError(f"{where} must lie in [0, 1], got {value!r}")
+        if isinstance(value, int):
+            if value < 0:
+                raise CroftError(f"{where} must be >= 0, got {value}")
+            check_limit("head_size", value, where)
+            if key.endswith("depth") and value > _MAX_DEPTH:
+                raise CroftError(f"{where} {value} is above {_MAX_DEPTH} layers; fit it again")
+
+
+def _check_size(
+    cls: type[FittedHead],
+    spec: dict[str, Any],
+    classes: list[str],
+    dim: int,
+    scale: float,
+    where: str,
+) -> None:
+    """Build the head on the ``meta`` device (no memory) and bound its element count
+    (``head_elements``) before the real one is allocated."""
+    try:
+        with torch.device("meta"):
+            shell = cls.from_spec(dict(spec), classes, dim, scale)
+    except (TypeError, ValueError, KeyError, RuntimeError, NotImplementedError):
+        return  # the real build reports it
+    total = sum(t.numel() for t in shell.state_dict().values())
+    check_limit("head_elements", total, f"{where}: the head's number of weights")
 
 
 def load_head(
@@ -212,6 +284,14 @@ def load_head(
             "evaluate on data with the same class list"
         )
     cls = HEADS.get(meta["head"])
+    _check_size(
+        cls,
+        dict(meta.get("spec", {})),
+        classes,
+        dim,
+        float(meta["logit_scale"]),
+        f"{directory}/head.json",
+    )
     try:
         head = cls.from_spec(dict(meta.get("spec", {})), classes, dim, float(meta["logit_scale"]))
     except (TypeError, ValueError, KeyError) as exc:

@@ -46,7 +46,8 @@ import torch
 from torch import nn
 
 from croft.errors import CroftError
-from croft.features.files import FeatureSet
+from croft.features.files import FeatureSet, check_logit_scale
+from croft.limits import check_limit
 from croft.methods.base import FitResult, FittedHead
 from croft.progress import progress as progress_bar
 
@@ -92,6 +93,16 @@ class TrainConfig:
     def check(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
             raise CroftError("epochs and batch_size must be at least 1")
+        check_limit("epochs", self.epochs, "option epochs")
+        check_limit("batch_size", self.batch_size, "option batch_size")
+        steps = self.epochs * max(1, self.inner_steps())
+        check_limit("train_steps", steps, "epochs x inner steps per batch")
+        for key in ("lr", "warmup_lr", "momentum", "weight_decay"):
+            if getattr(self, key) < 0:
+                raise CroftError(f"option {key} must be >= 0, got {getattr(self, key)}")
+        if self.logit_scale >= 0:  # < 0: the feature file's scale
+            check_logit_scale(self.logit_scale, "option logit_scale")
+        check_seed(self.seed, "option seed")
         if self.lr_scaling not in LR_SCALINGS:
             raise CroftError(f"lr_scaling {self.lr_scaling!r}: use one of {', '.join(LR_SCALINGS)}")
         if self.warmup_epochs < 0:
@@ -99,6 +110,17 @@ class TrainConfig:
         if self.dtype not in DTYPES:
             raise CroftError(f"dtype {self.dtype!r}: use one of {', '.join(DTYPES)}")
         select_policy(self)
+
+    def inner_steps(self) -> int:
+        """Optimiser steps per batch beyond the first (CRoFT's ``gen_step``); 1 here."""
+        return 1
+
+
+def check_seed(seed: int, where: str) -> int:
+    """A seed torch and numpy both take: a whole number in [0, 2**32)."""
+    if not 0 <= seed < 2**32:
+        raise CroftError(f"{where} {seed} is out of range; use a whole number in [0, 2**32)")
+    return seed
 
 
 def select_policy(cfg: Any) -> str:

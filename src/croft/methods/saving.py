@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from croft.features.files import FeatureSet
+from croft.features.files import FeatureSet, fill_template
 from croft.fileio import atomic_write_text
 from croft.methods.base import METHODS, FitResult, FittedHead, make_config
 from croft.methods.io import check_head_dir, save_head
@@ -68,7 +68,7 @@ def provenance(
         "history": result.history,
         "selected_epoch": result.selected_epoch,
         "selection": result.selection,
-        "prompts": [tpl.format(c) for tpl in train.templates[:1] for c in train.class_names],
+        "prompts": [fill_template(t, c) for t in train.templates[:1] for c in train.class_names],
         **backbone_info(train, cfg),
     }
     if train_path is not None:

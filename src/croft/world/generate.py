@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from croft.errors import CroftError
+from croft.fileio import parse_json
 from croft.world.captions import describe
 from croft.world.config import SHORTCUT_COLOURS, WorldConfig, world_preset
 from croft.world.render import TINTS, render_object, render_texture
@@ -236,7 +237,9 @@ def read_world(root: str | Path) -> dict[str, Any]:
     """The manifest of a generated world folder."""
     path = Path(root) / MANIFEST
     try:
-        return json.loads(path.read_text())
+        return parse_json(path.read_text(), str(path))
+    except CroftError:
+        raise
     except (OSError, ValueError) as exc:
         raise CroftError(
             f"{root} is not a generated croft world (no readable {MANIFEST}): {exc}"
@@ -356,7 +359,7 @@ def generate_world(
         old: dict[str, Any] = {}
         if (out / MANIFEST).is_file():
             try:
-                old = json.loads((out / MANIFEST).read_text())
+                old = parse_json((out / MANIFEST).read_text(), str(out / MANIFEST))
             except (ValueError, UnicodeDecodeError):
                 old = {}
             if not isinstance(old, dict):

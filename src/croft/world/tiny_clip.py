@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from croft.errors import CroftError
+from croft.fileio import parse_json
 from croft.world.tokenizer import WordTokenizer
 
 if TYPE_CHECKING:
@@ -118,7 +119,9 @@ def read_checkpoint_config(weights: str | Path | None = None) -> dict[str, Any]:
         path = path / WEIGHTS_NAME
     cfg_path = path.parent / CONFIG_NAME
     try:
-        cfg = json.loads(cfg_path.read_text())
+        cfg = parse_json(cfg_path.read_text(), str(cfg_path))
+    except CroftError:
+        raise
     except (OSError, ValueError) as exc:
         raise CroftError(f"cannot read the tiny CLIP config {cfg_path}: {exc}") from exc
     for key in ("model_cfg", "preprocess_cfg", "tokenizer", "logit_scale"):

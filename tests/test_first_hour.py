@@ -126,3 +126,97 @@ def test_croft_fit_without_val_warns_there_is_no_threshold(small_files, tmp_path
     err = capsys.readouterr().err
     assert "fitted without --val: the head has no OOD threshold" in err
     assert "ood_threshold" not in json.loads((tmp_path / "h" / "head.json").read_text())
+
+
+# ------------------------------------------------------------------ 3. run-level settings
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+PACS_DOMAINS = ("art_painting", "cartoon", "photo", "sketch")
+PACS_CLASSES = ("dog", "elephant", "giraffe", "guitar", "horse", "house", "person")
+
+
+def _png(path: Path) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (8, 8), (120, 30, 200)).save(path)
+
+
+def _data_tree(root: Path) -> Path:
+    """One data folder the PACS preset reads whole: PACS/ (oodbench) beside dtd/,
+    food-101/ and caltech-101/ in CoOp's layout."""
+    from croft.data import generate_lodo_splits
+
+    for dom in PACS_DOMAINS:
+        for cls in PACS_CLASSES:
+            for k in range(3):
+                _png(root / "PACS" / "images" / dom / cls / f"{k}.png")
+    generate_lodo_splits(root / "PACS", val_fraction=0.34, seed=1)
+    coop = {
+        "dtd": ("images", "split_zhou_DescribableTextures.json", ["banded", "woven"]),
+        "food-101": ("images", "split_zhou_Food101.json", ["pizza", "sushi"]),
+        "caltech-101": ("101_ObjectCategories", "split_zhou_Caltech101.json", ["ant", "chair"]),
+    }
+    from croft.data.coop import CALTECH101_DROPPED_FOR_PACS
+
+    coop["caltech-101"][2].extend(sorted(CALTECH101_DROPPED_FOR_PACS))  # the filter's classes
+    for folder, (images, split_file, classes) in coop.items():
+        entries = []
+        for label, cls in enumerate(classes):
+            for i in range(3):
+                _png(root / folder / images / cls / f"image_{i:04d}.jpg")
+                entries.append([f"{cls}/image_{i:04d}.jpg", label, cls])
+        split = {"train": entries[0::3], "val": entries[1::3], "test": entries[2::3]}
+        (root / folder / split_file).write_text(json.dumps(split))
+    return root
+
+
+def test_one_data_root_makes_the_pacs_preset_check_pass(
+    tmp_path, tiny_ckpts, capsys, monkeypatch
+) -> None:  # noqa: ANN001, E501
+    from croft.backbones import TINY_VIT
+
+    data = _data_tree(tmp_path / "datasets")
+    preset = str(CONFIGS / "setup2_pacs.yaml")
+    local = ["--set", f"backbone=openclip:{TINY_VIT}:{tiny_ckpts[0]}", "--set", "device=cpu"]
+    assert main(["run", preset, "--check", "--set", f"data_root={data}", *local]) == 0
+    assert capsys.readouterr().out.strip().endswith("setup2_pacs: OK")
+    monkeypatch.setenv("CROFT_DATA", str(data))  # the environment instead of --set
+    assert main(["run", preset, "--check", *local]) == 0
+    capsys.readouterr()
+    monkeypatch.setenv("CROFT_DATA", str(tmp_path / "elsewhere"))
+    assert main(["run", preset, "--check", *local]) == 1
+    out = capsys.readouterr().out
+    for i, name in enumerate(("dtd", "food101", "caltech101")):  # each line names its key
+        assert f"ood {name} ({tmp_path / 'elsewhere'}, layout coop; fix ood.{i}.root or " in out
+
+
+def test_methods_and_seeds_filter_a_run_and_dry_run_counts_per_method(tmp_path, capsys) -> None:  # noqa: ANN001
+    data = _data_tree(tmp_path / "datasets")
+    argv = ["run", str(CONFIGS / "setup2_pacs.yaml"), "--set", f"data_root={data}", "--dry-run"]
+    argv += ["--out", str(tmp_path / "out")]
+    assert main([*argv, "--methods", "Croft,zeroshot", "--seeds", "2"]) == 0
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.startswith("new ")]
+    assert len(lines) == 4 * (5 + 1)  # 4 held-out domains x (croft's 5 lambda2 + zeroshot)
+    assert all("_seed2" in line and ("/croft[" in line or "/zeroshot/" in line) for line in lines)
+    assert "  croft: 20 runs" in out and "  zeroshot: 4 runs" in out
+    assert main([*argv, "--methods", "crof"]) == 2
+    err = capsys.readouterr().err
+    assert "no method labelled 'crof' (did you mean 'croft'?)" in err
+
+
+def test_run_level_defaults_reach_every_method_that_has_the_option(capsys) -> None:  # noqa: ANN001
+    from croft.experiments import load_experiment
+
+    preset = CONFIGS / "setup2_pacs.yaml"
+    cfg = load_experiment(preset, ["defaults.lr_scaling=logit_scale", "defaults.epochs=3"])
+    rows = {m.label: m.options for m in cfg.methods}
+    assert rows["zeroshot"] == {}  # zero-shot trains nothing: it has neither option
+    for label in ("ce_adapter", "croft", "croft_paper", "clip_adapter", "coop"):
+        assert rows[label]["lr_scaling"] == "logit_scale" and rows[label]["epochs"] == 3
+    assert main(["run", str(preset), "--set", "lr_scaling=logit_scale", "--print-config"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "unknown key(s) lr_scaling; lr_scaling is a method option" in err
+    assert "--set defaults.lr_scaling=" in err and len(err.splitlines()) == 1
+    assert main(["run", str(preset), "--set", "defaults.lamda2=1", "--print-config"]) == 2
+    assert "defaults.lamda2 is an option of none of the listed methods" in capsys.readouterr().err

@@ -220,3 +220,60 @@ def test_run_level_defaults_reach_every_method_that_has_the_option(capsys) -> No
     assert "--set defaults.lr_scaling=" in err and len(err.splitlines()) == 1
     assert main(["run", str(preset), "--set", "defaults.lamda2=1", "--print-config"]) == 2
     assert "defaults.lamda2 is an option of none of the listed methods" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ small items
+def test_broken_pipe_exits_quietly(capsys) -> None:  # noqa: ANN001
+    import argparse
+
+    from croft.cli.main import _dispatch
+
+    def writes_into_a_closed_pipe(args: argparse.Namespace) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    assert _dispatch(argparse.Namespace(func=writes_into_a_closed_pipe)) == 141
+    assert capsys.readouterr().err == ""
+
+
+def test_croft_eval_piped_to_head_prints_no_error(small_files, tmp_path) -> None:  # noqa: ANN001
+    train, val = small_files
+    fit = ["fit", "--train", str(train), "--method", "zeroshot", "--quiet"]
+    assert main([*fit, "--out", str(tmp_path / "h")]) == 0
+    cmd = f'"{sys.executable}" -m croft eval "{tmp_path / "h"}" --id "{val}" | head -1'
+    res = subprocess.run(["bash", "-c", cmd], env=_env(tmp_path), capture_output=True, text=True)
+    assert res.returncode == 0 and "Broken pipe" not in res.stderr and res.stdout.strip()
+
+
+def test_did_you_mean_and_case_insensitive_methods(small_files, tmp_path, capsys) -> None:  # noqa: ANN001
+    import croft.methods as M
+    from croft.errors import CroftError
+
+    train, val = small_files
+    with pytest.raises(CroftError, match=r"unknown option 'lamda2' \(did you mean 'lambda2'\?\)"):
+        M.make_config(M.METHODS.get("croft").config_cls, {"lamda2": 1.0})
+    with pytest.raises(CroftError, match=r"unknown method 'crofts' \(did you mean 'croft'\?\)"):
+        M.METHODS.get("crofts")
+    assert M.METHODS.get("CE_Adapter") is M.METHODS.get("ce_adapter")
+    argv = ["fit", "--train", str(train), "--method", "ZeroShot", "--out", str(tmp_path / "z")]
+    assert main(argv) == 0
+    capsys.readouterr()
+
+
+def test_eval_with_an_ood_file_as_id_says_use_ood(tmp_path, capsys) -> None:  # noqa: ANN001
+    import dataclasses
+
+    import torch
+
+    fs = random_features(4, 6, 10, 1, seed=0, scale=25.0)
+    ood = dataclasses.replace(
+        fs, labels=torch.full_like(fs.labels, -1), class_names=[], text_features=None
+    )
+    train = save_features(fs, tmp_path / "train.safetensors")
+    ood_file = save_features(ood, tmp_path / "textures.safetensors")
+    fit = ["fit", "--train", str(train), "--method", "zeroshot", "--quiet"]
+    assert main([*fit, "--out", str(tmp_path / "h")]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "h"), "--id", str(ood_file)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "this is an OOD feature file" in err
+    assert "--ood NAME=FILE" in err

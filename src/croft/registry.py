@@ -41,11 +41,19 @@ class Registry(Generic[T]):
         return deco
 
     def get(self, name: str) -> T:
-        try:
+        """The entry ``name`` (exact, else the one name equal to it ignoring case); an
+        unknown name is one error line with the closest known name."""
+        if name in self._entries:
             return self._entries[name].obj
-        except KeyError:
-            known = ", ".join(sorted(self._entries)) or "none"
-            raise CroftError(f"unknown {self.kind} {name!r}; known: {known}") from None
+        folded = [k for k in self._entries if isinstance(name, str) and k.lower() == name.lower()]
+        if len(folded) == 1:
+            return self._entries[folded[0]].obj
+        import difflib
+
+        known = ", ".join(sorted(self._entries)) or "none"
+        close = difflib.get_close_matches(str(name), list(self._entries), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise CroftError(f"unknown {self.kind} {name!r}{hint}; known: {known}")
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries

@@ -149,6 +149,13 @@ def _dispatch(args: argparse.Namespace) -> int:
     except CroftError as exc:
         print(f"croft: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader closed the pipe (croft eval ... | head): stop quietly
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes stdout
+        except (OSError, ValueError):
+            pass
+        return 141  # 128 + SIGPIPE, as a C program killed by the signal reports
     except OSError as exc:
         if os.environ.get("CROFT_DEBUG") == "1":
             raise

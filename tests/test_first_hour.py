@@ -124,7 +124,7 @@ def test_croft_fit_without_val_warns_there_is_no_threshold(small_files, tmp_path
     argv = ["fit", "--train", str(train), "--method", "ce_adapter", "--quiet", "--set", "epochs=1"]
     assert main([*argv, "--out", str(tmp_path / "h")]) == 0
     err = capsys.readouterr().err
-    assert "fitted without --val: the head has no OOD threshold" in err
+    assert "fitted without --val: the saved head has no OOD threshold" in err
     assert "ood_threshold" not in json.loads((tmp_path / "h" / "head.json").read_text())
 
 

@@ -126,10 +126,13 @@ DEFAULT_FIT_LR_SCALING = "logit_scale"
 def _warn_untrained(method: str, result: FitResult, has_val: bool) -> None:
     """One warning line when the head saved has no OOD threshold or did not train."""
     if not has_val:
+        epochs = " and the last epoch is kept" if result.history else ""
         log.warning(
-            "%s: fitted without --val: the head has no OOD threshold (croft predict flags "
-            "nothing) and the last epoch is kept; give --val to select an epoch and set one",
+            "%s: fitted without --val: the saved head has no OOD threshold (croft predict "
+            "flags nothing)%s; give --val to set one%s",
             method,
+            epochs,
+            " and select the epoch" if result.history else "",
         )
     sel = result.selection or {}
     if sel.get("kept_init"):
@@ -169,8 +172,8 @@ def fit_and_save(
     if "lr_scaling" in fields and "lr_scaling" not in opts:
         opts["lr_scaling"] = DEFAULT_FIT_LR_SCALING
     result = fit_method(method, train, val, device=device, progress=progress, tpr=tpr, options=opts)
-    _warn_untrained(method, result, val is not None)
     path = save_head(result.head, out)
     text = json.dumps(result.head.meta["config"], indent=2, sort_keys=True)
     atomic_write_text(path / "config.json", text)
+    _warn_untrained(method, result, val is not None)
     return result, path

@@ -277,3 +277,23 @@ def test_eval_with_an_ood_file_as_id_says_use_ood(tmp_path, capsys) -> None:  # 
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "this is an OOD feature file" in err
     assert "--ood NAME=FILE" in err
+
+
+def test_list_heads_and_layouts_print_plain_whole_sentences(capsys) -> None:  # noqa: ANN001
+    assert main(["list", "heads"]) == 0
+    heads = capsys.readouterr().out.splitlines()[1:]
+    assert heads and all("``" not in line and line.rstrip().endswith(".") for line in heads)
+    assert any(line.split()[0] == "clip_adapter" and "bias-free linears." in line for line in heads)
+    assert main(["list", "layouts"]) == 0
+    oodbench = next(ln for ln in capsys.readouterr().out.splitlines() if "oodbench" in ln)
+    assert "images/DOMAIN/CLASS/ + test_on_DOMAIN.json" in oodbench
+
+
+def test_readme_names_where_the_demo_writes_its_report() -> None:
+    from croft.cli.main import build_parser
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    out = build_parser().parse_args(["demo"]).out  # the default --out
+    assert out == "croft-out/demo" and f"`{out}/report/`" in readme
+    src = (Path(SRC) / "croft" / "protocols" / "world_demo.py").read_text()
+    assert 'write_report(out, out / "report")' in src  # where the report really goes

@@ -33,8 +33,7 @@ class Registry(Generic[T]):
         def deco(obj: T) -> T:
             if name in self._entries:
                 raise RuntimeError(f"{self.kind} {name!r} is registered twice")
-            doc = summary or (getattr(obj, "__doc__", None) or "").strip().splitlines()[0:1]
-            text = doc if isinstance(doc, str) else (doc[0] if doc else "")
+            text = summary or _first_sentence(getattr(obj, "__doc__", None) or "")
             self._entries[name] = Entry(name, obj, text)
             return obj
 
@@ -63,3 +62,11 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         return sorted(self._entries)
+
+
+def _first_sentence(doc: str) -> str:
+    """A docstring's first sentence as plain text: its first paragraph joined, cut at the
+    first ". ", reST literal markup (````x````) removed."""
+    para = " ".join(doc.strip().split("\n\n", 1)[0].split())
+    sentence = para.split(". ", 1)[0].rstrip(".")
+    return sentence.replace("``", "") + ("." if sentence else "")

@@ -34,7 +34,11 @@ A plug-in layout registers with ``LAYOUTS.register("name", "summary")(reader)``.
 
 for _name, _reader_fn, _summary in (
     ("domainbed", read_domainbed, "DOMAIN/CLASS/image folders (PACS, VLCS, ...)"),
-    ("oodbench", read_oodbench, "OOD benchmarks with ID and OOD folders"),
+    (
+        "oodbench",
+        read_oodbench,
+        "images/DOMAIN/CLASS/ + test_on_DOMAIN.json splits (PACS, VLCS as the paper reads them)",
+    ),
     ("coop", read_coop, "CoOp/Dassl datasets with split JSON files"),
     ("imagenet", read_imagenet, "ImageNet and its variants (-V2, -Sketch, -A, -R)"),
     ("folder", read_folder, "CLASS/image folders, one domain"),

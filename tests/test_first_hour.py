@@ -297,3 +297,11 @@ def test_readme_names_where_the_demo_writes_its_report() -> None:
     assert out == "croft-out/demo" and f"`{out}/report/`" in readme
     src = (Path(SRC) / "croft" / "protocols" / "world_demo.py").read_text()
     assert 'write_report(out, out / "report")' in src  # where the report really goes
+
+
+def test_help_options_give_every_shared_option_a_meaning(capsys) -> None:  # noqa: ANN001
+    with pytest.raises(SystemExit):
+        main(["fit", "--method", "croft", "--help-options"])
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.strip()}
+    assert "best_after_warmup" in rows["select_epoch"] and not rows["select_epoch"].endswith("-")
+    assert "< 0: the backbone's" in rows["logit_scale"]

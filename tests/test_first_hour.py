@@ -305,3 +305,20 @@ def test_help_options_give_every_shared_option_a_meaning(capsys) -> None:  # noq
     rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.strip()}
     assert "best_after_warmup" in rows["select_epoch"] and not rows["select_epoch"].endswith("-")
     assert "< 0: the backbone's" in rows["logit_scale"]
+
+
+def test_data_check_guesses_the_layout(tmp_path, capsys) -> None:  # noqa: ANN001
+    data = _data_tree(tmp_path / "datasets")
+    for k in range(2):
+        _png(tmp_path / "flat" / "cat" / f"{k}.png")
+        _png(tmp_path / "bed" / "photo" / "cat" / f"{k}.png")
+    main(["data", "check", str(data / "PACS")])
+    assert f"layout oodbench: {data / 'PACS'}" in capsys.readouterr().out
+    assert main(["data", "check", str(data / "dtd")]) == 2  # coop, but which dataset
+    assert "layout 'coop' needs dataset= (--dataset)" in capsys.readouterr().err
+    for root, layout in ((tmp_path / "flat", "folder"), (tmp_path / "bed", "domainbed")):
+        assert main(["data", "check", str(root)]) == 0
+        assert f"layout {layout}: {root}" in capsys.readouterr().out
+    (tmp_path / "empty").mkdir()
+    assert main(["data", "check", str(tmp_path / "empty")]) == 2
+    assert "cannot tell its layout" in capsys.readouterr().err

@@ -206,3 +206,35 @@ def test_a_run_without_a_stored_data_key_is_diagnosed_with_a_warning(study, tmp_
     with pytest.warns(UserWarning, match="holds no data key"):
         res = diagnose_runs([dst], OPTIONS)
     assert res.rows
+
+
+def test_a_whole_output_folder_diagnoses_each_tasks_selected_run(study, tmp_path, capsys):
+    """``croft diagnose OUT_DIR``: per (held-out, seed) the run the report keeps (chosen on
+    source validation), written to OUT_DIR/diagnose/<held_out>_seed<k>/."""
+    from croft.report import collect_runs, select_records
+
+    out = tmp_path / "out"
+    shutil.copytree(study[0], out)
+    assert main(["diagnose", str(out), "--no-plots", *FAST]) == 0
+    assert "diagnosing 2 task(s), 2 run(s)" in capsys.readouterr().out
+    kept = {
+        (r["test_domain"], r["seed"]): r["selected_from"]
+        for r in select_records(collect_runs(out))
+        if r["label"] == "croft"
+    }
+    for dom in ("photo", "pixel"):
+        doc = json.loads((out / "diagnose" / f"{dom}_seed1" / "diagnostics.json").read_text())
+        assert doc["task"] == {"held_out": dom, "seed": 1}
+        assert list(doc["heads"]) == [kept[(dom, 1)]]  # zero-shot (not an adapter) left out
+
+    # --select: shell patterns on labels, e.g. the whole lambda2 grid of each task
+    diag = tmp_path / "grid"
+    argv = ["diagnose", str(out), "--select", "croft[*", "--out", str(diag), "--no-plots"]
+    assert main([*argv, *FAST]) == 0
+    for dom in ("photo", "pixel"):
+        doc = json.loads((diag / f"{dom}_seed1" / "diagnostics.json").read_text())
+        assert set(doc["heads"]) == set(LABELS)
+    capsys.readouterr()
+    _one_line_error(["diagnose", str(out), "--select", "coop*", *FAST], capsys, "matches no")
+    _one_line_error(["diagnose", *_runs(out), "--select", "x", *FAST], capsys, "--select applies")
+    _one_line_error(["diagnose", *_runs(out), *FAST], capsys, "give --out DIR")

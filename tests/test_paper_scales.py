@@ -15,11 +15,9 @@ import torch.nn.functional as F
 from croft.methods.croft import (
     VARIANT_LAMBDAS,
     CroftConfig,
-    CroftParams,
-    make_optimizers,
+    SingleStep,
     paper_covariate,
     paper_disalign,
-    paper_step,
 )
 from croft.methods.croft_core import (
     adapt_image,
@@ -133,13 +131,20 @@ def test_align_term_moves_the_adapter_towards_zero_shot() -> None:
     ends = {}
     for on in (True, False):
         cfg = CroftConfig(
-            variant="paper", gen_step=1, lambda_c=0.0, lambda2=0.0, align_term=on, lr=0.1
+            variant="paper",
+            gen_step=1,
+            lambda_c=0.0,
+            lambda2=0.0,
+            align_term=on,
+            lr=0.1,
+            dtype="float64",
         )
-        params = CroftParams(16, torch.float64, residual=True)
-        opt_a, opt_g = make_optimizers(params, cfg, cfg.lr)
+        member = SingleStep(cfg, 16, 100.0)
         with torch.no_grad():
-            params.generator.normal_(0.0, 0.3, generator=torch.Generator().manual_seed(1))
-        paper_step(params, opt_a, opt_g, x, y, t, cfg, 100.0)
-        ends[on] = [m.detach().clone() for m in params.matrices()]
+            member.params.mats["generator"][0].normal_(
+                0.0, 0.3, generator=torch.Generator().manual_seed(1)
+            )
+        member.step(x, y, t)
+        ends[on] = [m.clone() for m in member.matrices()]
     assert not torch.equal(ends[True][0], ends[False][0])  # image adapter moved
     torch.testing.assert_close(ends[True][1], ends[False][1], rtol=0, atol=0)  # text: no

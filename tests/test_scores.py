@@ -65,10 +65,12 @@ def test_sign_id_like_scores_higher(score: Callable[[], torch.Tensor]) -> None:
 
 def test_sign_through_registry() -> None:
     q, bank = knn_toy()
-    inputs = ScoreInputs(logits=LOGITS, similarities=SIMS, embeddings=q, bank=bank)
-    for entry in SCORES:
-        s = entry.obj.compute(inputs)
-        assert s[0] > s[1], entry.name
+    local = SIMS[:, None].expand(-1, 2, -1)  # two local features per image, as the global
+    inputs = ScoreInputs(logits=LOGITS, similarities=SIMS, embeddings=q, bank=bank,
+                         local_similarities=local)  # fmt: skip
+    for name in ("energy", "gl_mcm", "knn", "max_logit", "mcm", "msp"):  # fitted: test_detectors
+        s = SCORES.get(name).compute(inputs)
+        assert s[0] > s[1], name
 
 
 # --- known values ----------------------------------------------------------------------------
@@ -189,7 +191,8 @@ def test_bad_temperature(fn: Callable[..., torch.Tensor], t: float) -> None:
 
 # --- registry -------------------------------------------------------------------------------
 def test_registry_contents() -> None:
-    assert SCORES.names() == ["energy", "knn", "max_logit", "mcm", "msp"]
+    assert set(SCORES.names()) >= {"energy", "gl_mcm", "knn", "max_logit", "mcm", "msp"}
+    assert {"mahalanobis", "vim", "neglabel"} <= set(SCORES.names())
     assert all(isinstance(e.obj, Score) and e.summary for e in SCORES)
     assert SCORES.get("knn").needs == ("embeddings", "bank")
     assert SCORES.get("knn").params() == ["k", "squared", "chunk_size", "bank_chunk_size"]
@@ -197,7 +200,8 @@ def test_registry_contents() -> None:
 
 
 def test_registry_unknown_name() -> None:
-    with pytest.raises(CroftError, match="unknown score 'enrgy'; known: energy, knn, max_logit"):
+    known = "known: energy, gl_mcm, knn, mahalanobis"
+    with pytest.raises(CroftError, match=f"unknown score 'enrgy'; {known}"):
         SCORES.get("enrgy")
 
 
@@ -242,7 +246,17 @@ def test_layering_no_methods_import() -> None:
         assert not [
             m
             for m in imported
-            if m.startswith("croft.") and m not in ("croft.errors", "croft.registry")
+            if m.startswith("croft.")
+            and m
+            not in (
+                "croft.errors",
+                "croft.registry",
+                "croft.detectors",
+                "croft.neglabel",
+                "croft.score_lists",
+                "croft.score_base",
+                "croft.scores_local",
+            )
         ], name
 
 
@@ -253,13 +267,14 @@ def test_detectors_treat_every_score_alike() -> None:
     bank = torch.randn(20, 8, generator=g)
     emb, logits = torch.randn(5, 8, generator=g), torch.randn(5, 3, generator=g)
     inputs = ScoreInputs(logits=logits, similarities=logits / 100, embeddings=emb)
-    dets = {n: SCORES.get(n).detector(**({"k": 3} if n == "knn" else {})) for n in SCORES.names()}
+    names = ["energy", "knn", "max_logit", "mcm", "msp"]  # every score: test_detectors.py
+    dets = {n: SCORES.get(n).detector(**({"k": 3} if n == "knn" else {})) for n in names}
     assert all(isinstance(d, Detector) for d in dets.values())
     assert [n for n, d in dets.items() if d.needs_fit] == ["knn"]
     with pytest.raises(CroftError, match="knn score needs a bank"):
         dets["knn"].score(inputs)
     for d in dets.values():  # one call for all: stateless detectors ignore the ID data
-        d.fit(ScoreInputs(embeddings=bank))
+        d.fit(ScoreInputs(embeddings=bank), torch.zeros(20, dtype=torch.long))
     torch.testing.assert_close(dets["knn"].score(inputs), knn(emb, bank, k=3), rtol=0, atol=0)
     torch.testing.assert_close(dets["energy"].score(inputs), energy(logits), rtol=0, atol=0)
     assert torch.equal(SCORES.get("knn").detector().fit(bank).score(inputs), knn(emb, bank))

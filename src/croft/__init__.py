@@ -3,9 +3,8 @@
 The package imports light: heavy optional dependencies (open_clip, transformers,
 matplotlib) are loaded where they are used.
 
-Layers, lowest first (a lower layer never imports a higher one):
-``errors, registry`` -> ``metrics, scores`` -> ``features`` -> ``methods`` ->
-``simulate`` -> ``protocols`` -> ``cli``.
+A lower layer never imports a higher one; the layers, lowest first, are the table
+``LAYERS`` in ``tests/test_layers.py`` and the README's Layout section.
 """
 
 from __future__ import annotations

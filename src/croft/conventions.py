@@ -20,11 +20,12 @@ Fields (``croft`` preset first, then ``authors``):
 * ``detection_ratio`` / ``detection_ratio_text`` — mixing ratios of the adapter heads'
   *detection* view (``None``: the prediction ratios) — ``None`` | ``0.5`` / ``0.0`` (D7;
   Setup-II only). Accuracy always uses the prediction ratios.
-* ``knn_bank`` — the KNN bank: ``train`` (the few-shot training images, eval view) |
+* ``knn_bank`` — the ID features every fitted score (KNN's bank, Mahalanobis, ViM) is
+  fitted on: ``train`` (the few-shot training images, eval view) |
   ``source`` (at most ``knn_bank_per_class`` images per class of the source domains'
   train split, the authors' Setup-II bank).
 * ``knn_k_sweep`` — extra ``k`` values recorded as ``knn@k`` scores beside ``knn`` (whose
-  ``k`` is the experiment's ``knn_k``): none | 1, 5, 10, 25, 50, 100, 200, 300, 400, 500.
+  ``k`` is its score-list entry's): none | 1, 5, 10, 25, 50, 100, 200, 300, 400, 500.
 * ``id_cap_per_class`` — at most this many ID images per class as detection positives
   (0: all) — 0 | 500 (Setup-II).
 * ``fpr95`` — the FPR95 column tables show first: ``fpr95_id_pos`` | ``fpr95_paper``.
@@ -58,6 +59,10 @@ AUTHORS_KNN_KS = (1, 5, 10, 25, 50, 100, 200, 300, 400, 500)
 CONVENTION_NAMES = ("croft", "authors")
 SETUPS = ("setup1", "setup2")
 FPR95_KEYS = ("fpr95_id_pos", "fpr95_paper")
+#: Scores whose ID positives follow a field of their own (the authors' KNN script).
+OWN_POSITIVES = {"knn": "knn_id_positives"}
+#: Convention fields that sweep a score's parameter: field -> (score, parameter).
+SWEEPS = {"knn_k_sweep": ("knn", "k")}
 
 
 @dataclass(frozen=True)
@@ -97,10 +102,20 @@ class Conventions:
         return self
 
     def positives(self, score: str) -> str:
-        """``all`` or ``correct`` for the score named ``score`` (``knn`` and ``knn@k``)."""
-        if score == "knn" or score.startswith("knn@"):
-            return self.knn_id_positives or self.id_positives
-        return self.id_positives
+        """``all`` or ``correct`` for the registered score named ``score`` (a field of
+        :data:`OWN_POSITIVES` when the score has one and it is set, else ``id_positives``)."""
+        own = OWN_POSITIVES.get(score)
+        return (getattr(self, own) if own else "") or self.id_positives
+
+    def sweeps(self) -> dict[str, tuple[str, tuple[Any, ...]]]:
+        """Extra parameter values each score is also recorded at, ``{score: (param,
+        values)}``: the evaluation adds a detector ``score@value`` per value
+        (``knn_k_sweep``: ``knn@k``)."""
+        return {
+            score: (param, tuple(getattr(self, key)))
+            for key, (score, param) in SWEEPS.items()
+            if getattr(self, key)
+        }
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able fields (a run records it; :func:`resolve` reads it back)."""

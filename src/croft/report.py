@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from croft.errors import CroftError
+from croft.evaluation_frame import TAGS, tag_averages
 from croft.fileio import atomic_write_text
 from croft.selection import select_grid_point
 from croft.tables import (
@@ -43,6 +44,12 @@ from croft.tables import (
 from croft.verdict import status_lines, status_marks, training_status, verdict_lines
 
 DETECTION_METRICS = (("fpr95_id_pos", "min"), ("auroc", "max"), ("aupr_in", "max"))
+#: the full-spectrum column set's group prefix and its meaning (croft.evaluation_frame)
+FS = "FS "
+FS_NOTE = (
+    "full spectrum, positives id+covariate: every ID-class image evaluated (held-out "
+    "domain, source validation, covariate-shifted sets) counts as ID (OpenOOD v1.5)"
+)
 ARROW = {"min": "↓", "max": "↑"}
 
 
@@ -206,23 +213,33 @@ def _build_tables(records: Sequence[Mapping[str, Any]]) -> dict[str, Table]:
     )
     fpr = headline_fpr95(records)
     metrics = [((fpr if m == "fpr95_id_pos" else m), b) for m, b in DETECTION_METRICS]
+    tags = [t for t in TAGS if any(t in (r.get("ood_tags") or {}).values() for r in records)]
+    blocks = [("detection", "")]
+    if any("detection_full_spectrum" in r for r in records):
+        blocks.append(("detection_full_spectrum", FS))
+    columns = [(key, pre, o) for key, pre in blocks for o in [*oods, *(f"{t} avg" for t in tags)]]
     for s in scores:
-        flat = [(o, m) for o in oods for m, _ in metrics]
+        flat = [(key, o, m) for key, _, o in columns for m, _ in metrics]
 
         def det(r: Mapping[str, Any], j: int, s: str = s, flat: list = flat) -> float | None:
-            o, m = flat[j]
-            return r.get("detection", {}).get(o, {}).get(s, {}).get(m)
+            key, o, m = flat[j]
+            table = r.get(key, {})
+            if o.endswith(" avg") and o not in table:
+                return tag_averages(table, r.get("ood_tags") or {}, s, m)[o[:-4]]
+            return table.get(o, {}).get(s, {}).get(m)
 
-        groups = [(o, [f"{m} {ARROW[b]}" for m, b in metrics]) for o in oods]
+        groups = [(f"{pre}{o}", [f"{m} {ARROW[b]}" for m, b in metrics]) for _, pre, o in columns]
         tables[f"detection_{s}"] = _table(
             f"detection_{s}",
             f"Open-set OOD detection, {s} score (%), mean ± std over held-out domains × "
             "seeds; fpr95_id_pos: FPR at 95% TPR with ID as positives; fpr95_paper: the "
             "authors' rule (θ = 5th percentile of ID, OOD > θ); aupr_in: AUPR with "
-            "ID as positives",
+            "ID as positives"
+            + ("; near/far avg: mean over the OOD sets tagged so" if tags else "")
+            + (f"; {FS}columns: {FS_NOTE}" if len(blocks) > 1 else ""),
             records,
             groups,
-            [b for _ in oods for _, b in metrics],
+            [b for _ in columns for _, b in metrics],
             det,
         )
     return tables

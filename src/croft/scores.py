@@ -1,4 +1,4 @@
-"""OOD scores on cached model outputs.
+"""OOD scores on cached model outputs, and the one protocol of fitted detectors.
 
 Sign convention: **every score is "higher = more in-distribution"** (ID-like samples
 score higher than OOD-like ones), so a detector keeps a sample when its score is at or
@@ -13,19 +13,27 @@ Each score is a pure torch function returning one value per sample, shape ``(N,)
 * :func:`mcm` ``(N, C) cosine similarities``: maximum of ``softmax(cos / T)`` (MCM).
 * :func:`knn` ``(N, D) embeddings, (M, D) bank``: minus the distance to the k-th nearest
   bank feature, both sides L2-normalised; chunked so memory stays bounded.
+* fitted feature-space scores: ``mahalanobis`` and ``vim`` (:mod:`croft.detectors`),
+  ``neglabel`` (:mod:`croft.neglabel`).
 
-:data:`SCORES` registers each one as a :class:`Score` with the uniform call
-``score.compute(ScoreInputs(...), **params)``; :func:`compute_scores` runs several.
-``SCORES.get(name).detector(**params)`` gives a :class:`Detector`, the same two calls for
-every score: ``fit(id_inputs)`` (KNN keeps its bank; stateless scores ignore it) and
-``score(inputs)``.
+:data:`SCORES` registers each one as a :class:`Score`. ``SCORES.get(name).detector(**params)``
+gives a :class:`Detector`, the same two calls for every score (in the spirit of
+pytorch-ood's ``fit_features`` / ``predict_features``)::
+
+    det.fit(id_inputs, labels, text_features, head)   # -> det.state (DetectorState)
+    det.score(inputs)                                  # (N,), higher = more ID
+
+A fitted score declares ``fit(id_inputs, labels, text_features, head, **params) ->
+DetectorState`` (:data:`FitFn`; KNN keeps its bank) and reads its state's tensors by
+name beside the :class:`ScoreInputs` fields; stateless scores ignore ``fit``.
+:func:`compute_scores` runs several stateless ones; :func:`croft.score_lists.score_specs`
+parses a config's score list (``[energy, {name: knn, k: 50}]``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
-import numbers
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,50 +42,33 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from croft import detectors, neglabel
 from croft.errors import CroftError
 from croft.registry import Registry
+from croft.score_base import (
+    DetectorState,
+    ScoreInputs,
+    _matrix,
+    _positive,
+    _positive_int,
+    _sq_dists,
+)
+from croft.scores_local import gl_mcm
 
 __all__ = [
     "SCORES",
     "Detector",
+    "DetectorState",
     "Score",
     "ScoreInputs",
     "compute_scores",
+    "register_score",
     "energy",
     "knn",
     "max_logit",
     "mcm",
     "msp",
 ]
-
-
-# --- validation ---------------------------------------------------------------------------
-def _matrix(x: Any, name: str, where: str, shape: str = "(N, C)") -> Tensor:
-    """Check ``x`` is a 2-D tensor with at least one column; integer tensors become float32."""
-    if not isinstance(x, Tensor):
-        raise CroftError(
-            f"{where}: {name} is a {type(x).__name__}, expected a torch.Tensor; "
-            "wrap it with torch.as_tensor(...)"
-        )
-    if x.ndim != 2 or x.shape[1] == 0:
-        raise CroftError(
-            f"{where}: {name} has shape {tuple(x.shape)}, expected {shape} with {shape[-2]} >= 1"
-        )
-    return x if x.is_floating_point() else x.float()
-
-
-def _positive(value: float, name: str, where: str) -> float:
-    value = float(value)
-    if not value > 0.0:  # also rejects NaN
-        raise CroftError(f"{where}: {name}={value!r} must be > 0")
-    return value
-
-
-def _positive_int(value: int, name: str, where: str) -> int:
-    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
-    if not ok:
-        raise CroftError(f"{where}: {name}={value!r} must be a positive integer")
-    return int(value)
 
 
 # --- scores on logits / similarities ------------------------------------------------------
@@ -117,15 +108,6 @@ def mcm(similarities: Tensor, temperature: float = 1.0) -> Tensor:
 
 
 # --- KNN ------------------------------------------------------------------------------------
-def _sq_dists(q: Tensor, b: Tensor) -> Tensor:
-    """Squared Euclidean distances ``(n, m)`` between rows of ``q`` ``(n, D)`` and ``b`` ``(m, D)``.
-
-    Uses ``|q|² + |b|² - 2 q·b`` (as faiss ``IndexFlatL2``), clamped at 0.
-    """
-    d2 = q.square().sum(1, keepdim=True) + b.square().sum(1).unsqueeze(0) - 2.0 * (q @ b.T)
-    return d2.clamp_min_(0.0)
-
-
 def knn(
     embeddings: Tensor,
     bank: Tensor,
@@ -178,55 +160,78 @@ def knn(
     return -out if squared else -out.sqrt()
 
 
-# --- registry ---------------------------------------------------------------------------------
-@dataclass
-class ScoreInputs:
-    """What a score may read. Shapes: ``logits`` and ``similarities`` ``(N, C)``,
-    ``embeddings`` ``(N, D)``, ``bank`` ``(M, D)`` (ID training features for KNN)."""
-
-    logits: Tensor | None = None
-    similarities: Tensor | None = None
-    embeddings: Tensor | None = None
-    bank: Tensor | None = None
-
-
+# --- registry: scores and fitted detectors ---------------------------------------------------
 _INPUT_NAMES = tuple(f.name for f in dataclasses.fields(ScoreInputs))
+
+#: Keywords a fit function may declare to receive from its caller (never from a config).
+FIT_CONTEXT = ("encode_text",)
+
+
+#: ``fit(id_inputs, labels, text_features, head, **params) -> DetectorState``: ``id_inputs``
+#: the head's outputs on ID training features (:class:`ScoreInputs`, ``M`` rows),
+#: ``labels`` ``(M,)`` int64, ``text_features`` ``(C, D)`` unit-norm class embeddings of the
+#: head's classifier (``None`` when its logits are not linear in the embedding), ``head``
+#: the fitted head (read-only).
+FitFn = Callable[..., DetectorState]
+
+
+def _kw_params(fn: Callable[..., Any], skip: int) -> list[str]:
+    return [
+        n
+        for n, p in list(inspect.signature(fn).parameters.items())[skip:]
+        if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and n not in FIT_CONTEXT
+    ]
 
 
 @dataclass(frozen=True)
 class Score:
-    """A registered score: the :class:`ScoreInputs` fields it reads and the function.
+    """A registered score: ``fn(*needs, **params) -> (N,)``, higher = more in-distribution.
 
-    ``fit_on`` names the :class:`ScoreInputs` field of ID data the score is fitted on
-    (KNN: ``"embeddings"``, which becomes its ``bank``); ``None`` for stateless scores.
-    Callers use every score alike through :meth:`detector`.
+    ``needs`` names :class:`ScoreInputs` fields or, for a fitted score, tensors of its
+    :class:`DetectorState` (KNN: ``("embeddings", "bank")``, the bank from its state).
+    ``fit`` (``None`` for stateless scores) is a :data:`FitFn`; ``fit_on`` says in words
+    what it needs (for errors); ``state_shapes`` names each state tensor's dimensions
+    symbolically (``{"means": ("K", "D")}``, ``D`` the embedding dimension), checked when a
+    saved state is loaded. Callers use every score alike through :meth:`detector`.
     """
 
     name: str
     needs: tuple[str, ...]
     fn: Callable[..., Tensor]
     summary: str
-    fit_on: str | None = None
+    fit: FitFn | None = None
+    fit_on: str = ""
+    state_shapes: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
 
-    def detector(self, **params: Any) -> Detector:
-        """A :class:`Detector` with these parameters (checked now)."""
-        return Detector(self, params)
+    def detector(self, label: str | None = None, **params: Any) -> Detector:
+        """A :class:`Detector` with these parameters (names checked now)."""
+        return Detector(self, params, label)
 
     def params(self) -> list[str]:
-        """Names of the keyword parameters ``compute`` accepts."""
-        return list(inspect.signature(self.fn).parameters)[len(self.needs) :]
+        """Keyword parameters of the score and of its fit (each name once)."""
+        out = list(inspect.signature(self.fn).parameters)[len(self.needs) :]
+        if self.fit is not None:
+            out += [n for n in _kw_params(self.fit, 4) if n not in out]
+        return out
 
-    def compute(self, inputs: ScoreInputs, **params: Any) -> Tensor:
-        """Score every sample: ``(N,)``, higher = more in-distribution."""
-        args = []
-        for field in self.needs:
-            value = getattr(inputs, field)
-            if value is None:
-                raise CroftError(
-                    f"score {self.name!r} needs inputs.{field}, which is missing; "
-                    f"set ScoreInputs({field}=...) or drop {self.name!r}"
-                )
-            args.append(value)
+    def defaults(self) -> dict[str, Any]:
+        """Each parameter's default (``croft list scores -v``)."""
+        out: dict[str, Any] = {}
+        for fn in (self.fn, self.fit):
+            if fn is None:
+                continue
+            for n, p in inspect.signature(fn).parameters.items():
+                if p.default is not p.empty and n not in FIT_CONTEXT:
+                    out.setdefault(n, p.default)
+        return {n: out.get(n) for n in self.params()}
+
+    def describe(self) -> str:
+        """One line of parameters and defaults (``k=1, squared=False``), and what a fitted
+        score is fitted on (``croft list scores -v``)."""
+        text = ", ".join(f"{n}={v!r}" for n, v in self.defaults().items()) or "no parameters"
+        return text + (f"; fitted on {self.fit_on}" if self.fit is not None else "")
+
+    def check_params(self, params: Mapping[str, Any]) -> None:
         known = self.params()
         unknown = sorted(set(params) - set(known))
         if unknown:
@@ -234,27 +239,46 @@ class Score:
                 f"score {self.name!r} has no parameter(s) {', '.join(unknown)}; "
                 f"known: {', '.join(known) or 'none'}"
             )
-        return self.fn(*args, **params)
+
+    def compute(
+        self, inputs: ScoreInputs, state: DetectorState | None = None, **params: Any
+    ) -> Tensor:
+        """Score every sample: ``(N,)``, higher = more in-distribution. Each need is read
+        from ``state.tensors`` when there, else from ``inputs``."""
+        args = []
+        for field in self.needs:
+            value = state.tensors.get(field) if state is not None else None
+            if value is None:
+                value = getattr(inputs, field, None)
+            if value is None:
+                raise CroftError(
+                    f"score {self.name!r} needs inputs.{field}, which is missing; "
+                    f"set ScoreInputs({field}=...) or drop {self.name!r}"
+                )
+            args.append(value)
+        self.check_params(params)
+        own = list(inspect.signature(self.fn).parameters)[len(self.needs) :]
+        return self.fn(*args, **{k: v for k, v in params.items() if k in own})
 
 
 class Detector:
-    """A score ready to apply: ``fit(id_inputs)`` then ``score(inputs)``, for every score.
+    """A score ready to apply, the same two calls for every score: ``fit(...)`` on ID
+    training data, then ``score(inputs)`` ``(N,)``, higher = more in-distribution.
 
-    Stateful scores (``Score.fit_on`` set, e.g. KNN) keep the fitted ID data (KNN's bank:
-    ``id_inputs.embeddings`` ``(M, D)``); for stateless scores ``fit`` does nothing, so a
-    caller fits every detector on the same ID data and never special-cases one.
-    ``score`` returns ``(N,)``, higher = more in-distribution.
+    ``fit(id_inputs, labels=None, text_features=None, head=None)`` runs the score's
+    :data:`FitFn` and keeps its :class:`DetectorState` in ``state`` (a no-op for stateless
+    scores; ``id_inputs`` may be a bare ``(M, D)`` embedding tensor). ``label`` names the
+    detector's column (default: the score's name), so one score can appear with several
+    parameter sets (``knn@5``).
     """
 
-    def __init__(self, score: Score, params: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, score: Score, params: Mapping[str, Any] | None = None, label: str | None = None
+    ) -> None:
         self.spec, self.params = score, dict(params or {})
-        unknown = sorted(set(self.params) - set(score.params()))
-        if unknown:
-            raise CroftError(
-                f"score {score.name!r} has no parameter(s) {', '.join(unknown)}; "
-                f"known: {', '.join(score.params()) or 'none'}"
-            )
-        self.state: Tensor | None = None
+        score.check_params(self.params)
+        self.label = label or score.name
+        self.state: DetectorState | None = None
 
     @property
     def name(self) -> str:
@@ -262,43 +286,77 @@ class Detector:
 
     @property
     def needs_fit(self) -> bool:
-        return self.spec.fit_on is not None
+        return self.spec.fit is not None
 
-    def fit(self, id_inputs: ScoreInputs | Tensor) -> Detector:
-        """Keep what the score needs from ID data (a no-op for stateless scores)."""
-        if self.spec.fit_on is None:
+    def fit(
+        self,
+        id_inputs: ScoreInputs | Tensor,
+        labels: Tensor | None = None,
+        text_features: Tensor | None = None,
+        head: Any = None,
+        **context: Any,
+    ) -> Detector:
+        """Fit on ID data (see the class docstring); ``context`` (``encode_text``) reaches
+        fit functions that declare it."""
+        fit = self.spec.fit
+        if fit is None:
             return self
-        value = id_inputs if isinstance(id_inputs, Tensor) else getattr(id_inputs, self.spec.fit_on)
-        if value is None:
-            raise CroftError(f"score {self.name!r} is fitted on ID {self.spec.fit_on}; none given")
-        self.state = value
+        if isinstance(id_inputs, Tensor):
+            id_inputs = ScoreInputs(embeddings=id_inputs)
+        sig = inspect.signature(fit).parameters
+        kw = {k: v for k, v in self.params.items() if k in sig}
+        kw.update({k: v for k, v in context.items() if k in sig})
+        self.state = fit(id_inputs, labels, text_features, head, **kw)
         return self
 
     def score(self, inputs: ScoreInputs) -> Tensor:
-        """Scores ``(N,)`` of ``inputs``; a stateful detector must be fitted first."""
-        if self.needs_fit:
-            if self.state is None:
-                raise CroftError(
-                    f"the {self.name} score needs a bank of ID features: call fit(...) first "
-                    "(evaluate: pass bank=)"
-                )
-            inputs = dataclasses.replace(inputs, bank=self.state)
-        return self.spec.compute(inputs, **self.params)
+        """Scores ``(N,)`` of ``inputs``; a fitted score must be fitted (or loaded) first."""
+        if self.needs_fit and self.state is None:
+            raise CroftError(
+                f"the {self.label} score needs {self.spec.fit_on or 'fitting'}: call "
+                "fit(...) first (evaluate: pass bank=)"
+            )
+        return self.spec.compute(inputs, self.state, **self.params)
 
 
 SCORES: Registry[Score] = Registry("score")
 
 
-def _register(
+def register_score(
     name: str,
     needs: tuple[str, ...],
     fn: Callable[..., Tensor],
     summary: str,
-    fit_on: str | None = None,
-) -> None:
-    if not set(needs) <= set(_INPUT_NAMES):
+    fit: FitFn | None = None,
+    fit_on: str = "",
+    state_shapes: Mapping[str, tuple[str, ...]] | None = None,
+) -> Score:
+    """Register a score (stateless, or fitted with ``fit``); returns it."""
+    if fit is None and not set(needs) <= set(_INPUT_NAMES):
         raise RuntimeError(f"score {name!r} needs unknown inputs {needs}")
-    SCORES.register(name, summary)(Score(name, needs, fn, summary, fit_on))
+    score = Score(name, needs, fn, summary, fit, fit_on, dict(state_shapes or {}))
+    SCORES.register(name, summary)(score)
+    return score
+
+
+_register = register_score
+
+
+def _fit_bank(
+    id_inputs: ScoreInputs, labels: Tensor | None, text_features: Tensor | None, head: Any,
+    *, k: int = 1,
+) -> DetectorState:  # fmt: skip
+    """KNN keeps the ID embeddings ``(M, D)`` as its bank (``k <= M`` checked here)."""
+    bank = id_inputs.embeddings
+    if bank is None:
+        raise CroftError("the knn score is fitted on ID embeddings; none given")
+    bank = _matrix(bank, "bank", "knn", "(M, D)")
+    k = _positive_int(k, "k", "knn")
+    if k > bank.shape[0]:
+        raise CroftError(
+            f"the bank holds {bank.shape[0]} rows, fewer than k={k}; use k <= {bank.shape[0]}"
+        )
+    return DetectorState({"bank": bank})
 
 
 _register("energy", ("logits",), energy, "T * logsumexp(logits / T) (CRoFT's score)")
@@ -310,7 +368,39 @@ _register(
     ("embeddings", "bank"),
     knn,
     "minus the distance to the k-th nearest ID feature",
-    fit_on="embeddings",
+    fit=_fit_bank,
+    fit_on="a bank of ID features",
+    state_shapes={"bank": ("M", "D")},
+)
+_register("gl_mcm", ("similarities", "local_similarities"), gl_mcm, "global + largest local MCM")
+_register(
+    "mahalanobis",
+    ("embeddings", "means", "whitener"),
+    detectors.mahalanobis,
+    "minus the squared Mahalanobis distance to the closest ID class mean (shared covariance)",
+    fit=detectors._fit_mahalanobis,
+    fit_on="labelled ID features",
+    state_shapes={"means": ("K", "D"), "whitener": ("D", "R")},
+)
+_register(
+    "vim",
+    ("logits", "embeddings", "origin", "residual", "alpha"),
+    detectors.vim,
+    "energy minus ViM's virtual logit (residual off the ID principal subspace, scaled)",
+    fit=detectors._fit_vim,
+    fit_on="ID features and logits",
+    state_shapes={"origin": ("D",), "residual": ("D", "R"), "alpha": ()},
+)
+
+
+_register(
+    "neglabel",
+    ("similarities", "embeddings", "negatives", "groups"),
+    neglabel.neglabel,
+    "NegLabel: ID softmax mass among ID + mined negative labels, grouped",
+    fit=neglabel._fit_neglabel,
+    fit_on="the head's class embeddings and the text tower",
+    state_shapes={"negatives": ("M", "D"), "groups": ("M",)},
 )
 
 
@@ -322,6 +412,7 @@ def compute_scores(
     """Compute the named scores: ``{name: (N,) tensor}``, higher = more in-distribution.
 
     ``params`` maps a score name to its keyword parameters, e.g. ``{"knn": {"k": 5}}``.
+    Fitted scores read their state from ``inputs`` (KNN: ``inputs.bank``).
     """
     names = list(names)
     params = dict(params or {})

@@ -121,7 +121,8 @@ def tidy_rows(
     configs: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per run × metric: ``split`` is ``test`` (held-out domain), ``source_val``,
-    ``shifted`` (Setup-I sets) or ``ood``; ``set`` names the data, ``score`` the OOD score.
+    ``shifted`` (Setup-I sets), ``ood`` or ``ood_full_spectrum`` (positives id+covariate);
+    ``set`` names the data, ``score`` the OOD score.
 
     ``configs`` maps a run's ``run_dir`` to the config whose keys become ``cfg.*`` columns
     (default: the run's options, i.e. what the experiment config and its grid point set;
@@ -157,6 +158,11 @@ def tidy_rows(
             for score, metrics in per_score.items():
                 for metric, value in sorted(metrics.items()):
                     add("ood", ood, score, metric, value)
+        # full spectrum (positives id+covariate, croft.evaluation_frame), when recorded
+        for ood, per_score in (rec.get("detection_full_spectrum") or {}).items():
+            for score, metrics in per_score.items():
+                for metric, value in sorted(metrics.items()):
+                    add("ood_full_spectrum", ood, score, metric, value)
     return rows
 
 

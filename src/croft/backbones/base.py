@@ -114,15 +114,42 @@ class Backbone(abc.ABC):
         """(B,3,S,S) preprocessed images -> (B,D) raw float32 features (no grad)."""
         import torch
 
+        self._check_images(images)
+        with torch.no_grad():
+            out = self._encode_image(images.to(self.device, self.dtype))
+        return out.float()
+
+    def local_tokens(self) -> int:
+        """``P``, the local (patch) features per image :meth:`encode_image_local` gives; a
+        backbone without them raises one CroftError line."""
+        raise CroftError(
+            f"backbone {self.name} ({self.source}) provides no local (patch) features; "
+            "use an open_clip or OpenAI CLIP (ViT or attention-pool ResNet) backbone"
+        )
+
+    def _encode_image_local(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B,3,H,W) in model dtype/device -> ((B,D) global, (B,P,D) local)."""
+        self.local_tokens()
+        raise NotImplementedError  # pragma: no cover - local_tokens raised
+
+    def encode_image_local(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B,3,S,S) preprocessed images -> ``(global (B,D), local (B,P,D))`` raw float32
+        features from one forward pass; ``global`` equals :meth:`encode_image`'s. The local
+        features are projected into the joint space (see :mod:`croft.backbones.local`)."""
+        import torch
+
+        self._check_images(images)
+        with torch.no_grad():
+            pooled, local = self._encode_image_local(images.to(self.device, self.dtype))
+        return pooled.float(), local.float()
+
+    def _check_images(self, images: torch.Tensor) -> None:
         size = self.preprocess.image_size
         if images.ndim != 4 or images.shape[1] != 3 or tuple(images.shape[2:]) != (size, size):
             raise CroftError(
                 f"{self.name} expects images of shape (B, 3, {size}, {size}), got "
                 f"{tuple(images.shape)}; prepare them with backbone.preprocess.eval_transform()"
             )
-        with torch.no_grad():
-            out = self._encode_image(images.to(self.device, self.dtype))
-        return out.float()
 
     def encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """(n,L) token ids -> (n,D) raw float32 features (no grad)."""

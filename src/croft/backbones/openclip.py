@@ -98,6 +98,16 @@ class OpenClipBackbone(Backbone):
     def _encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.model.encode_text(tokens)
 
+    def local_tokens(self) -> int:
+        from croft.backbones.local import local_tokens
+
+        return local_tokens(self.model, f"backbone {self.name}")
+
+    def _encode_image_local(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        from croft.backbones.local import encode_image_local
+
+        return encode_image_local(self.model, images, f"backbone {self.name}")
+
     def _token_embedding_module(self) -> nn.Embedding:
         from torch import nn
 

@@ -17,14 +17,26 @@ def register(sub: argparse._SubParsersAction) -> None:
         "diagnostics.csv, diagnostics.json and diagnostics.png/.pdf to --out. Run folders "
         "written by 'croft run' (<out>/runs/<label>/<held_out>_seed<k>) need no feature "
         "files: their task (train shots with domains, held-out test, extra targets, OOD sets) "
-        "is rebuilt from <out>/config.resolved.json through the feature cache.",
+        "is rebuilt from <out>/config.resolved.json through the feature cache. Given a whole "
+        "output folder of 'croft run' or 'croft demo', it diagnoses every (held-out domain, "
+        "seed) task: the selected run of each adapter method row, or the runs --select names, "
+        "writing OUT_DIR/diagnose/<held_out>_seed<k>/ unless --out is given.",
     )
     p.add_argument(
         "heads",
         nargs="+",
         metavar="HEAD_DIR",
         help="directory written by 'croft fit', a run directory with head/ and features.json, "
-        "or run folders of 'croft run' of one (held-out domain, seed) task",
+        "run folders of 'croft run' of one (held-out domain, seed) task, or one whole output "
+        "folder of 'croft run'/'croft demo'",
+    )
+    p.add_argument(
+        "--select",
+        default="",
+        metavar="LABELS",
+        help="with an output folder: comma-separated run labels or shell patterns (e.g. "
+        "'croft[*' for a whole grid per task); default: the run each method row reports "
+        "(chosen on source validation)",
     )
     p.add_argument(
         "--train",
@@ -40,7 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="a feature file to diagnose (repeatable): the held-out style (labelled) or an "
         "OOD set (labels -1: energy norms only)",
     )
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument(
+        "--out", help="output directory (default for an output folder: OUT_DIR/diagnose)"
+    )
     p.add_argument(
         "--params",
         default="fc_i,fc_t",
@@ -96,6 +110,7 @@ def _parse_sets(items: list[str]) -> dict[str, str]:
 def run(args: argparse.Namespace) -> int:
     from croft.diagnose import DiagnoseOptions, write_diagnostics
     from croft.errors import CroftError
+    from croft.experiments.diagnose_folder import is_experiment_folder
     from croft.experiments.diagnose_runs import diagnose_runs, is_experiment_run
 
     options = DiagnoseOptions(
@@ -110,6 +125,12 @@ def run(args: argparse.Namespace) -> int:
         equal_rows=args.equal_rows,
     )
     options.check()
+    if len(args.heads) == 1 and is_experiment_folder(args.heads[0]) and not args.train:
+        return _whole_folder(args, options)
+    if args.select:
+        raise CroftError("--select applies to a whole output folder of 'croft run' only")
+    if not args.out:
+        raise CroftError("give --out DIR (where diagnostics.csv/.json/.png are written)")
     runs = [is_experiment_run(h) for h in args.heads]
     if any(runs) and not args.train:
         if not all(runs):
@@ -132,6 +153,43 @@ def run(args: argparse.Namespace) -> int:
     paths = write_diagnostics(rows, args.out, meta, x_name=x_name, plots=not args.no_plots)
     _print_summary(rows)
     print("written: " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def _whole_folder(args: argparse.Namespace, options: Any) -> int:
+    """Every task of one output folder, each written to ``<out>/<held_out>_seed<k>/`` as it
+    finishes."""
+    from pathlib import Path
+
+    from croft.diagnose import write_diagnostics
+    from croft.errors import CroftError
+    from croft.experiments.diagnose_folder import diagnose_folder, folder_tasks
+
+    if args.sets:
+        raise CroftError("--set applies with --train only; an output folder brings its own sets")
+    select = [s.strip() for s in args.select.split(",") if s.strip()] or None
+    out = Path(args.out) if args.out else Path(args.heads[0]) / "diagnose"
+    tasks = folder_tasks(args.heads[0], select)  # every input error before any measurement
+    print(f"diagnosing {len(tasks)} task(s), {sum(map(len, tasks.values()))} run(s) -> {out}")
+
+    def write(task: tuple[str, int], result: Any) -> None:
+        folder = out / f"{task[0]}_seed{task[1]}"
+        paths = write_diagnostics(
+            result.rows, folder, result.meta, x_name=result.x_name, plots=not args.no_plots
+        )
+        _print_summary(result.rows)
+        print(f"{task[0]} seed {task[1]}: written " + ", ".join(str(p) for p in paths.values()))
+
+    diagnose_folder(
+        args.heads[0],
+        options,
+        select=select,
+        x_key=args.x_key,
+        device=args.device,
+        progress=not args.quiet,
+        on_task=write,
+        tasks=tasks,
+    )
     return 0
 
 

@@ -51,6 +51,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         metavar="T",
         help='prompt templates for class text features, e.g. "a photo of a {}."',
     )
+    p.add_argument(
+        "--local-features",
+        action="store_true",
+        help="also store each image's local (patch) features in fp16, from the same pass "
+        "(ViT patch tokens / ResNet attention-pool map, projected; for GL-MCM and LoCoOp); "
+        "their size is printed first (ViT-B/16: 196 x 512, about 200 KB per image)",
+    )
     p.add_argument("--out", required=True, metavar="FILE", help="output .safetensors file")
     p.add_argument(
         "--cache",
@@ -115,7 +122,11 @@ def run(args: argparse.Namespace) -> int:
     from croft.data import read_layout
     from croft.features.extract import ViewSpec, env_context, resolve_device
     from croft.features.files import check_writable_file
-    from croft.features.store import ExtractionInterrupted, extract_features
+    from croft.features.store import (
+        ExtractionInterrupted,
+        extract_features,
+        local_feature_size,
+    )
 
     scale = None if args.crop_scale is None else args.crop_scale.split(",")
     view = (
@@ -147,6 +158,8 @@ def run(args: argparse.Namespace) -> int:
         allow_download=args.allow_download,
     )
     extra = {"layout": args.layout, "split": args.split, "domains": domains or []}
+    if args.local_features and ctx.is_main:
+        print(f"croft: {local_feature_size(backbone, len(index), view)}", flush=True)
     try:
         fs = extract_features(
             backbone,
@@ -162,6 +175,7 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.quiet,
             extra=extra,
             hash_contents=args.hash_contents,
+            local_features=args.local_features,
         )
     except ExtractionInterrupted as exc:
         print(
@@ -172,5 +186,8 @@ def run(args: argparse.Namespace) -> int:
         return 130
     if fs is not None:
         shape = "x".join(str(s) for s in fs.features.shape)
-        print(f"wrote features {shape} ({view.tag}) of {len(fs)} images to {args.out}")
+        what = f"{shape} ({view.tag})"
+        if fs.local_features is not None:
+            what += " + local " + "x".join(str(s) for s in fs.local_features.shape)
+        print(f"wrote features {what} of {len(fs)} images to {args.out}")
     return 0

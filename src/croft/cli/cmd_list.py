@@ -16,7 +16,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "YAML).",
     )
     p.add_argument("what", nargs="?", choices=list(_KINDS), default=None)
-    p.add_argument("-v", "--verbose", action="store_true", help="methods: list their options")
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="methods: list their options; scores: their parameters and defaults",
+    )
     p.set_defaults(func=run)
 
 
@@ -55,13 +60,16 @@ _KINDS: dict[str, tuple[str, str, str]] = {
 }
 
 
-def _list_registry(kind: str) -> None:
+def _list_registry(kind: str, verbose: bool = False) -> None:
     import importlib
 
     module, attr, heading = _KINDS[kind]
     print(heading)
     for e in getattr(importlib.import_module(module), attr):
         print(f"  {e.name:<16} {e.summary}".rstrip())
+        describe = getattr(e.obj, "describe", None)
+        if verbose and callable(describe):  # scores: parameters with defaults
+            print(f"  {'':<16}   {describe()}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -78,5 +86,5 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  {e.name:<16} {e.summary}")
     for kind in _KINDS:
         if kind != "methods" and args.what in (None, kind):
-            _list_registry(kind)
+            _list_registry(kind, args.verbose)
     return 0

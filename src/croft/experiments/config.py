@@ -39,12 +39,15 @@ class DataSpec:
     An ``ood`` root holding ``{held_out}`` (protocol lodo) is a *per-fold* open set: each
     held-out domain reads the root with its own name put in, e.g. a style-matched open set
     ``world/ood_classes/{held_out}`` (the held-out classes drawn in the held-out style).
+    ``tag`` (``ood`` entries only): ``near`` or ``far``, for the reports' near/far averages
+    (never part of a run key).
     """
 
     root: str
     layout: str
     options: dict[str, Any] = field(default_factory=dict)
     name: str = ""
+    tag: str = ""
 
     @property
     def per_fold(self) -> bool:
@@ -134,8 +137,9 @@ class ExperimentBase:
     crop_scale: list[float] | None = None
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
     ood_transform: str = "eval"  # eval | train (the authors' deviation, docs)
-    scores: list[str] = field(default_factory=lambda: ["energy", "knn"])
-    knn_k: int = 1
+    # names or {name: SCORE, PARAM: VALUE, label: COLUMN} (croft.score_lists.score_specs)
+    scores: list[Any] = field(default_factory=lambda: ["energy", "knn"])
+    knn_k: int = 1  # deprecated: write scores: [{name: knn, k: 5}]
     device: str = "cpu"
     precision: str = "fp32"
     batch_size: int = 64
@@ -148,6 +152,8 @@ class ExperimentBase:
     fit_engine: str = "auto"
     # evaluation conventions: croft | authors, or {name: ..., field: value} (docs/deviations.md)
     conventions: Any = "croft"
+    # also cache every image's local (patch) features (fp16) for GL-MCM and LoCoOp
+    local_features: bool = False
 
     SETUP: ClassVar[str] = "setup2"  # which authors' conventions apply (croft.conventions)
 
@@ -165,6 +171,21 @@ class ExperimentBase:
             self.protocol = self.PROTOCOL
         else:
             raise CroftError(f"protocol {self.protocol!r} given to {type(self).__name__}")
+        if self.knn_k != 1:  # the old key: the k of every plain knn entry
+            warnings.warn(
+                f"knn_k: {self.knn_k} is deprecated; write "
+                f"scores: [{{name: knn, k: {self.knn_k}}}]",
+                CroftDeprecationWarning,
+                stacklevel=3,
+            )
+            k, self.knn_k = self.knn_k, 1
+            self.scores = [{"name": "knn", "k": k} if s == "knn" else s for s in self.scores]
+
+    def score_specs(self) -> list[Any]:
+        """The parsed score list (:class:`croft.scores.ScoreSpec` each)."""
+        from croft.score_lists import score_specs
+
+        return score_specs(self.scores, where="scores")
 
     def check(self) -> None:
         """Values that are well-typed but wrong: one :class:`CroftError` line each."""
@@ -176,10 +197,12 @@ class ExperimentBase:
         _bounded("views", self.views, 1, MAX_VIEWS)
         self.train_view()  # crop_scale: two numbers with 0 < lo <= hi <= 1
         _bounded("val_per_class", self.val_per_class, 0, MAX_SHOTS)
-        _bounded("knn_k", self.knn_k, 1, 10_000)
         _bounded("batch_size", self.batch_size, 1, 1 << 16)
         _bounded("workers", self.workers, 0, 256)
+        from croft.evaluation_frame import check_tag
+
         for o in self.ood:
+            check_tag(o.tag, f"ood {o.name}")
             if o.per_fold and self.PROTOCOL != "lodo":
                 raise CroftError(
                     f"ood {o.name}: {HELD_OUT} in a root needs protocol lodo (held-out domains)"
@@ -196,16 +219,26 @@ class ExperimentBase:
             raise CroftError("templates: list at least one, e.g. ['a photo of a {}.']")
         self._check_scores()
         self._check_methods()
+        self._check_local()
         self.evaluation_conventions()
 
     def _check_scores(self) -> None:
-        from croft.scores import SCORES
-
         if not self.scores:
             raise CroftError("scores: list at least one, e.g. scores: [energy]")
-        for s in self.scores:
-            if s not in SCORES:
-                raise CroftError(f"scores: unknown score {s!r}; known: {', '.join(SCORES.names())}")
+        self.score_specs()
+
+    def _check_local(self) -> None:
+        """gl_mcm and locoop read local features: say so before any extraction."""
+        if self.local_features:
+            return
+        names = [x if isinstance(x, str) else dict(x).get("name") for x in self.scores]
+        needs = [f"score {n}" for n in names if n == "gl_mcm"]
+        needs += [f"method {m.label}" for m in self.methods if m.method == "locoop"]
+        if needs:
+            raise CroftError(
+                f"{needs[0]} needs local (patch) features; set local_features: true "
+                "(they are cached in fp16 beside the global features)"
+            )
 
     def _check_methods(self) -> None:
         if not self.methods:
@@ -232,8 +265,20 @@ class ExperimentBase:
             doc.pop(key, None)
         if self.crop_scale is None:  # absent: the run keys written before the key existed
             doc.pop("crop_scale", None)
+        if not self.local_features:  # likewise
+            doc.pop("local_features", None)
+        for spec in doc.get("ood", []):  # near/far tags change no number
+            spec.pop("tag", None)
+        for spec in [doc.get("data"), *doc.get("shifted", [])]:
+            if isinstance(spec, dict):
+                spec.pop("tag", None)
         doc["conventions"] = self.evaluation_conventions().to_dict()
         return doc
+
+
+def ood_tags(cfg: Any) -> dict[str, str]:
+    """``{ood set: near | far}`` of the tagged ``ood`` entries (what records carry)."""
+    return {o.name: o.tag for o in getattr(cfg, "ood", []) if o.tag}
 
 
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:

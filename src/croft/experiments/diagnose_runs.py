@@ -126,7 +126,7 @@ def rebuild_task(
     """The (``test_domain``, ``seed``) task of ``cfg``, built as ``croft run`` builds it
     (every task's extraction through the feature store, then this task's rows)."""
     from croft.backbones import load_backbone
-    from croft.experiments.loading import check_weights
+    from croft.experiments.checks import check_weights
     from croft.experiments.protocols import PROTOCOLS
 
     proto = PROTOCOLS.get(cfg.protocol)

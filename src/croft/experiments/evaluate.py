@@ -12,9 +12,11 @@ import torch
 from croft.conventions import Conventions
 from croft.errors import CroftError
 from croft.evaluation import convention_detectors, evaluate, head_outputs
+from croft.evaluation_frame import full_spectrum, score_names
 from croft.experiments.task import Task
 from croft.features.files import FeatureSet
 from croft.methods.base import FittedHead
+from croft.scores import Detector
 from croft.selection import validation_fit
 
 
@@ -63,25 +65,49 @@ def validation_accuracy(head: FittedHead, val: FeatureSet | None) -> float | Non
     return float((pred.cpu() == val.labels).float().mean())
 
 
+def task_detectors(
+    head: FittedHead,
+    task: Task,
+    scores: Sequence[Any],
+    score_params: Mapping[str, Mapping[str, Any]] | None = None,
+    conventions: Conventions | None = None,
+) -> dict[str, Detector]:
+    """The task's detectors (:func:`croft.evaluation.convention_detectors`), fitted on the
+    task's ID bank (``task.bank``, else its training features)."""
+    bank = task.bank if task.bank is not None else task.train
+    return convention_detectors(head, scores, score_params, bank, conventions or Conventions())
+
+
 def evaluate_task(
     head: FittedHead,
     task: Task,
-    scores: Sequence[str],
+    scores: Sequence[Any],
     score_params: Mapping[str, Mapping[str, Any]] | None = None,
     conventions: Conventions | None = None,
+    detectors: Mapping[str, Detector] | None = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Record fields (accuracy, n_id, detection, val_accuracy, val_nll, conventions, …) and
     per-sample arrays. ``conventions`` (default croft's) decide the detection side
-    (:func:`croft.evaluation.evaluate`); the KNN bank is the task's (``task.bank``)."""
+    (:func:`croft.evaluation.evaluate`); fitted scores are fitted on the task's bank
+    (:func:`task_detectors`) unless ``detectors`` are given.
+
+    Full spectrum (``detection_full_spectrum``, positives ``id+covariate``, OpenOOD v1.5):
+    every ID-class image evaluated is a positive against each OOD set, i.e. the standard
+    positives plus source validation and every covariate-shifted set (``shifted:<name>``),
+    recorded when there is at least one such set
+    (:func:`croft.evaluation_frame.full_spectrum`)."""
     conv = conventions or Conventions()
     extra = {"source_val": task.val} if task.val is not None else {}
-    bank = task.bank if task.bank is not None else task.train
-    detectors = convention_detectors(head, scores, score_params, bank, conv)
+    covariate = {f"shifted:{k}": v for k, v in task.shifted.items()}
+    if detectors is None:
+        detectors = task_detectors(head, task, scores, score_params, conv)
     common = {"scores": scores, "detectors": detectors, "conventions": conv}
+    with_fs = bool(task.ood_sets) and bool(extra or covariate)
+    fs_extra = {**extra, **covariate} if with_fs else extra
     if task.detection_id is None:
-        ev = evaluate(head, task.test, task.ood_sets, **common, extra_sets=extra)
+        ev = evaluate(head, task.test, task.ood_sets, **common, extra_sets=fs_extra)
     else:  # accuracy on the test set, detection against another ID set
-        ev = evaluate(head, task.test, {}, **common, extra_sets=extra)
+        ev = evaluate(head, task.test, {}, **common, extra_sets=fs_extra)
         det = evaluate(head, task.detection_id, task.ood_sets, **common)
         ev.detection = det.detection
         for key, value in det.per_sample.items():
@@ -91,6 +117,13 @@ def evaluate_task(
     val_acc, val_nll = (None, None) if task.val is None else validation_fit(head, task.val)
     fields: dict[str, Any] = {"val_accuracy": val_acc, "val_nll": val_nll}
     fields.update(ev.to_dict())
+    if with_fs:
+        prefix = "id" if task.detection_id is None else "detection_id"
+        names = score_names(ev.per_sample, prefix)
+        fields["detection_full_spectrum"] = full_spectrum(
+            ev.per_sample, names, prefix, list(fs_extra)
+        )
+        fields["full_spectrum_positives"] = [prefix, *fs_extra]
     if task.detection_id is not None:
         fields["n_detection_id"] = len(task.detection_id)
     if task.shifted:

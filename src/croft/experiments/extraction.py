@@ -18,6 +18,7 @@ def store_options(cfg: ExperimentBase, show: bool) -> dict[str, Any]:
         "batch_size": cfg.batch_size,
         "workers": cfg.workers,
         "progress": show,
+        "local_features": bool(getattr(cfg, "local_features", False)),
     }
 
 
@@ -58,6 +59,8 @@ def _extract_one(
     ofs = extract_features(backbone, ood_index, view=oview, **common)
     if ofs.features.dim() == 3:
         ofs.features = ofs.features[:, 0]
+        if ofs.local_features is not None:
+            ofs.local_features = ofs.local_features[:, 0]
     return pick(
         pool(ofs, ood_index),
         ood_index.records,

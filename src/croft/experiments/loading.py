@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from croft.errors import CroftError
+from croft.experiments.checks import check_device, check_weights
 from croft.experiments.config import CONFIGS, DataSpec, ExperimentBase, build
 from croft.experiments.grid import expand_methods, method_config
 from croft.experiments.run_defaults import apply_run_defaults, env_data_root, method_option_hint
@@ -42,7 +43,8 @@ def build_config(doc: dict[str, Any], where: str) -> ExperimentBase:
     """The protocol's typed config from a document (no path resolution)."""
     protocol = doc.get("protocol", "lodo")
     if protocol not in CONFIGS:
-        raise CroftError(f"protocol {protocol!r}: use lodo (Setup-II) or imagenet (Setup-I)")
+        known = ", ".join(CONFIGS)
+        raise CroftError(f"protocol {protocol!r} is not known; use one of: {known}")
     cls = CONFIGS[protocol]
     doc = apply_run_defaults(doc, where)
     unknown = sorted(k for k in doc if k not in cls.__dataclass_fields__ and k != "protocol")
@@ -99,10 +101,10 @@ def resolve_paths(cfg: ExperimentBase, base: Path) -> None:
         if not os.path.isabs(spec.root) and not spec.root.startswith("~"):
             spec.root = str((base / spec.root).resolve())
         spec.root = os.path.expanduser(spec.root)
-    cfg.backbone = _resolve_backbone_path(cfg.backbone, base)
+    cfg.backbone = resolve_backbone_path(cfg.backbone, base)
 
 
-def _resolve_backbone_path(spec: str, base: Path) -> str:
+def resolve_backbone_path(spec: str, base: Path) -> str:
     """The spec with a relative weight path made relative to ``base`` (the loader's parser)."""
     from croft.backbones.loader import parse_spec
 
@@ -117,31 +119,6 @@ def _resolve_backbone_path(spec: str, base: Path) -> str:
         return spec  # openai/hf: keep a path that only exists relative to the working dir
     prefix = f"{parsed.kind}:{parsed.arch}:" if parsed.arch else f"{parsed.kind}:"
     return f"{prefix}{candidate}"
-
-
-def check_device(device: str) -> str | None:
-    """Why ``device`` cannot be used here, or None."""
-    import torch
-
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            return f"device {device!r}: CUDA is not available on this machine; use device: cpu"
-        idx = device.partition(":")[2]
-        if idx and int(idx) >= torch.cuda.device_count():
-            return f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here"
-    if device == "mps" and not torch.backends.mps.is_available():
-        return "device 'mps': MPS is not available on this machine; use device: cpu"
-    return None
-
-
-def check_weights(spec: str) -> str | None:
-    """Why the backbone spec's weight file cannot be read, or None (hub tags: None)."""
-    from croft.backbones.loader import parse_spec
-
-    parsed = parse_spec(spec)
-    if parsed.path is not None and not parsed.path.exists():
-        return f"backbone: weight file not found: {parsed.path} (from {spec!r})"
-    return None
 
 
 def plan_lines(cfg: ExperimentBase) -> list[str]:

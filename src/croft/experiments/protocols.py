@@ -19,9 +19,9 @@ from typing import Any
 
 from croft.errors import CroftError
 from croft.experiments import tasks_imagenet, tasks_lodo
-from croft.experiments.config import ExperimentBase, ImagenetConfig, LodoConfig
+from croft.experiments.checks import check_device, check_weights
+from croft.experiments.config import ExperimentBase
 from croft.experiments.grid import expand_methods
-from croft.experiments.loading import check_device, check_weights
 from croft.experiments.records import run_dir
 from croft.experiments.runner import (
     check_plan,
@@ -44,7 +44,6 @@ class Protocol:
     """A registered protocol."""
 
     name: str
-    config_cls: type[ExperimentBase]
     records: Callable[[Any], Any]
     pairs: Callable[[Any], list[tuple[str, int]]]
     tasks: Callable[[Any, Any, Any, bool], tuple[Any, int, dict[str, Any]]]
@@ -52,12 +51,11 @@ class Protocol:
 
 PROTOCOLS: Registry[Protocol] = Registry("protocol")
 PROTOCOLS.register("lodo", "Setup-II: leave one domain out, open-set detection")(
-    Protocol("lodo", LodoConfig, tasks_lodo.build_tasks, tasks_lodo.pairs, tasks_lodo.lodo_tasks)
+    Protocol("lodo", tasks_lodo.build_tasks, tasks_lodo.pairs, tasks_lodo.lodo_tasks)
 )
 PROTOCOLS.register("imagenet", "Setup-I: ImageNet class split, shifted ImageNet variants")(
     Protocol(
         "imagenet",
-        ImagenetConfig,
         tasks_imagenet.build_setup1_tasks,
         tasks_imagenet.pairs,
         tasks_imagenet.imagenet_tasks,
@@ -163,8 +161,7 @@ def _run_experiment(
             methods,
             out,
             settings=settings,
-            scores=cfg.scores,
-            score_params={"knn": {"k": cfg.knn_k}} if "knn" in cfg.scores else None,
+            scores=cfg.score_specs(),
             on_result=lambda r: bar.update(1),
             device=cfg.device,
             conventions=cfg.evaluation_conventions(),

@@ -113,8 +113,10 @@ def write_run(
     per_sample: Mapping[str, np.ndarray],
     head: Any = None,
     head_meta: Mapping[str, Any] | None = None,
+    detectors: Mapping[str, Any] | None = None,
 ) -> RunRecord:
-    """Write one run's files; ``metrics.json`` last (the run counts as finished after it)."""
+    """Write one run's files; ``metrics.json`` last (the run counts as finished after it).
+    ``detectors`` (fitted score detectors, by label) are saved with the head."""
     rdir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(rdir / "config.json", dict(config))
     atomic_write_json(rdir / "env.json", dict(env))
@@ -124,6 +126,10 @@ def write_run(
         from croft.methods import save_head
 
         save_head(head, rdir / HEAD, **dict(head_meta or {}))
+        if detectors:
+            from croft.detector_states import save_states
+
+            save_states(rdir / HEAD, detectors)
         record["head"] = HEAD
     _write_metrics(rdir / METRICS, record)
     return RunRecord(record, rdir)

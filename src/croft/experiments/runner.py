@@ -19,7 +19,7 @@ from typing import Any
 
 from croft.conventions import Conventions
 from croft.errors import CroftError
-from croft.experiments.evaluate import evaluate_task
+from croft.experiments.evaluate import evaluate_task, task_detectors
 from croft.experiments.grid import MethodRun, method_config
 from croft.experiments.records import (
     METRICS,
@@ -33,6 +33,7 @@ from croft.experiments.records import (
 from croft.experiments.runkey import config_document, difference, make_key, refuse, task_data
 from croft.experiments.task import Task
 from croft.fileio import inside
+from croft.score_lists import score_specs
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ def run_one(
     rdir: Path,
     key: Mapping[str, Any],
     *,
-    scores: Sequence[str],
+    scores: Sequence[Any],
     score_params: Mapping[str, Mapping[str, Any]] | None,
     device: str,
     save_heads: bool,
@@ -118,7 +119,10 @@ def run_one(
     cfg, result, seconds = fitted or fit_method(run, task, device)
     conv = conventions or Conventions()
     conv.apply_to_head(result.head)
-    fields, per_sample = evaluate_task(result.head, task, scores, score_params, conv)
+    detectors = task_detectors(result.head, task, scores, score_params, conv)
+    fields, per_sample = evaluate_task(
+        result.head, task, scores, conventions=conv, detectors=detectors
+    )
     metrics = {
         "label": run.label,
         "method": run.method,
@@ -127,7 +131,7 @@ def run_one(
         "seed": task.seed,
         "selected_epoch": result.selected_epoch,
         "fit_seconds": seconds,
-        "scores": list(scores),
+        "scores": [s.label for s in score_specs(scores)],
         "ood_sets": list(task.ood_sets),
         "run_key": key["run_key"],
         "selection": result.selection,
@@ -142,6 +146,9 @@ def run_one(
         per_sample=per_sample,
         head=result.head if save_heads else None,
         head_meta=head_provenance(run, cfg, result, task) if save_heads else None,
+        detectors={s.label: detectors[s.label] for s in score_specs(scores)}
+        if save_heads
+        else None,
     )
 
 
@@ -197,10 +204,10 @@ def _reuse(out: Path, rdir: Path, key: Mapping[str, Any]) -> RunRecord | None:
 def batches(engine: str, method: str, train: Any, device: str) -> bool:
     """Whether ``engine`` sends this run's fit to the batched engine: ``batched`` every run
     of a method it batches, ``auto`` where :func:`croft.methods.batched.batching_helps`."""
-    from croft.methods.batched import BATCHED_METHODS, batching_helps
+    from croft.methods.batched import batching_helps, has_batched_step
 
     if engine == "batched":
-        return method in BATCHED_METHODS
+        return has_batched_step(method)
     return engine == "auto" and batching_helps(method, train, device)
 
 
@@ -237,7 +244,7 @@ def run_grid(
     out_dir: str | os.PathLike[str],
     *,
     settings: Mapping[str, Any] | None = None,
-    scores: Sequence[str] = ("energy", "knn"),
+    scores: Sequence[Any] = ("energy", "knn"),
     score_params: Mapping[str, Mapping[str, Any]] | None = None,
     on_result: Callable[[dict[str, Any]], None] | None = None,
     device: str = "cpu",

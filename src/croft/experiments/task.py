@@ -38,6 +38,7 @@ class Pool:
     features: torch.Tensor  # (N, D) or (N, V, D)
     rows: dict[str, int]
     like: FeatureSet  # templates, logit scale, provenance
+    local: torch.Tensor | None = None  # (N, P, D) or (N, V, P, D) local features, if kept
 
 
 def pool(fs: FeatureSet, index: Any) -> Pool:
@@ -45,7 +46,7 @@ def pool(fs: FeatureSet, index: Any) -> Pool:
     from croft.features import kept_indices
 
     rows = {index.records[int(i)].path: row for row, i in enumerate(kept_indices(fs).tolist())}
-    return Pool(fs.features, rows, fs)
+    return Pool(fs.features, rows, fs, fs.local_features)
 
 
 def by_path(records: Any) -> list[Any]:
@@ -66,7 +67,9 @@ def merge(*pools: Pool) -> Pool:
     for p in pools:
         rows.update({k: v + offset for k, v in p.rows.items()})
         offset += p.features.shape[0]
-    return Pool(torch.cat([p.features for p in pools]), rows, pools[0].like)
+    locs = [p.local for p in pools]
+    local = torch.cat(locs) if all(x is not None for x in locs) else None  # type: ignore[arg-type]
+    return Pool(torch.cat([p.features for p in pools]), rows, pools[0].like, local)
 
 
 def pick(
@@ -107,4 +110,5 @@ def pick(
         logit_scale=like.logit_scale,
         extra={**like.extra, "subset": name},
         source=f"<{name}>",
+        local_features=None if source.local is None else source.local[idx],
     )

@@ -16,7 +16,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from croft.errors import CroftError
-from croft.experiments.config import AUTHORS_VAL_PER_CLASS, OPEN_SET_NAME, ImagenetConfig
+from croft.experiments.config import (
+    AUTHORS_VAL_PER_CLASS,
+    OPEN_SET_NAME,
+    ImagenetConfig,
+    ood_tags,
+)
 from croft.experiments.extraction import extract_ood, store_options
 from croft.experiments.task import Task, merge, pick, pool
 
@@ -138,6 +143,8 @@ def _pools(cfg: ImagenetConfig, backbone: Any, full: Any, task_records: list, co
         ofs = extract_features(backbone, ood_index, view=ViewSpec.train_views(1, 0), **common)
         ood_pool = pool(ofs, ood_index)
         ood_pool.features = ood_pool.features[:, 0]
+        if ood_pool.local is not None:
+            ood_pool.local = ood_pool.local[:, 0]
     else:
         ood_pool = eval_pool
     return train_pool, eval_pool, ood_pool
@@ -190,6 +197,8 @@ def imagenet_tasks(
                 "ood_draw": cfg.ood_draw,
                 "ar_protocol": cfg.ar_protocol,
                 "ood_sizes": {k: len(v) for k, v in ood_sets.items()},
+                # the held-out classes of the same dataset: near-OOD in OpenOOD's sense
+                "ood_tags": {OPEN_SET_NAME: "near", **ood_tags(cfg)},
             },
         )
 

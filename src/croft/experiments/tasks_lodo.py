@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from croft.errors import CroftError
-from croft.experiments.config import DataSpec, LodoConfig
+from croft.experiments.config import DataSpec, LodoConfig, ood_tags
 from croft.experiments.extraction import extract_ood, store_options
 from croft.experiments.task import Task, by_path, pick, pool
 
@@ -178,6 +178,8 @@ def lodo_tasks(
     def select(src: Any, records: list[Any], name: str) -> Any:
         return pick(src, records, class_names=names, text=text, name=name, domain_names=domains)
 
+    tags = ood_tags(cfg)
+
     def tasks():  # noqa: ANN202
         for t in task_records:
             yield Task(
@@ -189,6 +191,7 @@ def lodo_tasks(
                 ood_sets=ood_sets(t.test_domain),
                 bank=select(eval_pool, t.bank or t.train, "bank"),
                 shifted={x: select(eval_pool, recs, x) for x, recs in t.extra.items()},
+                meta={"ood_tags": tags} if tags else {},
             )
 
     return tasks(), len(task_records), {"ood": [o.name for o in cfg.ood]}

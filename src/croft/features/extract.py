@@ -205,11 +205,14 @@ def encode_batches(
     batches: Sequence[list[int]],
     *,
     workers: int = 0,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]]:
+    local: bool = False,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str], torch.Tensor | None]]:
     """Encode ``batches`` of record indices in order.
 
-    Yields ``(indices (n,), features (n, V, D) float32 on CPU, ok (n,) bool, errors)`` per
-    batch; rows of undecodable images are zeros and are never encoded.
+    Yields ``(indices (n,), features (n, V, D) float32 on CPU, ok (n,) bool, errors,
+    local)`` per batch, ``local`` the ``(n, V, P, D)`` float16 local features from the same
+    forward pass (:meth:`~croft.backbones.Backbone.encode_image_local`) when asked for, else
+    ``None``; rows of undecodable images are zeros and are never encoded.
     """
     device = torch.device(backbone.device)
     pin = device.type == "cuda"
@@ -221,16 +224,22 @@ def encode_batches(
         prefetch_factor=4 if workers > 0 else None,
     )
     views, dim = dataset.view.views, backbone.dim
+    tokens = backbone.local_tokens() if local else 0
     for idx, x, ok, errors in loader:
         n = int(idx.shape[0])
         feats = torch.zeros(n, views, dim)
+        loc = torch.zeros(n, views, tokens, dim, dtype=torch.float16) if local else None
         if bool(ok.any()):
             sel = x if bool(ok.all()) else x[ok]
             sel = sel.flatten(0, 1).to(device, non_blocking=pin)
             with autocast_for(backbone):
-                out = backbone.encode_image(sel)
+                if loc is None:
+                    out = backbone.encode_image(sel)
+                else:
+                    out, out_local = backbone.encode_image_local(sel)
+                    loc[ok] = out_local.half().cpu().view(-1, views, tokens, dim)
             feats[ok] = out.float().cpu().view(-1, views, dim)
-        yield idx, feats, ok, list(errors)
+        yield idx, feats, ok, list(errors), loc
 
 
 def extract_text_features(

@@ -10,6 +10,10 @@ Tensors
     ``domains``        int64 ``(N,)``, optional: index into ``domain_names``.
     ``text_features``  float ``(C, D)`` or ``(C, T, D)`` for ``T`` prompt templates,
                        optional: raw text-encoder outputs, one row per class (and template).
+    ``local_features`` float16 ``(N, P, D)``, or ``(N, V, P, D)`` with views, optional:
+                       ``P`` local (patch) features per image in the joint space (a ViT's
+                       projected patch tokens, a CLIP ResNet's attention-pool map; see
+                       :mod:`croft.backbones.local`), raw, NOT L2-normalised.
 
 Metadata (safetensors string header; JSON-encoded values)
     ``croft_schema``   ``"croft.features/1"``.
@@ -54,6 +58,7 @@ class FeatureSet:
     logit_scale: float = 100.0
     extra: dict[str, Any] = field(default_factory=dict)
     source: str = "<memory>"
+    local_features: torch.Tensor | None = None  # (N, P, D) or (N, V, P, D), fp16
 
     def __post_init__(self) -> None:
         self.validate()
@@ -81,6 +86,17 @@ class FeatureSet:
             return self.features
         return self.features[:, v % self.num_views]
 
+    def local_view(self, v: int) -> torch.Tensor | None:
+        """Local features of view ``v mod V``, ``(N, P, D)``, or ``None`` without them."""
+        loc = self.local_features
+        if loc is None or loc.dim() == 3:
+            return loc
+        return loc[:, v % self.num_views]
+
+    def eval_local(self) -> torch.Tensor | None:
+        """``(N, P, D)`` local features of view 0, or ``None``."""
+        return self.local_view(0)
+
     def eval_features(self) -> torch.Tensor:
         """``(N, D)`` features for evaluation: view 0 (the centre crop by convention)."""
         return self.view(0)
@@ -98,6 +114,7 @@ class FeatureSet:
             logit_scale=self.logit_scale,
             extra=dict(self.extra),
             source=self.source,
+            local_features=None if self.local_features is None else self.local_features[mask],
         )
 
     # ----------------------------------------------------------------- validation
@@ -155,10 +172,41 @@ class FeatureSet:
                 )
             if not bool(torch.isfinite(t).all()):
                 raise CroftError(f"{where}: text_features contain NaN or inf")
+        self._validate_local()
         if not (math.isfinite(self.logit_scale) and self.logit_scale > 0):
             raise CroftError(
                 f"{where}: logit_scale must be a positive number, got {self.logit_scale}"
             )
+
+    def _validate_local(self) -> None:
+        loc, f = self.local_features, self.features
+        if loc is None:
+            return
+        want = "(N, V, P, D)" if f.dim() == 3 else "(N, P, D)"
+        ok = (
+            isinstance(loc, torch.Tensor)
+            and loc.is_floating_point()
+            and loc.dim() == f.dim() + 1
+            and tuple(loc.shape[: f.dim() - 1]) == tuple(f.shape[:-1])
+            and loc.shape[-1] == f.shape[-1]
+        )
+        if not ok:
+            shape = tuple(loc.shape) if isinstance(loc, torch.Tensor) else type(loc).__name__
+            raise CroftError(
+                f"{self.source}: 'local_features' must be floating point of shape {want} "
+                f"matching features {tuple(f.shape)}, got {shape}"
+            )
+        if not bool(torch.isfinite(loc).all()):
+            raise CroftError(f"{self.source}: local_features contain NaN or inf; re-extract them")
+
+    def require_local(self) -> torch.Tensor:
+        """The local features, or one line saying how to extract them."""
+        if self.local_features is None:
+            raise CroftError(
+                f"{self.source}: no 'local_features' in these features; extract them with "
+                "`croft extract --local-features` (croft run: local_features: true)"
+            )
+        return self.local_features
 
     def require_labels(self) -> None:
         """Training data: every label must be a known class and every class present."""
@@ -257,6 +305,8 @@ def save_features(fs: FeatureSet, path: str | os.PathLike[str]) -> Path:
         tensors["domains"] = fs.domains.to(torch.int64).contiguous()
     if fs.text_features is not None:
         tensors["text_features"] = fs.text_features.contiguous()
+    if fs.local_features is not None:
+        tensors["local_features"] = fs.local_features.to(torch.float16).contiguous()
     meta = {
         "croft_schema": SCHEMA,
         "class_names": json.dumps(fs.class_names),
@@ -328,6 +378,7 @@ def load_features(path: str | os.PathLike[str]) -> FeatureSet:
         labels=tensors["labels"],
         domains=tensors.get("domains"),
         text_features=tensors.get("text_features"),
+        local_features=tensors.get("local_features"),
         class_names=_meta_value(meta, "class_names", [], path),
         domain_names=_meta_value(meta, "domain_names", [], path),
         templates=_meta_value(meta, "templates", [], path),

@@ -1,9 +1,11 @@
 """Shard files of the feature store: one safetensors file per block of records.
 
 A shard holds ``features`` ``(n, D)`` or ``(n, V, D)`` float32 (zeros for undecodable
-images) and ``ok`` uint8 ``(n,)``; its metadata carries the store key hash, the shard
-number and record range, the skipped images (JSON) and a ``checksum``
-(:func:`~croft.features.files.tensor_digest`) verified whenever the shard is read.
+images) and ``ok`` uint8 ``(n,)``, plus, when the store keeps local features, ``local``
+float16 ``(n, P, D)`` or ``(n, V, P, D)`` (zeros for undecodable images); its metadata
+carries the store key hash, the shard number and record range, the skipped images (JSON)
+and a ``checksum`` (:func:`~croft.features.files.tensor_digest`) verified whenever the
+shard is read.
 """
 
 from __future__ import annotations
@@ -29,11 +31,19 @@ def shard_name(s: int) -> str:
     return f"shard-{s:05d}.safetensors"
 
 
-def write_shard(path: Path, features: torch.Tensor, ok: torch.Tensor, meta: dict[str, str]) -> None:
+def write_shard(
+    path: Path,
+    features: torch.Tensor,
+    ok: torch.Tensor,
+    meta: dict[str, str],
+    local: torch.Tensor | None = None,
+) -> None:
     """One shard file, atomically (tests patch this to simulate a kill)."""
     from safetensors.torch import save
 
     tensors = {"features": features.contiguous(), "ok": ok.to(torch.uint8).contiguous()}
+    if local is not None:
+        tensors["local"] = local.to(torch.float16).contiguous()
     meta = {**meta, "checksum": tensor_digest(tensors)}
     atomic_write_bytes(path, canonical_safetensors(save(tensors, metadata=meta)))
 
@@ -62,15 +72,19 @@ def shard_done(path: Path, khash: str, s: int, start: int, stop: int) -> dict[st
 
 
 def read_shard(
-    path: Path, start: int, stop: int, meta: dict[str, str]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """A shard's rows, verified against its checksum; a corrupted shard is removed (so the
-    next run extracts it again) and reported in one line."""
+    path: Path, start: int, stop: int, meta: dict[str, str], *, local: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """A shard's rows ``(features, ok, local or None)``, verified against its checksum; a
+    corrupted shard (or one without the ``local`` tensor asked for) is removed (so the next
+    run extracts it again) and reported in one line."""
     from safetensors.torch import load_file
 
     try:
         t = load_file(str(path))
         feats, ok = t["features"], t["ok"].bool()
+        loc = t.get("local")
+        if local and loc is None:
+            raise ValueError("it holds no local features")
         if "checksum" not in meta:
             raise ValueError("it carries no checksum")
         verify_digest(t, meta, f"feature shard {path}")
@@ -85,17 +99,20 @@ def read_shard(
         raise CroftError(
             f"{why} -- removed it; run the same command again to extract it anew"
         ) from None
-    if feats.shape[0] != stop - start or ok.shape != (stop - start,):
+    rows = stop - start
+    if feats.shape[0] != rows or ok.shape != (rows,) or (loc is not None and loc.shape[0] != rows):
         raise CroftError(f"feature shard {path} has the wrong number of rows; delete it and rerun")
-    return feats, ok
+    return feats, ok, (loc if local else None)
 
 
 def read_shards(
-    directory: Path, khash: str, bounds: list[tuple[int, int]]
-) -> tuple[torch.Tensor, torch.Tensor, list[dict[str, Any]], list[dict[str, Any]]]:
+    directory: Path, khash: str, bounds: list[tuple[int, int]], *, local: bool = False
+) -> tuple[
+    torch.Tensor, torch.Tensor, list[dict[str, Any]], list[dict[str, Any]], torch.Tensor | None
+]:
     """Every shard's features and ``ok`` flags concatenated in record order, the skipped
-    images and the manifest's ``shards`` entries."""
-    feats, oks, shard_docs = [], [], []
+    images, the manifest's ``shards`` entries and (``local``) the local features."""
+    feats, oks, locs, shard_docs = [], [], [], []
     skipped: list[dict[str, Any]] = []
     for s, (a, b) in enumerate(bounds):
         path = directory / shard_name(s)
@@ -105,13 +122,16 @@ def read_shards(
                 f"feature shard {path} is missing after extraction (did a rank fail?); "
                 "run the same command again to finish it"
             )
-        f, ok = read_shard(path, a, b, meta)
+        f, ok, loc = read_shard(path, a, b, meta, local=local)
         feats.append(f)
+        if loc is not None:
+            locs.append(loc)
         oks.append(ok)
         bad = json.loads(meta.get("skipped", "[]"))
         skipped.extend(bad)
         shard_docs.append({"file": path.name, "start": a, "stop": b, "skipped": len(bad)})
-    return torch.cat(feats), torch.cat(oks), skipped, shard_docs
+    loc = torch.cat(locs) if local else None
+    return torch.cat(feats), torch.cat(oks), skipped, shard_docs, loc
 
 
 def kept_ranges(ok: torch.Tensor) -> list[list[int]]:

@@ -12,8 +12,13 @@ Directory content::
 
     manifest.json               (schema croft.feature-store/1, see below)
     shard-00000.safetensors     records [0, S): "features" (n, D) or (n, V, D) float32
-    shard-00001.safetensors     (zeros for undecodable images), "ok" uint8 (n,); metadata
-    ...                         key_hash, shard, start, stop, skipped (JSON list), checksum
+    shard-00001.safetensors     (zeros for undecodable images), "ok" uint8 (n,), with local
+    ...                         features "local" (n, P, D) or (n, V, P, D) float16; metadata
+                                key_hash, shard, start, stop, skipped (JSON list), checksum
+
+Local features (``local_features=True``) are part of the key (``"local_features"``, only
+when asked for, so older keys and their caches stay valid), so a store with them and one
+without are different directories and neither is read for the other.
 
 ``manifest.json``: ``{"schema", "key_hash", "key", "complete", "num_records",
 "num_kept", "num_skipped", "shard_size", "num_shards", "shards": [{"file", "start",
@@ -87,6 +92,7 @@ __all__ = [
     "default_cache_dir",
     "extract_features",
     "key_hash",
+    "local_feature_size",
     "store_directory",
     "store_key",
     "store_manifest",
@@ -107,6 +113,15 @@ class ExtractionInterrupted(KeyboardInterrupt):
             "run the same command again to resume"
         )
         self.directory, self.done, self.total = directory, done, total
+
+
+def local_feature_size(backbone: Backbone, num_images: int, view: ViewSpec | None = None) -> str:
+    """One line stating the disk size of the local features of ``num_images`` images
+    (fp16; e.g. ViT-B/16: 196 x 512, about 200 KB per image and view)."""
+    from croft.backbones.local import local_size_text
+
+    views = (view or ViewSpec()).views
+    return local_size_text(num_images, views, backbone.local_tokens(), backbone.dim)
 
 
 def write_feature_file(fs: FeatureSet, path: str | os.PathLike[str]) -> Path:
@@ -132,6 +147,7 @@ def extract_features(
     progress: bool = True,
     extra: dict[str, Any] | None = None,
     hash_contents: bool = False,
+    local_features: bool = False,
 ) -> FeatureSet | None:
     """Encode every image of ``index`` with ``backbone`` through the keyed cache.
 
@@ -148,6 +164,9 @@ def extract_features(
         extra: merged into the result's ``extra``.
         hash_contents: key the cache on each image's sha256 instead of its ``stat``
             identity (see :meth:`~croft.data.DatasetIndex.file_identity`).
+        local_features: also keep each view's local (patch) features ``(P, D)`` in fp16,
+            from the same forward pass (``local_features`` of the result); their size is
+            logged before extraction (:func:`local_feature_size`).
 
     Returns the assembled :class:`FeatureSet` (undecodable images left out; ``extra`` holds
     the provenance) on rank 0, ``None`` on other torchrun ranks. Under torchrun the
@@ -158,8 +177,13 @@ def extract_features(
     tpl = check_templates(templates) if templates is not None else None
 
     key = store_key(backbone, index, view, shard_size, hash_contents=hash_contents)
+    name = backbone.name
+    if local_features:
+        key["local_features"] = {"tokens": backbone.local_tokens(), "dtype": "float16"}
+        name += "-local"
+        log.info("%s", local_feature_size(backbone, len(index), view))
     khash = key_hash(key)
-    directory = store_directory(cache_dir or default_cache_dir(), backbone.name, view, khash)
+    directory = store_directory(cache_dir or default_cache_dir(), name, view, khash)
     n = len(index)
     bounds = [(s, min(s + shard_size, n)) for s in range(0, n, shard_size)]
     with dist_context(backbone.device) as ctx:
@@ -179,6 +203,7 @@ def extract_features(
                 strict=strict,
                 progress=progress and ctx.is_main,
                 cached=len(mine) - len(todo),
+                local=local_features,
             )
         except KeyboardInterrupt:
             finished = sum(1 for s in range(len(bounds)) if (directory / _shard_name(s)).is_file())
@@ -187,7 +212,17 @@ def extract_features(
         if not ctx.is_main:
             return None
         return _assemble(
-            backbone, index, view, directory, khash, bounds, base_doc, tpl, out, extra or {}
+            backbone,
+            index,
+            view,
+            directory,
+            khash,
+            bounds,
+            base_doc,
+            tpl,
+            out,
+            extra or {},
+            local=local_features,
         )
 
 
@@ -290,6 +325,7 @@ def _run_shards(
     strict: bool,
     progress: bool,
     cached: int,
+    local: bool = False,
 ) -> None:
     """Encode ``shards`` ``[(s, start, stop)]`` and write one file per shard."""
     if not shards:
@@ -302,13 +338,16 @@ def _run_shards(
     bar = progress_bar(total, desc, "img", enabled=progress)
     feats: list[torch.Tensor] = []
     oks: list[torch.Tensor] = []
+    locs: list[torch.Tensor] = []
     skipped: list[dict[str, Any]] = []
     filled = 0
-    batches = encode_batches(backbone, dataset, [b for _, b in plan], workers=workers)
+    batches = encode_batches(backbone, dataset, [b for _, b in plan], workers=workers, local=local)
     try:
-        for (pos, _), (idx, f, ok, errors) in zip(plan, batches, strict=True):
+        for (pos, _), (idx, f, ok, errors, loc) in zip(plan, batches, strict=True):
             s, start, stop = shards[pos]
             feats.append(f if view.kind == "train" else f[:, 0])
+            if loc is not None:
+                locs.append(loc if view.kind == "train" else loc[:, 0])
             oks.append(ok)
             for i, good, err in zip(idx.tolist(), ok.tolist(), errors, strict=True):
                 if not good:
@@ -324,10 +363,13 @@ def _run_shards(
                     "stop": str(stop),
                     "skipped": json.dumps(skipped, ensure_ascii=False),
                 }
-                _write_shard(directory / _shard_name(s), torch.cat(feats), torch.cat(oks), meta)
+                args: tuple[Any, ...] = (torch.cat(feats), torch.cat(oks), meta)
+                if local:
+                    args += (torch.cat(locs),)
+                _write_shard(directory / _shard_name(s), *args)
                 if strict:
                     _raise_strict(skipped)
-                feats, oks, skipped, filled = [], [], [], 0
+                feats, oks, locs, skipped, filled = [], [], [], [], 0
     finally:
         batches.close()
         bar.close()
@@ -344,10 +386,14 @@ def _assemble(
     templates: list[str] | None,
     out: str | os.PathLike[str] | None,
     extra: dict[str, Any],
+    *,
+    local: bool = False,
 ) -> FeatureSet:
     """Read every shard, complete the manifest and build (and write to ``out``) the
     feature set of the decodable images."""
-    features, ok, skipped, shard_docs = read_shards(directory, khash, bounds)
+    features, ok, skipped, shard_docs, local_feats = read_shards(
+        directory, khash, bounds, local=local
+    )
     doc = dict(base_doc)
     doc.update(
         complete=True,
@@ -387,6 +433,7 @@ def _assemble(
         logit_scale=backbone.logit_scale,
         extra=info,
         source=str(out) if out is not None else str(directory),
+        local_features=None if local_feats is None else local_feats[ok],
     )
     if out is not None:
         write_feature_file(fs, out)

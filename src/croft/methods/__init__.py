@@ -6,6 +6,7 @@ from croft.methods import coop as _coop  # noqa: F401
 from croft.methods import croft as _croft  # noqa: F401  (registers croft, ce_adapter)
 from croft.methods import dplclip as _dplclip  # noqa: F401
 from croft.methods import linear_probe as _linear_probe  # noqa: F401
+from croft.methods import locoop as _locoop  # noqa: F401
 from croft.methods import tip_adapter as _tip_adapter  # noqa: F401  (tip_adapter, tip_adapter_f)
 from croft.methods import wise as _wise  # noqa: F401
 from croft.methods import zeroshot as _zeroshot  # noqa: F401

@@ -116,6 +116,9 @@ class AdapterHead(FittedHead):
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.logit_scale * self.embed(x) @ self.text_embedding().T
 
+    def classifier(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.logit_scale * self.text_embedding(), self.text.new_zeros(self.num_classes)
+
     @torch.no_grad()
     def zero_shot_point(self, zs: FittedHead) -> FittedHead:
         """Identity adapters and generator (the text is kept; it must be ``zs``'s)."""

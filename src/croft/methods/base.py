@@ -48,6 +48,13 @@ class FittedHead(nn.Module):
         """Cosine-like similarities ``(N, C)`` (for MCM): ``logits / logit_scale`` by default."""
         return self.logits(x) / self.logit_scale
 
+    def classifier(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(W, b)``, ``(C, D')`` and ``(C,)``, with ``logits(x) = embed(x) Wᵀ + b``, for heads
+        whose logits are linear in their embedding (CLIP's text head: ``W = s · text``,
+        ``b = 0``); ``None`` otherwise. Fitted detectors read it (ViM's origin, NegLabel's
+        class embeddings)."""
+        return None
+
     def spec(self) -> dict[str, Any]:
         """JSON-able constructor arguments (besides class names, dim, scale)."""
         return {}
@@ -153,22 +160,31 @@ class FitFn(Protocol):
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """A registered method: its config dataclass and its fit function."""
+    """A registered method: its config dataclass and its fit function.
+
+    ``batched``: the method's step on the batched engine (a
+    :class:`croft.methods.batched_steps.BatchedMethod`) when it has one, else ``None``:
+    grids of such a method train many members at once, the others one by one.
+    """
 
     name: str
     config_cls: type
     fit: Callable[..., FitResult]
     summary: str
+    batched: Any = None
 
 
 METHODS: Registry[MethodSpec] = Registry("method")
 
 
-def register_method(name: str, config_cls: type, summary: str) -> Callable[[Callable], Callable]:
-    """Decorator for a fit function ``fit(train, val, config, *, device, progress)``."""
+def register_method(
+    name: str, config_cls: type, summary: str, *, batched: Any = None
+) -> Callable[[Callable], Callable]:
+    """Decorator for a fit function ``fit(train, val, config, *, device, progress)``;
+    ``batched``: the method's :class:`~croft.methods.batched_steps.BatchedMethod`, if any."""
 
     def deco(fn: Callable[..., FitResult]) -> Callable[..., FitResult]:
-        METHODS.register(name, summary)(MethodSpec(name, config_cls, fn, summary))
+        METHODS.register(name, summary)(MethodSpec(name, config_cls, fn, summary, batched))
         return fn
 
     return deco

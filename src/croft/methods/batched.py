@@ -21,8 +21,10 @@ the member; the selected epoch before it is returned) and the selection record. 
 are read to the host once per epoch, never inside a step. The history's ``seconds`` is
 the chunk's epoch time divided by its member count.
 
-Methods without a batched step (every method but ``croft`` and ``ce_adapter``) fall back
-to sequential fits, logged once per call.
+A method has a batched step when it registers one (``MethodSpec.batched``, a
+:class:`~croft.methods.batched_steps.BatchedMethod`; today CRoFT and the CE adapter, whose
+single fits are batches of one); the others fall back to sequential fits, logged once per
+call. The engine itself names no method.
 
 Exactness: float64 members equal their single fits to ~1e-13 (tested at 1e-10); float32
 members differ from their single float32 fits by rounding that training amplifies, never
@@ -54,7 +56,6 @@ from croft.progress import progress as progress_bar
 
 log = logging.getLogger(__name__)
 
-BATCHED_METHODS = ("croft", "ce_adapter")
 DEFAULT_BUDGET = 2 * 2**30  # bytes per chunk
 # On a CPU, stacked (G, D, D) matrices beyond a few MiB fall out of cache and each
 # element-wise pass over them becomes memory-bound: at D = 512 (grid_speed.py, 48 members)
@@ -104,9 +105,14 @@ def default_threads(fallback: int = 1) -> int:
 CPU_BATCH_MAX_CLASSES = 64
 
 
+def has_batched_step(method: str) -> bool:
+    """Whether ``method`` registered a step on the batched engine (``MethodSpec.batched``)."""
+    return METHODS.get(method).batched is not None
+
+
 def batching_helps(method: str, train: FeatureSet, device: str | torch.device) -> bool:
     """Whether ``fit_engine: auto`` batches ``method`` on ``train`` (see above)."""
-    if method not in BATCHED_METHODS:
+    if not has_batched_step(method):
         return False
     if torch.device(device).type != "cpu":
         return True
@@ -215,7 +221,7 @@ def fit_iter(
     for train, val, _ in members:
         train.require_labels()
         check_val(train, val)
-    batched = method in BATCHED_METHODS
+    batched = spec.batched is not None
     if batched:
         plan = plan_chunks(method, members, cfgs, chunk_budget_bytes, dev)
     else:

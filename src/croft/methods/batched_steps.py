@@ -8,20 +8,22 @@ losses are summed before ``backward``, so each member receives exactly the gradi
 own loss with respect to its own matrices: the steps below are the single-fit steps of
 :mod:`croft.methods.croft` written with batched matmuls, op for op in the same order.
 
-SGD is :class:`torch.optim.SGD`'s rule written element-wise with per-member tensors:
-``d = g + wd·p``; ``buf = d`` on a parameter's first step, else ``buf = m·buf + d``;
-``p -= lr·buf``. A parameter without a gradient in a step is not stepped (its ``.grad`` is
-``None`` after ``zero_grad``), as with the optimiser. No step reads a value to the host.
+SGD is :class:`torch.optim.SGD`'s fused kernel per member (:meth:`BatchedParams.sgd`). A
+parameter without a gradient in a step is not stepped (its ``.grad`` is ``None`` after
+``zero_grad``), as with the optimiser. No step reads a value to the host (the per-member
+SGD scalars are read once per epoch, :meth:`Hyper.host`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from croft.methods.croft_core import EPS, norm_vjp
+from croft.methods.croft_core import EPS, norm_vjp, official_penalty
 from croft.methods.text import eps_normalize as n
 
 MATRICES = ("fc_i", "fc_t", "generator")
@@ -32,6 +34,7 @@ class Hyper:
     """Per-member scalars, each ``(G,)`` in the training dtype. ``m(name)`` is ``(G, 1, 1)``."""
 
     values: dict[str, torch.Tensor]
+    _host: dict[str, tuple[torch.Tensor, list[float]]] = field(default_factory=dict)
 
     def v(self, name: str) -> torch.Tensor:
         return self.values[name]
@@ -42,17 +45,28 @@ class Hyper:
     def col(self, name: str) -> torch.Tensor:
         return self.values[name][:, None]
 
+    def host(self, name: str) -> list[float]:
+        """The values as floats, read to the host once per tensor (``lr``: once per epoch)."""
+        tensor = self.values[name]
+        cached = self._host.get(name)
+        if cached is None or cached[0] is not tensor:
+            cached = (tensor, [float(v) for v in tensor.tolist()])
+            self._host[name] = cached
+        return cached[1]
+
 
 @dataclass
 class BatchedParams:
     """Trainable ``(G, D, D)`` matrices and their SGD momentum buffers.
 
-    ``residual``: the tensors hold ``W - I`` (the paper variant) and :meth:`full` adds ``I``.
+    ``residual``: the tensors hold ``W - I`` (the paper variant: weight decay then pulls
+    ``W`` towards ``I``) and :meth:`full` adds ``I``.
     """
 
     mats: dict[str, torch.Tensor]
     residual: bool
-    bufs: dict[str, torch.Tensor | None] = field(default_factory=dict)
+    bufs: dict[str, torch.Tensor] = field(default_factory=dict)
+    steps: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def create(
@@ -65,7 +79,8 @@ class BatchedParams:
             return eye.expand(members, dim, dim).clone()
 
         mats = {k: init().requires_grad_(True) for k in MATRICES}
-        return cls(mats, residual, dict.fromkeys(MATRICES))
+        bufs = {k: torch.zeros_like(v, requires_grad=False) for k, v in mats.items()}
+        return cls(mats, residual, bufs, dict.fromkeys(MATRICES, 0))
 
     def full(self, name: str) -> torch.Tensor:
         p = self.mats[name]
@@ -79,27 +94,45 @@ class BatchedParams:
 
     @torch.no_grad()
     def sgd(self, names: tuple[str, ...], hp: Hyper) -> None:
-        """One SGD step (torch.optim.SGD's rule) of every named matrix that has a gradient."""
-        lr, mom, wd = hp.m("lr"), hp.m("momentum"), hp.m("weight_decay")
+        """One step of :class:`torch.optim.SGD`'s rule for every named matrix with a gradient.
+
+        ``d = g + wd·p``; ``buf = d`` on a matrix's first step, else ``buf = m·buf + d``;
+        ``p -= lr·buf`` (no buffer when ``m = 0``: ``p -= lr·d``). It is the optimiser's own
+        fused kernel (``torch._fused_sgd_``, one pass over parameter, gradient and buffer;
+        bit-identical to ``torch.optim.SGD`` in float32/64), called once per set of members
+        with equal ``(lr, momentum, weight decay)`` on the members' ``(D, D)`` slices.
+        """
+        lr, mom, wd = hp.host("lr"), hp.host("momentum"), hp.host("weight_decay")
+        groups: dict[tuple[float, float, float], list[int]] = {}
+        for g, key in enumerate(zip(lr, mom, wd, strict=True)):
+            groups.setdefault(key, []).append(g)
         for k in names:
             p = self.mats[k]
-            if p.grad is None:
+            grad = p.grad
+            if grad is None:
                 continue
-            d = p.grad.addcmul_(p, wd)  # = grad.add(p, alpha=wd), same rounding, in place
-            p.grad = None  # d is ours now (no (G, D, D) allocation per step)
-            buf = self.bufs[k]
-            if buf is None:
-                buf = d
-            else:
-                buf.mul_(mom).add_(d)
-            self.bufs[k] = buf
-            p.addcmul_(buf, -lr)  # = p.add_(buf, alpha=-lr)
+            p.grad = None
+            data, buf, first = p.detach(), self.bufs[k], self.steps[k] == 0
+            for (lr_g, mom_g, wd_g), idx in groups.items():
+                torch._fused_sgd_(
+                    [data[g] for g in idx], [grad[g] for g in idx],
+                    [buf[g] for g in idx] if mom_g != 0.0 else [],
+                    weight_decay=wd_g, momentum=mom_g, lr=lr_g, dampening=0.0,
+                    nesterov=False, maximize=False, is_first_step=first,
+                )  # fmt: skip
+            self.steps[k] += 1
 
 
 # ------------------------------------------------------------------------ shared terms
 def adapt(x: torch.Tensor, w: torch.Tensor, r: torch.Tensor, r1: torch.Tensor) -> torch.Tensor:
     """``n(r·x Wᵀ + r1·x)``: ``x`` ``(G, N, D)``, ``w`` ``(G, D, D)``, ``r``, ``r1`` ``(G,1,1)``."""
-    return n(r * (x @ w.mT) + r1 * x)
+    return n(r * xwt(x, w) + r1 * x)
+
+
+def xwt(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``x Wᵀ`` computed as ``(W xᵀ)ᵀ``: the same numbers, but autograd's gradient for ``W``
+    is then the contiguous ``(∂ᵀ) x``, not a transposed ``(G, D, D)`` copy."""
+    return (w @ x.mT).mT
 
 
 def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -113,8 +146,8 @@ def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def label_mask(y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """``M[g, i, j] = 1`` where ``y[g, i] == y[g, j]``, ``(G, B, B)``."""
-    return (y[:, :, None] == y[:, None, :]).to(dtype)
+    """``M[g, i, j] = 1`` where ``y[g, i] == y[g, j]``, ``(G, B, B)`` (any leading axes)."""
+    return (y[..., :, None] == y[..., None, :]).to(dtype)
 
 
 def generator_loss(
@@ -129,34 +162,14 @@ def generator_loss(
 
 def energy_penalty(
     rows: torch.Tensor, t_zs: torch.Tensor, w_img: torch.Tensor, w_txt: torch.Tensor, hp: Hyper,
-    reduction: str,
+    reduction: str, rows_w: torch.Tensor | None = None,
 ) -> torch.Tensor:  # fmt: skip
-    """The official penalty ``loss2`` per member ``(G,)``, one shared ``δ`` per member.
-
-    The value of :func:`croft.methods.croft_core.official_energy_gradient_penalty`. With
-    ``δ = 1e-4·11ᵀ``, ``r(W+δ) = rW + 1e-4·(Σ_k r_k)1ᵀ`` and ``g = ∂S/∂δ = UᵀV`` with
-    ``U = [rows; t̂]``, ``V = [∂S/∂a; ∂S/∂b]`` (``S``'s gradients at the pre-activations
-    ``a = rows(Wi+δ)``, ``b = t̂(Wt+δ)``). When ``r = rows + C`` is at most ``D/2``,
-    ``‖g‖² = Σ (UUᵀ) ⊙ (VVᵀ)`` from ``r×r`` Gram matrices, with no ``D×D`` temporary (on a
-    CPU the stacked ``(G, D, D)`` temporaries are memory-bound); otherwise ``g`` is formed.
-    """
-    if reduction not in ("setup1", "setup2"):
-        raise ValueError(f"unknown energy-penalty reduction {reduction!r}")
-    a_pre = rows @ w_img + 1e-4 * rows.sum(-1, keepdim=True)
-    b_pre = t_zs @ w_txt + 1e-4 * t_zs.sum(-1, keepdim=True)
-    a = n(hp.m("ratio") * a_pre + hp.m("ratio1") * rows)
-    b = n(hp.m("ratio_text") * b_pre + hp.m("ratio_text1") * t_zs)
-    s = torch.exp(a @ b.mT)
-    total = s.sum() if reduction == "setup1" else s.mean((1, 2)).sum()
-    ga, gb = torch.autograd.grad(total, (a_pre, b_pre), create_graph=True)
-    u = torch.cat([rows, t_zs], dim=1)
-    v = torch.cat([ga, gb], dim=1)
-    dim = w_img.shape[-1]
-    if 2 * u.shape[1] <= dim:
-        sq = ((u @ u.mT) * (v @ v.mT)).sum((1, 2))
-    else:
-        sq = ((u.mT @ v) ** 2).sum((1, 2))
-    return sq / (dim * dim) if reduction == "setup1" else sq
+    """The official penalty ``loss2`` per member ``(G,)`` (:func:`official_penalty`, the
+    closed form). ``rows_w`` is ``rows @ w_img`` when the caller has it."""
+    return official_penalty(
+        rows, rows @ w_img if rows_w is None else rows_w, t_zs, t_zs @ w_txt, hp.m("ratio"),
+        hp.m("ratio1"), hp.m("ratio_text"), hp.m("ratio_text1"), reduction,
+    )  # fmt: skip
 
 
 @dataclass
@@ -210,15 +223,16 @@ def official_step(
             gen_losses.append(loss_g.detach())
             step_all(loss_g)
     _, zc = generator_loss(z_img, z_txt, y, gen, hp)
-    rows = x_zs
+    rows, rows_w = x_zs, x_zs @ fc_i  # x_zs is data: no gradient is formed for it
     if s.covariate_rows:
         disalign = (label_mask(y, zc.dtype) * (zc @ x_zs.mT)).mean((1, 2))
-        zc_theta = hp.m("ratio") * zc + hp.m("ratio1") * (zc @ fc_i)
+        zc_w = zc @ fc_i  # shared by the covariate branch and the penalty
+        zc_theta = hp.m("ratio") * zc + hp.m("ratio1") * zc_w
         loss1 = cross_entropy(hp.m("scale") * zc_theta @ z_txt.mT, y) - hp.v("lambda1") * disalign
-        rows = torch.cat([x_zs, zc], dim=1)
+        rows, rows_w = torch.cat([x_zs, zc], dim=1), torch.cat([rows_w, zc_w], dim=1)
     else:
         loss1 = cross_entropy(hp.m("scale") * zc @ z_txt.mT, y)
-    loss2 = energy_penalty(rows, t_zs, fc_i, fc_t, hp, s.energy_reduction)
+    loss2 = energy_penalty(rows, t_zs, fc_i, fc_t, hp, s.energy_reduction, rows_w)
     loss_ce = cross_entropy(logits, y)
     loss = loss_ce + (loss1 if s.wccf else 0.0) + hp.v("lambda2") * loss2
     step_all(loss)
@@ -227,21 +241,23 @@ def official_step(
 
 # --------------------------------------------------------------------------- paper step
 def paper_covariate(x: torch.Tensor, gen: torch.Tensor) -> torch.Tensor:
+    """Paper-variant covariate features ``x^c = n(x̂ Gᵀ + x̂)``, ``x̂ = n(x)``, ``(…, N, D)``."""
     xh = n(x)
-    return n(xh @ gen.mT + xh)
+    return n(xwt(xh, gen) + xh)
 
 
 def paper_disalign(zc: torch.Tensor, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean cosine between ``zc_i`` and ``z_j`` over same-label pairs, per leading index."""
     m = label_mask(y, zc.dtype)
-    return (m * (zc @ z.mT)).sum((1, 2)) / m.sum((1, 2))
+    return (m * (zc @ z.mT)).sum((-2, -1)) / m.sum((-2, -1))
 
 
 def per_sample_energy_grad_sq(
     rows: torch.Tensor, t: torch.Tensor, w_img: torch.Tensor, w_txt: torch.Tensor, hp: Hyper
 ) -> torch.Tensor:
     """:func:`croft.methods.croft_core.per_sample_energy_grad_sq` per member: ``(G, M)``."""
-    u = hp.m("ratio") * (rows @ w_img.mT) + hp.m("ratio1") * rows
-    v = hp.m("ratio_text") * (t @ w_txt.mT) + hp.m("ratio_text1") * t
+    u = hp.m("ratio") * xwt(rows, w_img) + hp.m("ratio1") * rows
+    v = hp.m("ratio_text") * xwt(t, w_txt) + hp.m("ratio_text1") * t
     z_i, z_t = n(u), n(v)
     p = torch.softmax(z_i @ z_t.mT / hp.m("temperature"), dim=-1)  # (G, M, C)
     a = norm_vjp(u, -(p @ z_t))
@@ -324,3 +340,17 @@ def ce_step(
 
 
 STEPS = {"official": official_step, "paper": paper_step, "ce": ce_step}
+
+
+@dataclass(frozen=True)
+class BatchedMethod:
+    """What a method registers to train on the engine (``register_method(batched=...)``).
+
+    ``structure(cfg)``: the :class:`Structure` (and so the step of :data:`STEPS`) a config
+    selects; ``meta(cfg)``: the fitted head's ``meta``; ``hint``: the end of the one-line
+    divergence error ("training diverged …; {hint}").
+    """
+
+    structure: Callable[[Any], Structure]
+    meta: Callable[[Any], dict[str, Any]]
+    hint: str = "lower lr"

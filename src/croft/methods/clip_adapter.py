@@ -92,6 +92,10 @@ class ClipAdapterHead(FittedHead):
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.logit_scale * self.embed(x) @ F.normalize(self.text, dim=-1).T
 
+    def classifier(self) -> tuple[torch.Tensor, torch.Tensor]:
+        w = self.logit_scale * F.normalize(self.text, dim=-1)
+        return w, self.text.new_zeros(self.num_classes)
+
     @torch.no_grad()
     def zero_shot_point(self, zs: FittedHead) -> FittedHead:
         """Bottleneck weights 0: the output is then the zero-shot feature."""

@@ -38,20 +38,35 @@ the min–max over the disalignment the generator minimises.
 Default weights differ per variant (``lambda1``/``lambda2`` unset): ``official`` 15 / 1000,
 ``paper`` 2 / 1, because the paper variant's terms are per-pair / per-sample means
 (docs/deviations.md#paper-scales).
+
+**One engine.** Every step is implemented once, in :mod:`croft.methods.batched_steps`
+(``G`` stacked members); a single fit is a batch of one
+(:func:`croft.methods.batched_chunk.fit_one`) and a grid trains many members at once
+(:func:`croft.methods.batched.fit_many`). This module registers both methods with their
+:class:`~croft.methods.batched_steps.BatchedMethod` and offers :class:`SingleStep`, one
+member stepped batch by batch (golden parity, tests, diagnostics).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from croft.features.files import FeatureSet
-from croft.methods.adapter_head import AdapterHead
 from croft.methods.base import FitResult, register_method
+from croft.methods.batched_chunk import fit_one, hyper
+from croft.methods.batched_steps import (
+    STEPS,
+    BatchedMethod,
+    BatchedParams,
+    Structure,
+    ce_step,
+    official_step,
+    paper_covariate,
+    paper_disalign,
+    paper_step,
+)
 from croft.methods.croft_config import (  # re-exported: the configs' historical home
     REDUCTIONS,
     VARIANT_LAMBDAS,
@@ -59,25 +74,7 @@ from croft.methods.croft_config import (  # re-exported: the configs' historical
     AdapterTrainConfig,
     CroftConfig,
 )
-from croft.methods.croft_core import (
-    adapt_image,
-    adapt_text,
-    adapter_forward,
-    official_energy_gradient_penalty,
-    official_generator_loss,
-    per_sample_energy_grad_sq,
-    same_label_mask,
-)
-from croft.methods.loop import (
-    Batch,
-    Trainable,
-    check_val,
-    lr_at_epoch,
-    resolve_logit_scale,
-    run_epochs,
-)
-from croft.methods.text import class_text_features
-from croft.methods.text import eps_normalize as n
+from croft.methods.loop import lr_at_epoch
 
 __all__ = [
     "REDUCTIONS",
@@ -85,14 +82,14 @@ __all__ = [
     "VARIANT_LAMBDAS",
     "AdapterTrainConfig",
     "CroftConfig",
-    "CroftParams",
+    "SingleStep",
     "StepLosses",
     "ce_step",
-    "fit_adapter",
+    "ce_structure",
+    "croft_structure",
     "fit_ce_adapter",
     "fit_croft",
     "lr_at_epoch",
-    "make_optimizers",
     "official_step",
     "paper_covariate",
     "paper_disalign",
@@ -100,34 +97,26 @@ __all__ = [
 ]
 
 
-# ------------------------------------------------------------------------------- state
-class CroftParams(nn.Module):
-    """Trainable matrices. ``official``: the matrices; ``paper``: residuals ``W - I``."""
-
-    def __init__(self, dim: int, dtype: torch.dtype, residual: bool) -> None:
-        super().__init__()
-        self.residual = residual
-        init = torch.zeros if residual else (lambda d, e, **k: torch.eye(d, **k))
-        self.fc_i = nn.Parameter(init(dim, dim, dtype=dtype))
-        self.fc_t = nn.Parameter(init(dim, dim, dtype=dtype))
-        self.generator = nn.Parameter(init(dim, dim, dtype=dtype))
-
-    def full(self, p: torch.Tensor) -> torch.Tensor:
-        return p + torch.eye(p.shape[0], dtype=p.dtype, device=p.device) if self.residual else p
-
-    def matrices(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.full(self.fc_i), self.full(self.fc_t), self.full(self.generator)
+def croft_structure(cfg: CroftConfig) -> Structure:
+    """The engine's step branches for a CRoFT config (official or paper variant)."""
+    if cfg.variant == "paper":
+        return Structure(
+            "paper", cfg.wccf, cfg.gen_step, penalty=cfg.lambda2 != 0.0, align_term=cfg.align_term
+        )
+    return Structure("official", cfg.wccf, cfg.gen_step, cfg.covariate_rows, cfg.energy_reduction)
 
 
-def make_optimizers(
-    params: CroftParams, cfg: AdapterTrainConfig, lr: float
-) -> tuple[torch.optim.SGD, torch.optim.SGD]:
-    """Two SGD optimisers (adapter; generator), as the authors' two Dassl models."""
-    kw = {"lr": lr, "momentum": cfg.momentum, "weight_decay": cfg.weight_decay}
-    return (
-        torch.optim.SGD([params.fc_i, params.fc_t], **kw),
-        torch.optim.SGD([params.generator], **kw),
-    )
+def ce_structure(cfg: AdapterTrainConfig) -> Structure:  # noqa: ARG001
+    """The CE-only adapter's step (no branches)."""
+    return Structure("ce")
+
+
+CROFT_ENGINE = BatchedMethod(
+    croft_structure,
+    lambda cfg: {"method": "croft", "variant": cfg.variant, "config": asdict(cfg)},
+    "lower lr or lambda2",
+)
+CE_ENGINE = BatchedMethod(ce_structure, lambda cfg: {"method": "ce_adapter", "config": asdict(cfg)})
 
 
 @dataclass
@@ -139,211 +128,49 @@ class StepLosses:
     gen_losses: list[float]
 
 
-# ------------------------------------------------------------------------ official step
-def official_step(
-    params: CroftParams,
-    opt_a: torch.optim.Optimizer,
-    opt_g: torch.optim.Optimizer,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    t: torch.Tensor,
-    cfg: CroftConfig,
-    scale: float,
-) -> StepLosses:
-    """One batch of the authors' training step (docs/authors-step.md#step-order, #step-all).
+class SingleStep:
+    """One member on the engine, stepped batch by batch at a fixed learning rate.
 
-    ``x`` ``(N, D)`` raw image features, ``y`` ``(N,)``, ``t`` ``(C, D)`` class text features.
+    ``SingleStep(cfg, dim, scale)``: matrices at their initialisation (official: ``I``;
+    paper: residuals ``0``), SGD at ``lr`` (default ``cfg.lr``) with the config's momentum
+    and weight decay. ``step(x, y, t)`` with ``x`` ``(B, D)`` raw image features, ``y``
+    ``(B,)``, ``t`` ``(C, D)`` class text features runs the config's step
+    (:data:`~croft.methods.batched_steps.STEPS`) and returns its losses as floats.
+    ``params`` is the engine's :class:`BatchedParams` (one member: index 0).
     """
 
-    def step_all(loss: torch.Tensor) -> None:
-        opt_a.zero_grad()
-        opt_g.zero_grad()
-        loss.backward(retain_graph=True)
-        opt_a.step()
-        opt_g.step()
+    def __init__(self, cfg: AdapterTrainConfig, dim: int, scale: float, *, lr: float | None = None,
+                 device: str | torch.device = "cpu") -> None:  # fmt: skip
+        dev = torch.device(device)
+        dtype = getattr(torch, cfg.dtype)
+        self.structure = croft_structure(cfg) if isinstance(cfg, CroftConfig) else Structure("ce")
+        self.hp = hyper([cfg], [scale], dtype, dev)
+        self.hp.values["lr"] = torch.tensor([cfg.lr if lr is None else lr], dtype=dtype, device=dev)
+        residual = self.structure.variant == "paper"
+        self.params = BatchedParams.create(1, dim, dtype, dev, residual)
 
-    fwd = adapter_forward(x, t, params.fc_i, params.fc_t, cfg.ratio, cfg.ratio_text)
-    logits = scale * fwd.z_img @ fwd.z_txt.T
-    gen_losses: list[float] = []
-    if cfg.wccf:
-        for _ in range(cfg.gen_step):
-            loss_g, _ = official_generator_loss(
-                fwd.z_img, fwd.z_txt, y, params.generator, scale, cfg.lambda1
-            )
-            gen_losses.append(float(loss_g.detach()))
-            step_all(loss_g)
-    _, zc = official_generator_loss(fwd.z_img, fwd.z_txt, y, params.generator, scale, cfg.lambda1)
-    rows = fwd.x_zs
-    if cfg.covariate_rows:
-        disalign = (same_label_mask(y, zc.dtype) * (zc @ fwd.x_zs.T)).mean()
-        zc_theta = cfg.ratio * zc + (1.0 - cfg.ratio) * (zc @ params.fc_i)
-        loss1 = F.cross_entropy(scale * zc_theta @ fwd.z_txt.T, y) - cfg.lambda1 * disalign
-        rows = torch.cat([fwd.x_zs, zc], dim=0)
-    else:
-        loss1 = F.cross_entropy(scale * zc @ fwd.z_txt.T, y)
-    loss2 = official_energy_gradient_penalty(
-        rows, fwd.t_zs, params.fc_i, params.fc_t, cfg.ratio, cfg.ratio_text, cfg.energy_reduction
-    )
-    loss_ce = F.cross_entropy(logits, y)
-    loss = loss_ce + (loss1 if cfg.wccf else 0.0) + cfg.lambda2 * loss2
-    step_all(loss)
-    return StepLosses(
-        float(loss.detach()),
-        float(loss_ce.detach()),
-        float(loss1.detach()),
-        float(loss2.detach()),
-        gen_losses,
-    )
+    def step(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> StepLosses:
+        dev = self.params.mats["fc_i"].device
+        dtype = self.params.mats["fc_i"].dtype
+        x, t = x.to(dev, dtype)[None], t.to(dev, dtype)[None]
+        out = STEPS[self.structure.variant](self.params, x, y.to(dev)[None], t, self.hp,
+                                            self.structure)  # fmt: skip
+        return StepLosses(
+            float(out.loss[0]), float(out.loss_ce[0]), float(out.loss1[0]), float(out.loss2[0]),
+            [float(v[0]) for v in out.gen_losses],
+        )  # fmt: skip
+
+    def matrices(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(fc_i, fc_t, generator)`` of the member as full matrices (detached)."""
+        full = [self.params.full(k).detach()[0] for k in ("fc_i", "fc_t", "generator")]
+        return full[0], full[1], full[2]
 
 
-# --------------------------------------------------------------------------- paper step
-def paper_covariate(x: torch.Tensor, gen: torch.Tensor) -> torch.Tensor:
-    """Paper-variant covariate features ``x^c = n(x̂ Gᵀ + x̂)``, ``x̂ = n(x)``, ``(N, D)``."""
-    xh = n(x)
-    return n(xh @ gen.T + xh)
-
-
-def paper_disalign(zc: torch.Tensor, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean cosine between ``zc_i`` and ``z_j`` over same-label pairs ``(i, j)``."""
-    m = same_label_mask(y, zc.dtype)
-    return (m * (zc @ z.T)).sum() / m.sum()
-
-
-def paper_step(
-    params: CroftParams,
-    opt_a: torch.optim.Optimizer,
-    opt_g: torch.optim.Optimizer,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    t: torch.Tensor,
-    cfg: CroftConfig,
-    scale: float,
-) -> StepLosses:
-    """One batch of the paper variant (see the module docstring for every difference)."""
-    wi, wt, wg = params.matrices()
-    gen_losses: list[float] = []
-    if cfg.wccf and cfg.gen_step > 0:
-        with torch.no_grad():
-            z_img = adapt_image(x, wi, cfg.ratio)
-            z_txt = adapt_text(t, wt, cfg.ratio_text)
-        wi_d = wi.detach()
-        for _ in range(cfg.gen_step):
-            zc = adapt_image(paper_covariate(x, params.full(params.generator)), wi_d, cfg.ratio)
-            loss_g = F.cross_entropy(scale * zc @ z_txt.T, y) + cfg.lambda1 * paper_disalign(
-                zc, z_img, y
-            )
-            opt_g.zero_grad()
-            loss_g.backward()
-            opt_g.step()
-            gen_losses.append(float(loss_g.detach()))
-    xc = paper_covariate(x, params.full(params.generator)).detach()
-    z_img = adapt_image(x, wi, cfg.ratio)
-    z_txt = adapt_text(t, wt, cfg.ratio_text)
-    loss_ce = F.cross_entropy(scale * z_img @ z_txt.T, y)
-    loss1 = torch.zeros((), dtype=x.dtype, device=x.device)
-    rows = n(x)
-    if cfg.wccf:
-        zc_theta = adapt_image(xc, wi, cfg.ratio)
-        loss1 = cfg.lambda_c * F.cross_entropy(scale * zc_theta @ z_txt.T, y)
-        if cfg.align_term:  # the adapter's side of the min-max over the disalignment
-            loss1 = loss1 - cfg.lambda1 * paper_disalign(zc_theta, rows, y)
-        rows = torch.cat([rows, xc], dim=0)
-    loss2 = torch.zeros((), dtype=x.dtype, device=x.device)
-    if cfg.lambda2 != 0.0:
-        sq = per_sample_energy_grad_sq(
-            rows, t, wi, wt, cfg.ratio, cfg.ratio_text, cfg.energy_temperature
-        )
-        nb = x.shape[0]
-        loss2 = sq[:nb].mean() + (sq[nb:].mean() if sq.shape[0] > nb else 0.0)
-    loss = loss_ce + loss1 + cfg.lambda2 * loss2
-    opt_a.zero_grad()
-    loss.backward()
-    opt_a.step()
-    return StepLosses(
-        float(loss.detach()),
-        float(loss_ce.detach()),
-        float(loss1.detach()),
-        float(loss2.detach()),
-        gen_losses,
-    )
-
-
-def ce_step(
-    params: CroftParams,
-    opt_a: torch.optim.Optimizer,
-    opt_g: torch.optim.Optimizer,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    t: torch.Tensor,
-    cfg: AdapterTrainConfig,
-    scale: float,
-) -> StepLosses:
-    """CE-only adapter: the same adapter, cross-entropy alone, the adapter optimiser only."""
-    wi, wt, _ = params.matrices()
-    logits = scale * adapt_image(x, wi, cfg.ratio) @ adapt_text(t, wt, cfg.ratio_text).T
-    loss = F.cross_entropy(logits, y)
-    opt_a.zero_grad()
-    loss.backward()
-    opt_a.step()
-    v = float(loss.detach())
-    return StepLosses(v, v, 0.0, 0.0, [])
-
-
-# --------------------------------------------------------------------------- fit loop
-def _make_head(
-    train: FeatureSet, cfg: AdapterTrainConfig, t: torch.Tensor, params: CroftParams, scale: float
-) -> AdapterHead:
-    head = AdapterHead.for_config(train.class_names, train.dim, scale, cfg)
-    wi, wt, wg = (m.detach() for m in params.matrices())
-    head.text.copy_(t.detach())
-    head.fc_i.copy_(wi)
-    head.fc_t.copy_(wt)
-    head.generator.copy_(wg)
-    return head.to(t.device)
-
-
-def fit_adapter(
-    train: FeatureSet,
-    val: FeatureSet | None,
-    cfg: AdapterTrainConfig,
-    step_fn: Any,
-    *,
-    device: str | torch.device = "cpu",
-    progress: bool = False,
-    residual: bool = False,
-) -> FitResult:
-    """Train the adapter with ``step_fn`` in the shared loop (:func:`run_epochs`).
-
-    ``step_fn(params, opt_a, opt_g, x, y, t, cfg, scale) -> StepLosses`` updates the
-    adapter (and generator) on one batch; both optimisers follow the schedule.
-    """
-    train.require_labels()
-    check_val(train, val)
-    dtype = getattr(torch, cfg.dtype)
-    dev = torch.device(device)
-    t = class_text_features(train.require_text(), cfg.ensemble).to(dev, dtype)
-    scale = resolve_logit_scale(train, cfg.logit_scale)
-    params = CroftParams(train.dim, dtype, residual=residual).to(dev)
-    opt_a, opt_g = make_optimizers(params, cfg, lr_at_epoch(cfg, 0))
-    torch.manual_seed(cfg.seed)
-
-    def step(b: Batch) -> dict[str, float]:
-        s = step_fn(params, opt_a, opt_g, b.x, b.y, t, cfg, scale)
-        return {"loss": s.loss, "loss_ce": s.loss_ce, "loss1": s.loss1, "loss2": s.loss2}
-
-    model = Trainable(
-        params=list(params.parameters()),
-        optimizers=[opt_a, opt_g],
-        step=step,
-        snapshot=lambda: _make_head(train, cfg, t, params, scale),
-    )
-    hint = "lower lr or lambda2" if isinstance(cfg, CroftConfig) else "lower lr"
-    return run_epochs(train, val, cfg, model, device=dev, progress=progress, hint=hint)
-
-
+# --------------------------------------------------------------------------- fit
 @register_method(
-    "croft", CroftConfig, "CRoFT adapters + covariate generator + energy-gradient penalty"
-)
+    "croft", CroftConfig, "CRoFT adapters + covariate generator + energy-gradient penalty",
+    batched=CROFT_ENGINE,
+)  # fmt: skip
 def fit_croft(
     train: FeatureSet,
     val: FeatureSet | None,
@@ -352,18 +179,14 @@ def fit_croft(
     device: str | torch.device = "cpu",
     progress: bool = False,
 ) -> FitResult:
-    """Fit CRoFT (``cfg.variant`` selects ``official`` or ``paper``)."""
-    step = official_step if cfg.variant == "official" else paper_step
-    result = fit_adapter(
-        train, val, cfg, step, device=device, progress=progress, residual=cfg.variant == "paper"
-    )
-    result.head.meta = {"method": "croft", "variant": cfg.variant, "config": asdict(cfg)}
-    return result
+    """Fit CRoFT (``cfg.variant`` selects ``official`` or ``paper``): one member on the engine."""
+    return fit_one("croft", train, val, cfg, device=device, progress=progress)
 
 
 @register_method(
-    "ce_adapter", AdapterTrainConfig, "CRoFT's adapters trained with cross-entropy only"
-)
+    "ce_adapter", AdapterTrainConfig, "CRoFT's adapters trained with cross-entropy only",
+    batched=CE_ENGINE,
+)  # fmt: skip
 def fit_ce_adapter(
     train: FeatureSet,
     val: FeatureSet | None,
@@ -373,6 +196,4 @@ def fit_ce_adapter(
     progress: bool = False,
 ) -> FitResult:
     """CE-only adapter: CRoFT's adapter and schedule without generator or penalty."""
-    result = fit_adapter(train, val, cfg, ce_step, device=device, progress=progress)
-    result.head.meta = {"method": "ce_adapter", "config": asdict(cfg)}
-    return result
+    return fit_one("ce_adapter", train, val, cfg, device=device, progress=progress)

@@ -77,6 +77,9 @@ class LinearProbeHead(FittedHead):
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(x, dim=-1) @ self.weight.T + self.bias
 
+    def classifier(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.weight, self.bias
+
     @torch.no_grad()
     def zero_shot_point(self, zs: FittedHead) -> FittedHead:
         """``W = s · t`` (``t`` the zero-shot unit text), ``b = 0``."""

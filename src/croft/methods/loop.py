@@ -165,11 +165,13 @@ def epoch_batches(n_rows: int, batch_size: int, gen: torch.Generator) -> list[to
 @dataclass
 class Batch:
     """One training batch: ``x`` ``(B, D)`` raw features of the epoch's view, ``y`` ``(B,)``,
-    ``domains`` ``(B,)`` or ``None``."""
+    ``domains`` ``(B,)`` or ``None``; ``local`` ``(B, P, D)`` the epoch view's local features
+    (stored dtype, fp16) for a method that asks for them (``run_epochs(use_local=True)``)."""
 
     x: torch.Tensor
     y: torch.Tensor
     domains: torch.Tensor | None
+    local: torch.Tensor | None = None
 
 
 def resolve_logit_scale(train: FeatureSet, logit_scale: float) -> float:
@@ -309,6 +311,7 @@ def _run_epoch(
     doms: torch.Tensor | None,
     cfg: TrainConfig,
     gen: torch.Generator,
+    local: torch.Tensor | None = None,
 ) -> tuple[dict[str, float], bool]:
     """One epoch of steps; returns (mean losses, finite). Stops at a non-finite loss."""
     dev = x.device
@@ -317,7 +320,10 @@ def _run_epoch(
     try:
         for idx in epoch_batches(x.shape[0], cfg.batch_size, gen):
             idx = idx.to(dev)
-            losses = model.step(Batch(x[idx], y[idx], None if doms is None else doms[idx]))
+            batch = Batch(x[idx], y[idx], None if doms is None else doms[idx])
+            if local is not None:
+                batch.local = local[idx]
+            losses = model.step(batch)
             for key, value in losses.items():
                 sums.setdefault(key, []).append(float(value))
             if not all(math.isfinite(float(v)) for v in losses.values()):
@@ -336,10 +342,13 @@ def run_epochs(
     device: str | torch.device = "cpu",
     progress: bool = False,
     hint: str = "lower lr",
+    use_local: bool = False,
 ) -> FitResult:
     """Train ``model`` for ``cfg.epochs`` epochs on ``train``; select an epoch on ``val``.
 
     ``hint`` completes the divergence message ("training diverged …; {hint}").
+    ``use_local``: every batch carries the epoch view's local features (``Batch.local``;
+    ``train`` must hold them).
     """
     train.require_labels()
     check_val(train, val)
@@ -349,6 +358,7 @@ def run_epochs(
     feats = train.features.to(dev, getattr(torch, cfg.dtype))
     labels = train.labels.to(dev)
     doms = None if train.domains is None else train.domains.to(dev)
+    local_all = train.require_local().to(dev) if use_local else None
     init = [p.detach().clone() for p in model.params]
     gen = torch.Generator().manual_seed(cfg.seed)
     with torch.no_grad():
@@ -363,8 +373,11 @@ def run_epochs(
         lr = lr_at_epoch(cfg, epoch)
         set_lr(model.optimizers, lr)
         x_epoch = feats if feats.dim() == 2 else feats[:, epoch % feats.shape[1]]
+        loc = local_all
+        if loc is not None and loc.dim() == 4:
+            loc = loc[:, epoch % loc.shape[1]]
         t0 = time.perf_counter()
-        losses, finite = _run_epoch(model, x_epoch, labels, doms, cfg, gen)
+        losses, finite = _run_epoch(model, x_epoch, labels, doms, cfg, gen, loc)
         if finite:
             with torch.no_grad():
                 head = model.snapshot()

@@ -237,6 +237,10 @@ class PromptTextHead(FittedHead):
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.logit_scale * F.normalize(x, dim=-1) @ F.normalize(self.text, dim=-1).T
 
+    def classifier(self) -> tuple[torch.Tensor, torch.Tensor]:
+        w = self.logit_scale * F.normalize(self.text, dim=-1)
+        return w, self.text.new_zeros(self.num_classes)
+
     @torch.no_grad()
     def zero_shot_point(self, zs: FittedHead) -> FittedHead:
         """The zero-shot text features (interpolation then runs in text-feature space,

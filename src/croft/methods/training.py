@@ -164,12 +164,14 @@ def train_epochs(
     device: str | torch.device = "cpu",
     progress: bool = False,
     modules: Sequence[nn.Module] = (),
+    use_local: bool = False,
 ) -> FitResult:
     """Minimise ``loss_fn`` over ``params`` in the shared loop; select on validation.
 
     ``snapshot()`` returns a detached head of the current parameters; ``modules`` are in
     train mode during an epoch and eval mode otherwise (dropout). The global RNG should be
-    seeded by the caller before initialising ``params``.
+    seeded by the caller before initialising ``params``. ``use_local``: batches carry local
+    features (:class:`~croft.methods.loop.Batch`).
     """
     params = [p for p in params if p.requires_grad]
     if not params:
@@ -184,7 +186,7 @@ def train_epochs(
         return {"loss": float(loss.detach())}
 
     model = Trainable(params, [opt], step, snapshot, tuple(modules))
-    return run_epochs(train, val, cfg, model, device=device, progress=progress)
+    return run_epochs(train, val, cfg, model, device=device, progress=progress, use_local=use_local)
 
 
 def train_head_ce(

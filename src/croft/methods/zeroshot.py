@@ -44,6 +44,9 @@ class ZeroShotHead(FittedHead):
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.logit_scale * self.embed(x) @ self.text.T
 
+    def classifier(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.logit_scale * self.text, self.text.new_zeros(self.num_classes)
+
     @torch.no_grad()
     def zero_shot_point(self, zs: FittedHead) -> FittedHead:
         """Itself, with ``zs``'s text."""

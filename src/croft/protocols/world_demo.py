@@ -11,10 +11,16 @@ held-out-style accuracy and open-set detection (primary: the held-out classes dr
 the held-out style, ``matched``; then textures; then held-out classes pooled over every
 style) with the energy and KNN scores → tables, report, plots and the paired verdict.
 
-The data and protocol fields are those of ``configs/world_study_v3.yaml`` but the seeds
+The experiment is a config file shipped with the package, :data:`DEMO_CONFIG`
+(``croft/assets/configs/world_demo.yaml``), run through
+:func:`~croft.experiments.protocols.run_experiment` and
+:func:`~croft.report.write_report` like any ``croft run``; this module only generates the
+world, picks the rows ``--core``/``--prompt-learners`` ask for (the file's ``demo:`` block)
+and sets the seeds. Its data and protocol fields are those of
+``configs/world_study_v3.yaml`` but the seeds
 (the study runs 10, the demo 5; a test loads the YAML and compares the rest); the grid
 is the study's, reduced and fixed before any study result was read: learning rates ×1
-and ×4 of the scale-aware rule (:data:`LR_SGD`, :data:`LR_ADAMW`), 30 epochs for every
+and ×4 of the scale-aware rule (:func:`demo_rates`), 30 epochs for every
 trained method, CRoFT's λ on fewer points. Every demo run is a point of the study's
 grids but one: the paper variant keeps its default λ1 = 2, which the study's grid
 (0, 5, 15) does not hold (a test pins both). Every grid point is chosen per (held-out
@@ -38,34 +44,27 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from croft.experiments.config import HELD_OUT, DataSpec, LodoConfig, MethodGrid
+from croft.experiments.config import LodoConfig, MethodGrid
 from croft.experiments.protocols import run_experiment
 from croft.fileio import cache_dir
 
 log = logging.getLogger(__name__)
 
+#: The demo's experiment: a YAML shipped with the package, run like any ``croft run`` file.
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "assets" / "configs" / "world_demo.yaml"
 PRESET = "study-v3"  # world v3 (docs/world-study.md, "World v3")
 CHECKPOINT = "study"  # v3 keeps world v2's tiny CLIP: tiny_clip_checkpoint("study")
-STYLES = ("photo", "painting", "cartoon", "pixel")  # leave-one-style-out: seen in pre-training
-EXTRA_TARGETS = ("sketch",)  # never seen in pre-training: accuracy of every fold's head
 VERDICT_OOD = ("matched", "textures")  # the verdict's open sets (the report has them all)
-SEEDS = 5
-VIEWS = 8
-CROP_SCALE = (0.7, 1.0)  # RandomResizedCrop(0.7, 1) + flip, like pre-training
-EPOCHS = 30
-SCORES = ("energy", "knn")
+SEEDS = 5  # croft demo --seed S runs S..S+4 (the packaged config's seeds are 1..5)
 
 #: The scale-aware rule (``lr_scaling: logit_scale``, :func:`croft.methods.loop.effective_lr`):
 #: the authors' rates were set for OpenAI CLIP's logit scale s = 100; SGD moves logits by
-#: about lr·s² (lr_official·(100/s)²), AdamW by about lr·s (lr_official·(100/s)).
+#: about lr·s² (lr_official·(100/s)²), AdamW by about lr·s (lr_official·(100/s)). The
+#: demo's rates (x1 and x4 of the rule) are written out in :data:`DEMO_CONFIG`, as in the
+#: study configs; :func:`demo_rates` reads them and a test checks them against the rule.
 LR_OFFICIAL_SGD = 0.002  # CE adapter, CRoFT, CLIP-Adapter (the CRoFT repository's rate)
 LR_OFFICIAL_ADAMW = 0.001  # Tip-Adapter-F
 LR_MULTIPLIERS = (1, 4)
-#: The demo's rates, ×1 and ×4 of the rule at the v2 tiny CLIP's s = 17.994, written out
-#: as in the study configs (configs/world_study_v3.yaml and world v2's world_study.yaml:
-#: the study's first two lr points; a test checks them against the rule).
-LR_SGD = (0.0617678, 0.2470714)
-LR_ADAMW = (0.0055574, 0.0222296)
 
 
 def logit_scale(checkpoint: str = CHECKPOINT) -> float:
@@ -77,9 +76,19 @@ def logit_scale(checkpoint: str = CHECKPOINT) -> float:
     return float(read_checkpoint_config(tiny_clip_checkpoint(checkpoint))["logit_scale"])
 
 
+def demo_rates() -> tuple[tuple[float, ...], tuple[float, ...], int]:
+    """``(SGD rates, AdamW rates, epochs)`` of :data:`DEMO_CONFIG`: the CE adapter's lr grid
+    (every SGD row shares it), Tip-Adapter-F's (AdamW) and the CE adapter's epochs."""
+    rows = {m.label: m for m in demo_methods(full=True)}
+    sgd, adamw = rows["ce_adapter"].grid["lr"], rows["tip_adapter_f"].grid["lr"]
+    return tuple(sgd), tuple(adamw), int(rows["ce_adapter"].options["epochs"])
+
+
 def lr_lines(s: float) -> list[str]:
     """How the demo's learning rates were set (printed by ``croft demo``)."""
     from croft.methods.loop import REFERENCE_LOGIT_SCALE
+
+    lr_sgd, lr_adamw, epochs = demo_rates()
 
     def rates(values: Sequence[float]) -> str:
         return ", ".join(f"x{m}: {v}" for m, v in zip(LR_MULTIPLIERS, values, strict=True))
@@ -90,58 +99,42 @@ def lr_lines(s: float) -> list[str]:
         f"as the study config's rates); the backbone's logit scale s = {s:.3f}, the "
         f"authors' rates were set for s = {ref:g}",
         f"  SGD (CE adapter, CRoFT, CLIP-Adapter): lr_official x ({ref:g}/s)^2 = "
-        f"{LR_OFFICIAL_SGD:g} x {(ref / s) ** 2:.2f}; grid {rates(LR_SGD)}",
+        f"{LR_OFFICIAL_SGD:g} x {(ref / s) ** 2:.2f}; grid {rates(lr_sgd)}",
         f"  AdamW (Tip-Adapter-F): lr_official x ({ref:g}/s) = {LR_OFFICIAL_ADAMW:g} x "
-        f"{ref / s:.3f}; grid {rates(LR_ADAMW)}",
-        f"  {EPOCHS} epochs for every trained method; lr (and lambda) chosen per "
+        f"{ref / s:.3f}; grid {rates(lr_adamw)}",
+        f"  {epochs} epochs for every trained method; lr (and lambda) chosen per "
         "(held-out style, seed) on source-validation accuracy",
     ]
 
 
+def _demo_document() -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """The packaged experiment (:data:`DEMO_CONFIG`) and its ``demo:`` row switches."""
+    from croft.experiments.loading import read_document
+
+    doc = read_document(DEMO_CONFIG)
+    switches = doc.pop("demo", None) or {}
+    return doc, {k: list(v) for k, v in switches.items()}
+
+
+def _rows(doc: dict[str, Any], switches: dict[str, list[str]], full: bool, prompt: bool) -> None:
+    """Keep the rows ``--core`` / ``--prompt-learners`` ask for (in the file's order)."""
+    labels = [m["label"] for m in doc["methods"]]
+    keep = set(switches["core"]) if not full else set(labels) - set(switches["prompt_learners"])
+    if full and prompt:
+        keep |= set(switches["prompt_learners"])
+    doc["methods"] = [m for m in doc["methods"] if m["label"] in keep]
+
+
 def demo_methods(full: bool = True, prompt_learners: bool = False) -> list[MethodGrid]:
-    """The demo's rows (labels and options as in configs/world_study_v3.yaml).
+    """The demo's rows, read from :data:`DEMO_CONFIG` (labels and options as in
+    configs/world_study_v3.yaml).
 
     ``full=False`` (``--core``): zero-shot, the CE adapter and CRoFT (official and paper).
     ``prompt_learners``: CoOp and DPLCLIP too (slow on a CPU; CoCoOp is not offered, as in
     the study)."""
-    lr = {"lr": list(LR_SGD)}
-    epochs = {"epochs": EPOCHS}
-    official = {"variant": "official", "gen_step": 1, "energy_reduction": "setup2"}
-    rows = [
-        MethodGrid("zeroshot", "zeroshot"),
-        MethodGrid("ce_adapter", "ce_adapter", dict(epochs), dict(lr)),
-        MethodGrid(
-            "croft",
-            "croft",
-            {**official, "worst_case_branch": True, **epochs},
-            {**lr, "lambda1": [15.0], "lambda2": [0.0, 10.0, 1000.0]},
-        ),
-        MethodGrid(  # the paper variant's other defaults (lambda1 2, temperature 1)
-            "croft_paper",
-            "croft",
-            {"variant": "paper", "gen_step": 1, **epochs},
-            {**lr, "lambda2": [0.0, 0.1, 1.0]},
-        ),
-    ]
-    if not full:
-        return rows
-    rows += [
-        MethodGrid("linear_probe", "linear_probe"),
-        MethodGrid("clip_adapter", "clip_adapter", dict(epochs), dict(lr)),
-        MethodGrid("tip_adapter", "tip_adapter"),
-        MethodGrid("tip_adapter_f", "tip_adapter_f", dict(epochs), {"lr": list(LR_ADAMW)}),
-        MethodGrid(  # alpha chosen on source validation
-            "wise", "wise", {"base": "ce_adapter", "base_options": {**epochs, "lr": LR_SGD[0]}}
-        ),
-    ]
-    if prompt_learners:  # the tiny CLIP reads 12 tokens: 4 context vectors, not 16
-        rows += [
-            MethodGrid("coop", "coop", {**epochs, "n_ctx": 4}, dict(lr)),
-            MethodGrid(  # DPLCLIP's official rate is half CoOp's: 0.001 x (100/s)^2
-                "dplclip", "dplclip", {**epochs, "n_ctx": 4}, {"lr": [v / 2 for v in LR_SGD]}
-            ),
-        ]
-    return rows
+    return demo_config(
+        Path("."), range(1, SEEDS + 1), full=full, prompt_learners=prompt_learners
+    ).methods
 
 
 def world_dir(seed: int = 0, preset: str = PRESET) -> Path:
@@ -155,42 +148,27 @@ def demo_config(
     *,
     full: bool = True,
     prompt_learners: bool = False,
-    held_out: Sequence[str] = STYLES,
+    held_out: Sequence[str] | None = None,
     fit_engine: str = "auto",
-    views: int = VIEWS,
-    checkpoint: str = CHECKPOINT,
+    views: int | None = None,
 ) -> LodoConfig:
-    """The demo as a :class:`LodoConfig` on the world in ``root`` (configs/world_study_v3.yaml's
-    data and protocol fields but its 10 seeds; its methods reduced, :func:`demo_methods`)."""
-    from croft.world import TINY_CLIP_ARCH, tiny_clip_checkpoint
+    """The demo's experiment, :data:`DEMO_CONFIG`, on the world in ``root`` (its data roots
+    resolve against ``root``), with the rows the switches keep and the given seeds, held-out
+    styles, engine and views (``croft demo``'s options)."""
+    from croft.experiments.loading import build_config, resolve_backbone_path, resolve_paths
+    from croft.overrides import apply_overrides
 
-    root = Path(root)
-    return LodoConfig(
-        name="demo",
-        backbone=f"openclip:{TINY_CLIP_ARCH}:{tiny_clip_checkpoint(checkpoint)}",
-        data=DataSpec(str(root), "oodbench"),
-        ood=[  # primary: the held-out classes drawn in each fold's held-out style
-            DataSpec(str(root / "ood_classes" / HELD_OUT), "folder", {"ood": True}, "matched"),
-            DataSpec(str(root / "ood_textures"), "folder", {"ood": True}, "textures"),
-            DataSpec(str(root / "ood_classes"), "domainbed", name="pooled"),
-        ],
-        methods=demo_methods(full, prompt_learners),
-        held_out=list(held_out),
-        extra_targets=list(EXTRA_TARGETS),
-        templates=["a photo of a {}."],
-        shots=16,
-        sampling="balanced",
-        val_per_class=0,  # all source validation images (10 per class and style)
-        views=views,
-        crop_scale=list(CROP_SCALE),
-        seeds=list(seeds),
-        ood_transform="eval",
-        scores=list(SCORES),
-        conventions="croft",
-        fit_engine=fit_engine,
-        batch_size=256,
-        workers=0,
-    )
+    doc, switches = _demo_document()
+    _rows(doc, switches, full, prompt_learners)
+    overrides = [f"seeds={list(seeds)}", f"fit_engine={fit_engine}"]
+    overrides += [f"held_out={list(held_out)}"] if held_out is not None else []
+    overrides += [f"views={views}"] if views is not None else []
+    apply_overrides(doc, overrides)
+    doc["backbone"] = resolve_backbone_path(doc["backbone"], DEMO_CONFIG.parent)
+    cfg = build_config(doc, str(DEMO_CONFIG))
+    assert isinstance(cfg, LodoConfig)
+    resolve_paths(cfg, Path(root))
+    return cfg
 
 
 def summary(
@@ -229,9 +207,9 @@ def run_world_demo(
     progress: bool = True,
     world_seed: int = 0,
     preset: str = PRESET,
-    held_out: Sequence[str] = STYLES,
+    held_out: Sequence[str] | None = None,
     fit_engine: str = "auto",
-    views: int = VIEWS,
+    views: int | None = None,
 ) -> dict[str, Any]:
     """Generate (cached), extract (cached), fit, evaluate and report; returns the summary.
 

@@ -51,8 +51,8 @@ class Registry(Generic[T]):
 
         known = ", ".join(sorted(self._entries)) or "none"
         close = difflib.get_close_matches(str(name), list(self._entries), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise CroftError(f"unknown {self.kind} {name!r}{hint}; known: {known}")
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise CroftError(f"unknown {self.kind} {name!r}; known: {known}{hint}")
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries

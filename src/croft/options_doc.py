@@ -21,7 +21,8 @@ GLOSSARY = {
     "batch_size": "training batch size",
     "lr": "learning rate (peak, after warm-up)",
     "lr_scaling": "none (lr as given, set for logit scale 100) or logit_scale "
-    "(lr x (100/s)^2 for SGD, x (100/s) for AdamW; s the backbone's logit scale)",
+    "(lr x (100/s)^2 for SGD, x (100/s) for AdamW; s the backbone's logit scale; "
+    "croft fit's default)",
     "momentum": "SGD momentum",
     "weight_decay": "weight decay",
     "warmup_epochs": "epochs of constant warm-up learning rate",
@@ -43,7 +44,9 @@ GLOSSARY = {
     "optimizer": "optimiser: sgd",
     "adam_eps": "epsilon of AdamW",
     "selection": "epoch selection: val_acc (best source-validation accuracy)",
-    "logit_scale": "logit scale",
+    "logit_scale": "logit scale s of the logits s*cos (< 0: the backbone's, from the feature file)",
+    "select_epoch": "epoch selection: best (highest source-validation accuracy, earliest on "
+    "ties), last, or best_after_warmup (best among epochs after the warm-up)",
     "eval_ratio": "image residual ratio at prediction time",
     "eval_ratio_text": "text residual ratio at prediction time (< 0: ratio_text)",
     "wccf": "generate worst-case covariate features (False: no generator)",

@@ -3,7 +3,8 @@
 :func:`progress` returns a context-managed object with ``update(n)``, ``set_postfix(**kw)``
 and ``close()``. On a terminal it is a tqdm bar (on stderr). When stderr is not a
 terminal (a log file, CI) it logs one plain line at most every ``every`` seconds with
-the count, rate and ETA, so logs hold no carriage returns. ``quiet`` (or
+the phase, count, rate and ETA, so logs hold no carriage returns; the CLI shows these
+``croft.progress`` info records as ``croft: progress: …`` lines (``croft.cli.main``). ``quiet`` (or
 ``CROFT_QUIET=1``) silences both.
 """
 
@@ -28,8 +29,11 @@ def _is_tty() -> bool:
 class LineProgress:
     """Periodic plain progress lines through :mod:`logging`."""
 
-    def __init__(self, total: int | None, desc: str, unit: str, every: float) -> None:
+    def __init__(
+        self, total: int | None, desc: str, unit: str, every: float, leave: bool = True
+    ) -> None:
         self.total, self.desc, self.unit, self.every = total, desc, unit, every
+        self.leave = leave  # False (an inner bar, one per fit): no extra line at completion
         self.n = 0
         self.t0 = self.last = time.monotonic()
         self.postfix = ""
@@ -37,7 +41,8 @@ class LineProgress:
     def update(self, n: int = 1) -> None:
         self.n += n
         now = time.monotonic()
-        if now - self.last >= self.every or (self.total is not None and self.n >= self.total):
+        done = self.leave and self.total is not None and self.n >= self.total
+        if now - self.last >= self.every or done:
             self.last = now
             self._emit(now)
 
@@ -90,4 +95,4 @@ def progress(
         from tqdm.auto import tqdm
 
         return tqdm(total=total, desc=desc, unit=unit, leave=leave, dynamic_ncols=True)
-    return LineProgress(total, desc, unit, every)
+    return LineProgress(total, desc, unit, every, leave)

@@ -33,19 +33,26 @@ class Registry(Generic[T]):
         def deco(obj: T) -> T:
             if name in self._entries:
                 raise RuntimeError(f"{self.kind} {name!r} is registered twice")
-            doc = summary or (getattr(obj, "__doc__", None) or "").strip().splitlines()[0:1]
-            text = doc if isinstance(doc, str) else (doc[0] if doc else "")
+            text = summary or _first_sentence(getattr(obj, "__doc__", None) or "")
             self._entries[name] = Entry(name, obj, text)
             return obj
 
         return deco
 
     def get(self, name: str) -> T:
-        try:
+        """The entry ``name`` (exact, else the one name equal to it ignoring case); an
+        unknown name is one error line with the closest known name."""
+        if name in self._entries:
             return self._entries[name].obj
-        except KeyError:
-            known = ", ".join(sorted(self._entries)) or "none"
-            raise CroftError(f"unknown {self.kind} {name!r}; known: {known}") from None
+        folded = [k for k in self._entries if isinstance(name, str) and k.lower() == name.lower()]
+        if len(folded) == 1:
+            return self._entries[folded[0]].obj
+        import difflib
+
+        known = ", ".join(sorted(self._entries)) or "none"
+        close = difflib.get_close_matches(str(name), list(self._entries), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise CroftError(f"unknown {self.kind} {name!r}; known: {known}{hint}")
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries
@@ -55,3 +62,11 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         return sorted(self._entries)
+
+
+def _first_sentence(doc: str) -> str:
+    """A docstring's first sentence as plain text: its first paragraph joined, cut at the
+    first ". ", reST literal markup (````x````) removed."""
+    para = " ".join(doc.strip().split("\n\n", 1)[0].split())
+    sentence = para.split(". ", 1)[0].rstrip(".")
+    return sentence.replace("``", "") + ("." if sentence else "")

@@ -25,7 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "Exit 0 if fine, 1 if problems were found.",
     )
     c.add_argument("root", metavar="ROOT", help="dataset folder")
-    c.add_argument("--layout", required=True, metavar="NAME", help=f"one of: {_LAYOUTS}")
+    c.add_argument(
+        "--layout", metavar="NAME", help=f"one of: {_LAYOUTS} (default: guessed from ROOT)"
+    )
     c.add_argument("--test-domain", metavar="D", help="oodbench: held-out domain")
     c.add_argument("--dataset", metavar="NAME", help="coop: dtd, food101 or caltech101")
     c.add_argument(
@@ -75,7 +77,10 @@ def _count_lines(title: str, counts: dict[object, int]) -> list[str]:
 
 def _check(args: argparse.Namespace) -> int:
     from croft.data import inspect_layout
+    from croft.data.layouts import guess_layout
 
+    if not args.layout:
+        args.layout = guess_layout(args.root)
     index, problems = inspect_layout(args.root, args.layout, **_options(args))
     print(f"layout {args.layout}: {args.root}")
     if index is not None:

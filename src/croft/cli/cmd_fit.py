@@ -49,6 +49,6 @@ def run(args: argparse.Namespace) -> int:
     if sel is not None and "val_acc" in last:
         msg += f" (epoch {sel}, val acc {result.history[sel]['val_acc']:.3f})"
         if result.selection.get("kept_init"):
-            msg += "; the selected model is its initialisation (training did not change it)"
+            msg += "; the selected model is its initialisation (see the warning)"
     print(msg)
     return 0

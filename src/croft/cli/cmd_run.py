@@ -24,6 +24,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="override a key (YAML value), e.g. --set shots=4 --set data.root=/data/PACS "
         "--set seeds=[1] --set methods.2.grid.lambda2=[10,100]",
     )
+    p.add_argument(
+        "--methods",
+        metavar="LABEL,...",
+        help="run only these method rows (their labels, any case), e.g. --methods croft,zeroshot",
+    )
+    p.add_argument(
+        "--seeds", metavar="S,...", help="run only these seeds, e.g. --seeds 1 or --seeds 1,2"
+    )
     p.add_argument("--out", help="output directory (default: runs/<name>)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--no-report", action="store_true", help="skip the report at the end")
@@ -69,9 +77,10 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from croft.experiments import load_experiment
+    from croft.experiments.run_defaults import select
     from croft.experiments.runner import parse_shard
 
-    cfg = load_experiment(args.config, args.set)
+    cfg = select(load_experiment(args.config, args.set), args.methods, args.seeds)
     shard = parse_shard(args.shard)
     if args.print_config:
         import dataclasses
@@ -113,6 +122,9 @@ def _dry_run(cfg, out, fresh: bool, shard) -> int:  # noqa: ANN001
     mine = [r for r in rows if not shard or r[2] == shard[0]]
     counts = Counter(s.split(":")[0] for _, s, _ in mine)
     where = f"part {shard[0]}/{n} of {len(rows)} runs" if shard else f"{len(rows)} runs"
+    per_method = Counter(folder.split("/")[1].split("[")[0] for folder, _, _ in mine)
+    for label, count in per_method.items():
+        print(f"  {label}: {count} runs")
     print(f"{len(mine)} runs planned in {out} ({where}): "
           + ", ".join(f"{c} {k}" for k, c in counts.items()))  # fmt: skip
     return 0

@@ -45,12 +45,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class _StderrHandler(logging.Handler):
-    """Library log records as ``croft: warning: …`` lines on the current ``sys.stderr``."""
+    """Library log records as ``croft: warning: …`` lines on the current ``sys.stderr``.
+
+    Warnings and errors from any ``croft`` logger pass; info records pass only from
+    ``croft.progress`` (the periodic progress lines of :mod:`croft.progress`, printed as
+    ``croft: progress: …``), so a log file of ``croft run … > log 2>&1`` shows how far a
+    job is. A command's ``--quiet`` turns those lines off at their source.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
+        return record.levelno >= logging.WARNING or (
+            record.levelno >= logging.INFO and record.name.startswith("croft.progress")
+        )
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             text = " ".join(record.getMessage().split())
-            print(f"croft: {record.levelname.lower()}: {text}", file=sys.stderr)
+            kind = "progress" if record.levelno < logging.WARNING else record.levelname.lower()
+            print(f"croft: {kind}: {text}", file=sys.stderr)
         except Exception:  # noqa: BLE001 - logging must never raise
             self.handleError(record)
 
@@ -58,7 +70,10 @@ class _StderrHandler(logging.Handler):
 def _install_log_handler() -> None:
     logger = logging.getLogger("croft")
     if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
-        logger.addHandler(_StderrHandler(logging.WARNING))
+        logger.addHandler(_StderrHandler(logging.INFO))
+    bars = logging.getLogger("croft.progress")
+    if bars.level == logging.NOTSET:
+        bars.setLevel(logging.INFO)  # progress lines reach the handler; other info does not
 
 
 def _show_deprecation(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001, ANN202
@@ -134,6 +149,13 @@ def _dispatch(args: argparse.Namespace) -> int:
     except CroftError as exc:
         print(f"croft: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader closed the pipe (croft eval ... | head): stop quietly
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes stdout
+        except (OSError, ValueError):
+            pass
+        return 141  # 128 + SIGPIPE, as a C program killed by the signal reports
     except OSError as exc:
         if os.environ.get("CROFT_DEBUG") == "1":
             raise

@@ -34,7 +34,11 @@ A plug-in layout registers with ``LAYOUTS.register("name", "summary")(reader)``.
 
 for _name, _reader_fn, _summary in (
     ("domainbed", read_domainbed, "DOMAIN/CLASS/image folders (PACS, VLCS, ...)"),
-    ("oodbench", read_oodbench, "OOD benchmarks with ID and OOD folders"),
+    (
+        "oodbench",
+        read_oodbench,
+        "images/DOMAIN/CLASS/ + test_on_DOMAIN.json splits (PACS, VLCS as the paper reads them)",
+    ),
     ("coop", read_coop, "CoOp/Dassl datasets with split JSON files"),
     ("imagenet", read_imagenet, "ImageNet and its variants (-V2, -Sketch, -A, -R)"),
     ("folder", read_folder, "CLASS/image folders, one domain"),
@@ -121,3 +125,29 @@ def read_layout(root: str | os.PathLike[str], layout: str, **options: Any) -> Da
 def check_layout(root: str | os.PathLike[str], layout: str, **options: Any) -> list[str]:
     """Every problem found in a dataset folder, one line each (empty list = fine)."""
     return inspect_layout(root, layout, **options)[1]
+
+
+def guess_layout(root: str | os.PathLike[str]) -> str:
+    """The layout a folder looks like, from its top level only: ``images/`` with
+    ``test_on_*.json`` (oodbench), a ``split_zhou_*.json`` in it or one folder down (coop),
+    folders of folders (domainbed), folders of files (folder); a one-line error otherwise."""
+    from pathlib import Path
+
+    from croft.errors import CroftError
+
+    top = Path(root)
+    if not top.is_dir():
+        raise CroftError(f"{top} is not a folder; pass the dataset's root folder")
+    if (top / "images").is_dir() and any(top.glob("test_on_*.json")):
+        return "oodbench"
+    if any(top.glob("split_zhou_*.json")) or any(top.glob("*/split_zhou_*.json")):
+        return "coop"
+    subs = [d for d in sorted(top.iterdir()) if d.is_dir() and not d.name.startswith(".")]
+    if subs and all(any(x.is_dir() for x in d.iterdir()) for d in subs):
+        return "domainbed"
+    if subs and all(any(x.is_file() for x in d.iterdir()) for d in subs):
+        return "folder"
+    raise CroftError(
+        f"{top}: cannot tell its layout from the top level; give --layout "
+        f"({', '.join(LAYOUT_NAMES)})"
+    )

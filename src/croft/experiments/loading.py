@@ -1,7 +1,8 @@
 """Reading an experiment YAML: overrides, protocol dispatch, typed build, paths, checks.
 
-Relative data roots and weight paths are relative to the YAML file's folder. ``--set``
-items use the one grammar of :mod:`croft.overrides`.
+Relative data roots and weight paths are relative to the YAML file's folder (dataset roots
+to ``data_root`` when it is set: :mod:`croft.experiments.run_defaults`, with ``defaults``).
+``--set`` items use the one grammar of :mod:`croft.overrides`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from croft.errors import CroftError
 from croft.experiments.checks import check_device, check_weights
 from croft.experiments.config import CONFIGS, DataSpec, ExperimentBase, build
 from croft.experiments.grid import expand_methods, method_config
+from croft.experiments.run_defaults import apply_run_defaults, env_data_root, method_option_hint
 from croft.fileio import parse_yaml
 from croft.limits import check_limit
 from croft.overrides import apply_overrides
@@ -33,6 +35,7 @@ def read_document(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -
     doc = parse_yaml(text, str(p)) or {}
     if not isinstance(doc, dict):
         raise CroftError(f"{p}: expected a mapping of settings, got {type(doc).__name__}")
+    env_data_root(doc, overrides)
     apply_overrides(doc, overrides)
     return doc
 
@@ -44,6 +47,11 @@ def build_config(doc: dict[str, Any], where: str) -> ExperimentBase:
         known = ", ".join(CONFIGS)
         raise CroftError(f"protocol {protocol!r} is not known; use one of: {known}")
     cls = CONFIGS[protocol]
+    doc = apply_run_defaults(doc, where)
+    unknown = sorted(k for k in doc if k not in cls.__dataclass_fields__ and k != "protocol")
+    hint = method_option_hint(doc, unknown, list(cls.__dataclass_fields__)) if unknown else ""
+    if hint:
+        raise CroftError(f"{where}: unknown key(s) {', '.join(unknown)}; {hint}")
     for other, ocls in CONFIGS.items():
         if other == protocol:
             continue
@@ -141,13 +149,17 @@ def check_experiment(cfg: ExperimentBase) -> list[str]:
         except CroftError as exc:
             problems.append(str(exc))
     problems += [p for p in (check_weights(cfg.backbone), check_device(cfg.device)) if p]
-    specs = [("data", cfg.data)] + [(f"ood {o.name}", o) for o in cfg.ood if not o.per_fold]
-    specs += [(f"shifted {o.name}", o) for o in getattr(cfg, "shifted", [])]
+    specs = [("data", "data.root", cfg.data)]
+    specs += [(f"ood {o.name}", f"ood.{i}.root", o) for i, o in enumerate(cfg.ood)
+              if not o.per_fold]  # fmt: skip
+    specs += [(f"shifted {o.name}", f"shifted.{i}.root", o)
+              for i, o in enumerate(getattr(cfg, "shifted", []))]  # fmt: skip
     data_ok = True
-    for what, spec in specs:
+    for what, key, spec in specs:
         found = _layout_problems(spec)
         data_ok = data_ok and (what != "data" or not found)
-        problems += [f"{what} ({spec.root}, layout {spec.layout}): {p}" for p in found]
+        where = f"{spec.root}, layout {spec.layout}; fix {key} or data_root"
+        problems += [f"{what} ({where}): {p}" for p in found]
     if data_ok:
         from croft.experiments.protocols import PROTOCOLS
 

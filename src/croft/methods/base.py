@@ -207,8 +207,13 @@ def make_config(config_cls: type, overrides: dict[str, Any] | None = None) -> An
             key, values = aliases[key]
             value = values.get(value, value) if isinstance(value, str) else value
         if key not in fields:
+            import difflib
+
+            close = difflib.get_close_matches(key, list(fields), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise CroftError(
-                f"unknown option {key!r} for {config_cls.__name__}; valid: {', '.join(fields)}"
+                f"unknown option {key!r}{hint} for {config_cls.__name__}; "
+                f"valid: {', '.join(fields)}"
             )
         default = fields[key].default
         kwargs[key] = _check_type(key, _coerce(key, value, default), fields[key].type, default)

@@ -278,6 +278,12 @@ def load_head(
             f"{directory}: head expects {dim}-d features but the features are {expect_dim}-d; "
             "use features from the backbone the head was fitted on"
         )
+    if expect_classes == 0 and classes:
+        raise CroftError(
+            f"{directory}: the features have no classes (every label is -1): this is an OOD "
+            "feature file; pass it as an open set (croft eval --ood NAME=FILE) and give the "
+            "ID features with --id"
+        )
     if expect_classes is not None and expect_classes != len(classes):
         raise CroftError(
             f"{directory}: head has {len(classes)} classes but the data has {expect_classes}; "

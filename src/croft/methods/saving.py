@@ -13,7 +13,9 @@ validation images, which :func:`croft.load` uses to flag OOD images.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,6 +32,7 @@ from croft.methods.training import config_dict
 from croft.scores import energy
 
 FeaturesLike = FeatureSet | str | os.PathLike[str]
+log = logging.getLogger(__name__)
 
 
 def energy_threshold(head: FittedHead, id_val: FeatureSet, tpr: float = 0.95) -> float:
@@ -113,6 +116,35 @@ def fit_method(
     return result
 
 
+#: ``croft fit``'s learning-rate rule: the scale-aware one (docs/conventions.md#lr-scaling),
+#: the authors' ``lr`` as given at OpenAI CLIP's logit scale 100 and scaled to any other
+#: backbone's; :func:`fit_method`, ``croft run`` and the ``official`` presets keep the
+#: methods' own default ``none`` (the authors' rate as given).
+DEFAULT_FIT_LR_SCALING = "logit_scale"
+
+
+def _warn_untrained(method: str, result: FitResult, has_val: bool) -> None:
+    """One warning line when the head saved has no OOD threshold or did not train."""
+    if not has_val:
+        epochs = " and the last epoch is kept" if result.history else ""
+        log.warning(
+            "%s: fitted without --val: the saved head has no OOD threshold (croft predict "
+            "flags nothing)%s; give --val to set one%s",
+            method,
+            epochs,
+            " and select the epoch" if result.history else "",
+        )
+    sel = result.selection or {}
+    if sel.get("kept_init"):
+        log.warning(
+            "%s: the selected model is its initialisation (validation accuracy %.3f at epoch "
+            "0 was not beaten); try --set select_epoch=best_after_warmup, a larger --set lr, "
+            "or a larger validation file",
+            method,
+            float(sel.get("val_init") or float("nan")),
+        )
+
+
 def fit_and_save(
     method: str,
     train: FeaturesLike,
@@ -130,12 +162,18 @@ def fit_and_save(
     ``out`` gets ``head.safetensors``, ``head.json`` (with the provenance, including the
     OOD threshold when ``val`` is given) and ``config.json``; :func:`croft.load` reads it.
     Method options come as ``options`` (a mapping, e.g. parsed ``--set`` values) and/or as
-    keywords. Returns the fit result and the directory.
+    keywords; ``lr_scaling`` defaults to :data:`DEFAULT_FIT_LR_SCALING`. Warns (one line)
+    when the head has no threshold or kept its initialisation. Returns the fit result and
+    the directory.
     """
     check_head_dir(out)  # before training: never overwrite a user's non-empty folder
     opts = {**dict(options or {}), **more_options}
+    fields = {f.name for f in dataclasses.fields(METHODS.get(method).config_cls)}
+    if "lr_scaling" in fields and "lr_scaling" not in opts:
+        opts["lr_scaling"] = DEFAULT_FIT_LR_SCALING
     result = fit_method(method, train, val, device=device, progress=progress, tpr=tpr, options=opts)
     path = save_head(result.head, out)
     text = json.dumps(result.head.meta["config"], indent=2, sort_keys=True)
     atomic_write_text(path / "config.json", text)
+    _warn_untrained(method, result, val is not None)
     return result, path

@@ -297,7 +297,7 @@ def test_readme_names_where_the_demo_writes_its_report() -> None:
     out = build_parser().parse_args(["demo"]).out  # the default --out
     assert out == "croft-out/demo" and f"`{out}/report/`" in readme
     src = (Path(SRC) / "croft" / "protocols" / "world_demo.py").read_text()
-    assert 'write_report(out, out / "report")' in src  # where the report really goes
+    assert 'inside(out, "report")' in src  # where the report really goes
 
 
 def test_help_options_give_every_shared_option_a_meaning(capsys) -> None:  # noqa: ANN001

@@ -48,10 +48,6 @@ def build_config(doc: dict[str, Any], where: str) -> ExperimentBase:
         raise CroftError(f"protocol {protocol!r} is not known; use one of: {known}")
     cls = CONFIGS[protocol]
     doc = apply_run_defaults(doc, where)
-    unknown = sorted(k for k in doc if k not in cls.__dataclass_fields__ and k != "protocol")
-    hint = method_option_hint(doc, unknown, list(cls.__dataclass_fields__)) if unknown else ""
-    if hint:
-        raise CroftError(f"{where}: unknown key(s) {', '.join(unknown)}; {hint}")
     for other, ocls in CONFIGS.items():
         if other == protocol:
             continue
@@ -62,6 +58,10 @@ def build_config(doc: dict[str, Any], where: str) -> ExperimentBase:
                 f"{where}: {foreign[0]} applies to protocol {other} only; remove it "
                 f"(this file is protocol {protocol})"
             )
+    unknown = sorted(k for k in doc if k not in cls.__dataclass_fields__ and k != "protocol")
+    hint = method_option_hint(doc, unknown, list(cls.__dataclass_fields__)) if unknown else ""
+    if hint:
+        raise CroftError(f"{where}: unknown key(s) {', '.join(unknown)}; {hint}")
     cfg = build(cls, {**doc, "protocol": protocol}, where)
     _name_sets(cfg)
     return cfg

@@ -10,6 +10,7 @@ as safetensors + JSON (never pickles).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from collections.abc import Callable
@@ -232,6 +233,9 @@ def _check_type(key: str, value: Any, annotation: Any, default: Any) -> Any:
     if value is None and default is None:
         return value
     shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+    if kind in ("int", "float") and isinstance(value, str):  # "7" from a file or a caller
+        with contextlib.suppress(ValueError):  # else refused below, as given
+            value = int(value.strip()) if kind == "int" else float(value.strip())
     if kind == "int" and (not isinstance(value, int) or isinstance(value, bool)):
         raise CroftError(f"option {key} must be a whole number, got {shown}")
     if kind == "float":

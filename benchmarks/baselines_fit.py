@@ -22,7 +22,7 @@ from torch import nn
 
 import croft.methods as M
 from croft.features.files import FeatureSet
-from croft.methods.prompting import ClassPrompts, frozen
+from croft.methods.prompts.prompting import ClassPrompts, frozen
 
 
 class RandomTextTower(nn.Module):

@@ -19,8 +19,8 @@ prints each key's median new/old time ratio, so the load of a shared machine hit
 sides alike. The engine's opt-in allocator setting (``tune_allocator``, ``CROFT_MALLOC_TUNE=1``)
 is applied as ``fit_chunk`` applies it. The entry points used
 (:func:`step_seconds`, :func:`step_flops`) only need
-``croft.methods.batched_steps.{STEPS, BatchedParams, Structure}`` and
-``croft.methods.batched_chunk.hyper``, which every version of the engine has.
+``croft.methods.croft.steps.{STEPS, BatchedParams, Structure}`` and
+``croft.methods.croft.chunk.hyper``, which every version of the engine has.
 """
 
 from __future__ import annotations
@@ -48,9 +48,9 @@ def make_state(variant: str, members: int, dim: int, classes: int, batch: int, r
                dtype: torch.dtype = torch.float32, seed: int = 0):  # fmt: skip  # noqa: ANN201
     """``(step, args)``: call ``step(*args)`` for one batched step of ``members`` members."""
     from croft.methods.base import make_config
-    from croft.methods.batched_chunk import hyper
-    from croft.methods.batched_steps import STEPS, BatchedParams, Structure
-    from croft.methods.croft import CroftConfig
+    from croft.methods.croft.chunk import hyper
+    from croft.methods.croft.fit import CroftConfig
+    from croft.methods.croft.steps import STEPS, BatchedParams, Structure
 
     g = torch.Generator().manual_seed(seed)
     cfgs = [make_config(CroftConfig, {"lambda2": 10.0 * (i + 1)}) for i in range(members)]
@@ -96,7 +96,7 @@ def measure(shapes: list[str], steps: int) -> dict[str, float]:
     torch.set_num_threads(1)
     res: dict[str, float] = {"load_before": os.getloadavg()[0]}
     try:  # the engine's allocator setting, as fit_chunk applies it (absent before issue 22)
-        from croft.methods.batched_chunk import tune_allocator
+        from croft.methods.croft.chunk import tune_allocator
 
         res["malloc_tuned"] = float(tune_allocator(torch.device("cpu")))
     except ImportError:

@@ -51,7 +51,7 @@ import time
 import torch
 
 import croft.methods as M
-from croft.methods.batched import fit_iter, fit_many
+from croft.methods.croft.engine import fit_iter, fit_many
 from croft.simulate import random_features as make_set
 
 
@@ -262,7 +262,7 @@ def dplclip_report(res: dict, rounds: int, epochs: int) -> None:
     210 validation and 3,003 test images, n_ctx 4) through the shipped tiny CLIP: fit and
     predict, shared-prefix path against the full-length one, interleaved."""
     from croft.backbones import load_backbone
-    from croft.methods import prompting
+    from croft.methods.prompts import prompting
     from croft.world import TINY_CLIP_ARCH, tiny_clip_checkpoint
     from croft.world.config import WorldConfig
 

@@ -10,8 +10,8 @@ from baseline_world import TinyTextTower, World, make_world
 from croft.errors import CroftError
 from croft.methods import load_head, save_head
 from croft.methods.base import FittedHead
-from croft.methods.dplclip import domain_contexts
-from croft.methods.prompting import ClassPrompts, TowerHead, frozen, init_context
+from croft.methods.prompts.dplclip import domain_contexts
+from croft.methods.prompts.prompting import ClassPrompts, TowerHead, frozen, init_context
 from croft.methods.wise import wise_path, wise_report, zero_point
 from croft.methods.zeroshot import ZeroShotHead, zeroshot_head
 
@@ -175,7 +175,7 @@ def test_coop_gradient_reaches_only_the_context(world: World, tower) -> None:  #
 def test_prompt_learners_need_a_backbone(world: World, tower, monkeypatch) -> None:  # noqa: ANN001
     with pytest.raises(CroftError, match="backbone"):
         M.fit("coop", world.train, None, epochs=1)
-    import croft.methods.prompting as prompting
+    import croft.methods.prompts.prompting as prompting
 
     calls: list[str] = []
 

@@ -21,10 +21,10 @@ import torch
 
 import croft.methods as M
 from croft.errors import CroftError
-from croft.methods.batched import chunk_size, fit_many, member_bytes
-from croft.methods.batched_chunk import Chunk, hyper
-from croft.methods.batched_steps import BatchedParams, Structure, official_step
-from croft.methods.croft_core import adapter_forward
+from croft.methods.croft.chunk import Chunk, hyper
+from croft.methods.croft.core import adapter_forward
+from croft.methods.croft.engine import chunk_size, fit_many, member_bytes
+from croft.methods.croft.steps import BatchedParams, Structure, official_step
 from croft.simulate import random_features as make_set
 from test_official_parity import GOLDEN_DIR, _cases, config_from_case
 
@@ -274,8 +274,8 @@ def autograd_penalty(rows, t_zs, w_img, w_txt, ratio, ratio_text, reduction):  #
 def test_closed_form_penalty_equals_double_backward(rows: int, classes: int, reduction: str):
     """Batched closed form (per member) and single closed form against the autograd
     ``create_graph`` reference: value and gradients in rows, Wi, Wt to 1e-13 relative."""
-    from croft.methods.batched_steps import energy_penalty
-    from croft.methods.croft_core import official_energy_gradient_penalty
+    from croft.methods.croft.core import official_energy_gradient_penalty
+    from croft.methods.croft.steps import energy_penalty
     from croft.methods.text import eps_normalize as n
 
     g = torch.Generator().manual_seed(5)

@@ -14,7 +14,7 @@ from croft.conventions import AUTHORS_KNN_KS, Conventions, cap_per_class, resolv
 from croft.errors import CroftError
 from croft.evaluation import detection_head, evaluate
 from croft.features.files import FeatureSet
-from croft.methods.adapter_head import AdapterHead
+from croft.methods.croft.head import AdapterHead
 from croft.methods.io import load_head, save_head
 from croft.metrics import detection_metrics
 from croft.selection import select_grid_point, validation_nll

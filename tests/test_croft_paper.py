@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch.func import grad, vmap
 
-from croft.methods.croft import CroftConfig, SingleStep, paper_covariate
-from croft.methods.croft_core import adapt_image, adapt_text, per_sample_energy_grad_sq
+from croft.methods.croft.core import adapt_image, adapt_text, per_sample_energy_grad_sq
+from croft.methods.croft.fit import CroftConfig, SingleStep, paper_covariate
 
 D, C, N = 8, 4, 6
 

@@ -23,8 +23,8 @@ from croft.diagnose import (
 )
 from croft.features import FeatureSet, save_features
 from croft.methods import fit, save_head
-from croft.methods.adapter_head import AdapterHead
-from croft.methods.croft_core import adapt_image, adapt_text
+from croft.methods.croft.core import adapt_image, adapt_text
+from croft.methods.croft.head import AdapterHead
 from croft.methods.text import eps_normalize
 
 F64 = torch.float64

@@ -52,7 +52,7 @@ def _max_diff(a: object, b: object) -> float:
 def test_run_batched_equals_sequential(world, tmp_path, monkeypatch, dtype, tol) -> None:  # noqa: F811
     """The same experiment with ``fit_engine`` batched and sequential: the same runs and
     metrics (float64: to 1e-10; float32: to the engine's rounding, well under 1e-4)."""
-    import croft.methods.batched as B
+    import croft.methods.croft.engine as B
 
     members: list[int] = []
     real = B.fit_iter

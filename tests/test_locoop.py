@@ -14,7 +14,7 @@ from croft.errors import CroftError
 from croft.evaluation import evaluate
 from croft.features.files import FeatureSet
 from croft.methods import load_head, save_head
-from croft.methods.locoop import background_entropy, resolve_top_k
+from croft.methods.prompts.locoop import background_entropy, resolve_top_k
 
 PROMPT = {"epochs": 3, "n_ctx": 4}
 P = 6  # local features per image

@@ -11,7 +11,7 @@ import croft.methods as M
 from baseline_world import CLASSES, TinyTextTower, World, make_world
 from croft.errors import CroftError
 from croft.methods.base import make_config
-from croft.methods.croft import CroftConfig
+from croft.methods.croft.fit import CroftConfig
 from croft.methods.loop import KEPT_INIT_TOL, EpochSelector, TrainConfig, select_policy
 
 RECORD_KEYS = {

@@ -8,7 +8,7 @@ import torch
 
 import croft.methods as M
 from croft.errors import CroftError
-from croft.methods.batched import fit_many
+from croft.methods.croft.engine import fit_many
 from croft.methods.loop import effective_lr
 from croft.simulate import random_features
 

@@ -8,7 +8,7 @@ import torch
 import croft.methods as M
 from croft.errors import CroftError
 from croft.evaluation import evaluate
-from croft.methods.croft import CroftConfig, lr_at_epoch
+from croft.methods.croft.fit import CroftConfig, lr_at_epoch
 from croft.methods.text import class_text_features
 from croft.simulate import SimConfig, Simulator
 

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from croft.methods.croft import CroftConfig, SingleStep
-from croft.methods.croft_core import adapter_forward
+from croft.methods.croft.core import adapter_forward
+from croft.methods.croft.fit import CroftConfig, SingleStep
 
 DEFAULT_DIR = Path(__file__).resolve().parent / "golden" / "croft-official"
 GOLDEN_DIR = Path(os.environ.get("CROFT_GOLDEN_DIR", DEFAULT_DIR))

@@ -12,20 +12,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from croft.methods.croft import (
-    VARIANT_LAMBDAS,
-    CroftConfig,
-    SingleStep,
-    paper_covariate,
-    paper_disalign,
-)
-from croft.methods.croft_core import (
+from croft.methods.croft.core import (
     adapt_image,
     adapt_text,
     adapter_forward,
     official_generator_loss,
     per_sample_energy_grad_sq,
     same_label_mask,
+)
+from croft.methods.croft.fit import (
+    VARIANT_LAMBDAS,
+    CroftConfig,
+    SingleStep,
+    paper_covariate,
+    paper_disalign,
 )
 from croft.methods.text import eps_normalize as n
 

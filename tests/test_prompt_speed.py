@@ -15,8 +15,8 @@ import torch
 import croft.methods as M
 from baseline_world import make_world
 from croft.backbones import TINY_VIT, load_backbone
-from croft.methods import prompting
-from croft.methods.prompting import ClassPrompts
+from croft.methods.prompts import prompting
+from croft.methods.prompts.prompting import ClassPrompts
 
 NAMES = ["dog", "elephant", "giraffe", "guitar", "horse", "house", "person"]
 

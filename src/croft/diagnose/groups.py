@@ -9,7 +9,7 @@ import torch
 
 from croft.errors import CroftError
 from croft.features.files import FeatureSet
-from croft.methods.adapter_head import AdapterHead
+from croft.methods.croft.head import AdapterHead
 
 
 @dataclass

@@ -1,13 +1,13 @@
 """The paper's theory, observable: energy-gradient norms and per-domain loss Hessians.
 
-For a fitted adapter head (:class:`~croft.methods.adapter_head.AdapterHead`, written by
+For a fitted adapter head (:class:`~croft.methods.croft.head.AdapterHead`, written by
 the ``croft`` and ``ce_adapter`` methods) and feature sets, this measures
 
 * **energy-gradient norm** per sample, ``g_i = ‖∂E_i/∂(W_i, W_t)‖_F`` (both adapter
   matrices), with the textbook energy ``E_i = -τ·logsumexp_j(z_I(x_i)·z_T(t_j)/τ)`` on
   cosine similarities (lower = more in-distribution; croft's energy *score* is ``-E``).
   This is the quantity the paper variant's EDR penalty ``mean_i g_i²`` minimises
-  (:func:`~croft.methods.croft_core.per_sample_energy_grad_sq`); it is summarised per
+  (:func:`~croft.methods.croft.core.per_sample_energy_grad_sq`); it is summarised per
   group (mean, standard deviation, quantiles).
 * the **classification loss's Hessian** ``H_d = ∇²_θ mean_{i∈d} CE(s·z_I z_Tᵀ, y)`` with
   respect to ``θ`` = the chosen adapter matrices (default ``fc_i`` and ``fc_t``, flattened
@@ -47,14 +47,14 @@ from croft.diagnose.groups import Group, check_inputs, make_groups, subsample
 from croft.diagnose.hessian import shared_probe_stats, top_eigenvalue
 from croft.errors import CroftError
 from croft.features.files import FeatureSet
-from croft.methods.adapter_head import AdapterHead
 from croft.methods.base import FittedHead
-from croft.methods.croft_core import (
+from croft.methods.croft.core import (
     adapt_image,
     adapt_text,
     official_energy_gradient_penalty,
     per_sample_energy_grad_sq,
 )
+from croft.methods.croft.head import AdapterHead
 from croft.methods.text import eps_normalize
 
 log = logging.getLogger(__name__)

@@ -155,7 +155,7 @@ class ExperimentBase:
     cache: str = ""  # empty: the default feature cache
     progress: bool = True
     # auto | batched | sequential: how fits run (croft.experiments.runner.run_grid); auto
-    # batches where it measured faster (croft.methods.batched.batching_helps). Results
+    # batches where it measured faster (croft.methods.croft.engine.batching_helps). Results
     # agree within the batched engine's tolerance, so it is not part of the run key.
     fit_engine: str = "auto"
     # evaluation conventions: croft | authors, or {name: ..., field: value} (docs/deviations.md)

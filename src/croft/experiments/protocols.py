@@ -143,7 +143,7 @@ def run_experiment(
 def run_threads() -> Iterator[int]:
     """Torch threads for an experiment's extraction, fits and evaluation (restored after):
     ``CROFT_THREADS`` if set, else half the CPUs (at least 1; batched fits use
-    :func:`croft.methods.batched.default_threads` inside). On the 2-core reference machine
+    :func:`croft.methods.croft.engine.default_threads` inside). On the 2-core reference machine
     shared with other work that is one thread: two made extraction 3-4x and the
     non-batched fits 3x slower in wall time (BENCHMARKS.md, the demo on world v2). Half is
     a guess for larger machines, not a measurement: it leaves room for a second process;
@@ -151,7 +151,7 @@ def run_threads() -> Iterator[int]:
     """
     import torch
 
-    from croft.methods.batched import default_threads
+    from croft.methods.croft.engine import default_threads
 
     old_threads = torch.get_num_threads()
     threads = default_threads(fallback=(os.cpu_count() or 2) // 2)

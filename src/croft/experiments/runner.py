@@ -202,8 +202,8 @@ def _reuse(out: Path, rdir: Path, key: Mapping[str, Any]) -> RunRecord | None:
 
 def batches(engine: str, method: str, train: Any, device: str) -> bool:
     """Whether ``engine`` sends this run's fit to the batched engine: ``batched`` every run
-    of a method it batches, ``auto`` where :func:`croft.methods.batched.batching_helps`."""
-    from croft.methods.batched import batching_helps, has_batched_step
+    of a method it batches, ``auto`` where :func:`croft.methods.croft.engine.batching_helps`."""
+    from croft.methods.croft.engine import batching_helps, has_batched_step
 
     if engine == "batched":
         return has_batched_step(method)
@@ -213,9 +213,9 @@ def batches(engine: str, method: str, train: Any, device: str) -> bool:
 def _fits(pending: list[_Pending], batched: bool, device: str, show: bool) -> Iterator[tuple]:
     """``(pending run, (cfg, FitResult, seconds))`` for every pending run, as they finish:
     one by one in grid order, or (``batched``) per method through
-    :func:`croft.methods.batched.fit_iter` (it groups by shape). A divergence error is
+    :func:`croft.methods.croft.engine.fit_iter` (it groups by shape). A divergence error is
     raised when its run comes up."""
-    from croft.methods.batched import fit_iter
+    from croft.methods.croft.engine import fit_iter
 
     if not batched:
         for p in pending:

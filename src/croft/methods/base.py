@@ -165,7 +165,7 @@ class MethodSpec:
     """A registered method: its config dataclass and its fit function.
 
     ``batched``: the method's step on the batched engine (a
-    :class:`croft.methods.batched_steps.BatchedMethod`) when it has one, else ``None``:
+    :class:`croft.methods.croft.steps.BatchedMethod`) when it has one, else ``None``:
     grids of such a method train many members at once, the others one by one.
     """
 
@@ -183,7 +183,7 @@ def register_method(
     name: str, config_cls: type, summary: str, *, batched: Any = None
 ) -> Callable[[Callable], Callable]:
     """Decorator for a fit function ``fit(train, val, config, *, device, progress)``;
-    ``batched``: the method's :class:`~croft.methods.batched_steps.BatchedMethod`, if any."""
+    ``batched``: the method's :class:`~croft.methods.croft.steps.BatchedMethod`, if any."""
 
     def deco(fn: Callable[..., FitResult]) -> Callable[..., FitResult]:
         METHODS.register(name, summary)(MethodSpec(name, config_cls, fn, summary, batched))

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from croft.methods.base import FittedHead, register_head
-from croft.methods.croft_core import adapt_image, adapt_text
+from croft.methods.croft.core import adapt_image, adapt_text
 
 
 @register_head

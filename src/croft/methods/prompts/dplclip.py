@@ -46,9 +46,9 @@ from torch import nn
 from croft.errors import CroftError
 from croft.features.files import FeatureSet
 from croft.methods.base import FitResult, FittedHead, register_head, register_method
-from croft.methods.coop import PromptConfig, prepare_prompt_fit
 from croft.methods.loop import Batch, frozen_copy
-from croft.methods.prompting import (
+from croft.methods.prompts.coop import PromptConfig, prepare_prompt_fit
+from croft.methods.prompts.prompting import (
     ClassPrompts,
     TextTower,
     TowerHead,

@@ -39,11 +39,11 @@ Default weights differ per variant (``lambda1``/``lambda2`` unset): ``official``
 ``paper`` 2 / 1, because the paper variant's terms are per-pair / per-sample means
 (docs/deviations.md#paper-scales).
 
-**One engine.** Every step is implemented once, in :mod:`croft.methods.batched_steps`
+**One engine.** Every step is implemented once, in :mod:`croft.methods.croft.steps`
 (``G`` stacked members); a single fit is a batch of one
-(:func:`croft.methods.batched_chunk.fit_one`) and a grid trains many members at once
-(:func:`croft.methods.batched.fit_many`). This module registers both methods with their
-:class:`~croft.methods.batched_steps.BatchedMethod` and offers :class:`SingleStep`, one
+(:func:`croft.methods.croft.chunk.fit_one`) and a grid trains many members at once
+(:func:`croft.methods.croft.engine.fit_many`). This module registers both methods with their
+:class:`~croft.methods.croft.steps.BatchedMethod` and offers :class:`SingleStep`, one
 member stepped batch by batch (golden parity, tests, diagnostics).
 """
 
@@ -55,8 +55,15 @@ import torch
 
 from croft.features.files import FeatureSet
 from croft.methods.base import FitResult, register_method
-from croft.methods.batched_chunk import fit_one, hyper
-from croft.methods.batched_steps import (
+from croft.methods.croft.chunk import fit_one, hyper
+from croft.methods.croft.config import (  # re-exported: the configs' historical home
+    REDUCTIONS,
+    VARIANT_LAMBDAS,
+    VARIANTS,
+    AdapterTrainConfig,
+    CroftConfig,
+)
+from croft.methods.croft.steps import (
     STEPS,
     BatchedMethod,
     BatchedParams,
@@ -66,13 +73,6 @@ from croft.methods.batched_steps import (
     paper_covariate,
     paper_disalign,
     paper_step,
-)
-from croft.methods.croft_config import (  # re-exported: the configs' historical home
-    REDUCTIONS,
-    VARIANT_LAMBDAS,
-    VARIANTS,
-    AdapterTrainConfig,
-    CroftConfig,
 )
 from croft.methods.loop import lr_at_epoch
 
@@ -135,7 +135,7 @@ class SingleStep:
     paper: residuals ``0``), SGD at ``lr`` (default ``cfg.lr``) with the config's momentum
     and weight decay. ``step(x, y, t)`` with ``x`` ``(B, D)`` raw image features, ``y``
     ``(B,)``, ``t`` ``(C, D)`` class text features runs the config's step
-    (:data:`~croft.methods.batched_steps.STEPS`) and returns its losses as floats.
+    (:data:`~croft.methods.croft.steps.STEPS`) and returns its losses as floats.
     ``params`` is the engine's :class:`BatchedParams` (one member: index 0).
     """
 

@@ -11,7 +11,7 @@ group members may differ in every scalar (λ1, λ2, λ_c, lr, warm-up, momentum,
 decay, ratios, logit scale, temperature), in seed (own shuffling generator), training set
 (of the same shape) and validation set (any size). A group is split into chunks that fit
 ``chunk_budget_bytes`` (:func:`member_bytes`); each chunk trains as one stack of
-``(G, D, D)`` matrices with :mod:`croft.methods.batched_steps`.
+``(G, D, D)`` matrices with :mod:`croft.methods.croft.steps`.
 
 Per member and per epoch, exactly as :func:`croft.methods.loop.run_epochs`: the schedule
 (:func:`lr_at_epoch` of the member's config), view ``e mod V``, the batch order of its own
@@ -22,7 +22,7 @@ are read to the host once per epoch, never inside a step. The history's ``second
 the chunk's epoch time divided by its member count.
 
 A method has a batched step when it registers one (``MethodSpec.batched``, a
-:class:`~croft.methods.batched_steps.BatchedMethod`; today CRoFT and the CE adapter, whose
+:class:`~croft.methods.croft.steps.BatchedMethod`; today CRoFT and the CE adapter, whose
 single fits are batches of one); the others fall back to sequential fits, logged once per
 call. The engine itself names no method.
 
@@ -48,7 +48,7 @@ import torch
 from croft.errors import CroftError
 from croft.features.files import FeatureSet
 from croft.methods.base import METHODS, FitResult, make_config
-from croft.methods.batched_chunk import Chunk, fit_chunk, structure_of
+from croft.methods.croft.chunk import Chunk, fit_chunk, structure_of
 from croft.methods.loop import check_val, resolve_lr
 from croft.methods.saving import _features as features_of
 from croft.methods.saving import provenance

@@ -6,7 +6,7 @@ scalars (ratios, λ1, λ2, scale, lr, weight decay, momentum, …) are ``(G,)`` 
 viewed as ``(G, 1, 1)`` next to matrices. Every reduction runs per member and the members'
 losses are summed before ``backward``, so each member receives exactly the gradient of its
 own loss with respect to its own matrices: the steps below are the single-fit steps of
-:mod:`croft.methods.croft` written with batched matmuls, op for op in the same order.
+:mod:`croft.methods.croft.fit` written with batched matmuls, op for op in the same order.
 
 SGD is :class:`torch.optim.SGD`'s fused kernel per member (:meth:`BatchedParams.sgd`). A
 parameter without a gradient in a step is not stepped (its ``.grad`` is ``None`` after
@@ -23,7 +23,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from croft.methods.croft_core import EPS, norm_vjp, official_penalty
+from croft.methods.croft.core import EPS, norm_vjp, official_penalty
 from croft.methods.text import eps_normalize as n
 
 MATRICES = ("fc_i", "fc_t", "generator")
@@ -255,7 +255,7 @@ def paper_disalign(zc: torch.Tensor, z: torch.Tensor, y: torch.Tensor) -> torch.
 def per_sample_energy_grad_sq(
     rows: torch.Tensor, t: torch.Tensor, w_img: torch.Tensor, w_txt: torch.Tensor, hp: Hyper
 ) -> torch.Tensor:
-    """:func:`croft.methods.croft_core.per_sample_energy_grad_sq` per member: ``(G, M)``."""
+    """:func:`croft.methods.croft.core.per_sample_energy_grad_sq` per member: ``(G, M)``."""
     u = hp.m("ratio") * xwt(rows, w_img) + hp.m("ratio1") * rows
     v = hp.m("ratio_text") * xwt(t, w_txt) + hp.m("ratio_text1") * t
     z_i, z_t = n(u), n(v)

@@ -1,7 +1,7 @@
 """LoCoOp (Miyai et al., NeurIPS 2023): CoOp's prompt learner plus OOD regularisation on
 local features.
 
-The context is CoOp's (:mod:`croft.methods.coop`: ``M`` shared context vectors through the
+The context is CoOp's (:mod:`croft.methods.prompts.coop`: ``M`` shared context vectors through the
 frozen text encoder, class token last). Besides the cross-entropy on the global feature,
 each local feature ``p`` of a training image (a ViT patch token, a ResNet attention-pool
 cell; cached by ``croft extract --local-features``) gets the class distribution
@@ -12,7 +12,7 @@ their entropy is *maximised*::
     loss = CE(global logits, y) − λ · mean_{p: y ∉ top_k(p)} H(softmax(local logits_p))
 
 (no selected feature in a batch: the second term is 0). The head is CoOp's
-(:class:`~croft.methods.prompting.PromptTextHead`, the learned prompts' class text
+(:class:`~croft.methods.prompts.prompting.PromptTextHead`, the learned prompts' class text
 features), saved with ``meta["method"] = "locoop"`` and ``meta["score"] = "gl_mcm"``: the
 paper scores OOD with GL-MCM (:func:`croft.scores_local.gl_mcm`, ``scores: [gl_mcm]``),
 which needs the evaluation sets' local features as well.
@@ -35,9 +35,9 @@ from torch import nn
 from croft.errors import CroftError
 from croft.features.files import FeatureSet
 from croft.methods.base import FitResult, register_method
-from croft.methods.coop import CoOpConfig, prepare_prompt_fit
 from croft.methods.loop import Batch
-from croft.methods.prompting import ClassPrompts, frozen, init_context, prompt_text_head
+from croft.methods.prompts.coop import CoOpConfig, prepare_prompt_fit
+from croft.methods.prompts.prompting import ClassPrompts, frozen, init_context, prompt_text_head
 from croft.methods.training import config_dict, train_epochs
 
 

@@ -4,7 +4,7 @@
 per-member scalars (:func:`hyper`) and ``(G, D, D)`` matrices; :func:`fit_chunk` runs the
 epochs with the per-member logic of :func:`croft.methods.loop.run_epochs` (schedule,
 views, own batch order, selection, divergence, record), reading values to the host once
-per epoch. See :mod:`croft.methods.batched` for the API.
+per epoch. See :mod:`croft.methods.croft.engine` for the API.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import torch
 
 from croft.errors import CroftError
 from croft.features.files import FeatureSet
-from croft.methods.adapter_head import AdapterHead
 from croft.methods.base import METHODS, FitResult
-from croft.methods.batched_steps import (
+from croft.methods.croft.head import AdapterHead
+from croft.methods.croft.steps import (
     STEPS,
     BatchedMethod,
     BatchedParams,

@@ -4,7 +4,7 @@ Prompt ``[SOS] ctx_1 … ctx_M [class name] . [EOS]`` with ``M = n_ctx`` context
 shared by all classes (generic context, CSC off), class token at the end. Only the
 context is trained, with cross-entropy on ``s · n(x) · n(g(prompt_c))ᵀ``; the text
 encoder ``g`` is frozen. After fitting the prompts are fixed, so the head is just the
-class text features (:class:`~croft.methods.prompting.PromptTextHead`, no tower needed).
+class text features (:class:`~croft.methods.prompts.prompting.PromptTextHead`, no tower needed).
 
 Deviations from the authors' CoOp (docs/deviations.md#baseline-coop):
 
@@ -32,7 +32,7 @@ from croft.errors import CroftError
 from croft.features.files import FeatureSet
 from croft.methods.base import FitResult, register_method
 from croft.methods.loop import Batch, resolve_logit_scale
-from croft.methods.prompting import (
+from croft.methods.prompts.prompting import (
     ClassPrompts,
     TextTower,
     frozen,

@@ -19,7 +19,7 @@ Deviations from the authors' CoCoOp (docs/deviations.md#baseline-cocoop):
 Cost: ``B·C`` text-encoder forwards and backwards per training step, and ``C`` forwards
 per predicted image: the head keeps only the context and meta-net; it needs the text
 tower at prediction time (attached, or loaded lazily from the recorded backbone spec on
-first use, see :class:`~croft.methods.prompting.TowerHead`).
+first use, see :class:`~croft.methods.prompts.prompting.TowerHead`).
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from torch import nn
 from croft.errors import CroftError
 from croft.features.files import FeatureSet
 from croft.methods.base import FitResult, register_head, register_method
-from croft.methods.coop import PromptConfig, prepare_prompt_fit
-from croft.methods.prompting import (
+from croft.methods.prompts.coop import PromptConfig, prepare_prompt_fit
+from croft.methods.prompts.prompting import (
     ClassPrompts,
     TextTower,
     TowerHead,

@@ -1,5 +1,5 @@
 """Configs of the residual adapter family: :class:`AdapterTrainConfig` (the CE-only adapter)
-and :class:`CroftConfig` (CRoFT, both variants; see :mod:`croft.methods.croft`)."""
+and :class:`CroftConfig` (CRoFT, both variants; see :mod:`croft.methods.croft.fit`)."""
 
 from __future__ import annotations
 

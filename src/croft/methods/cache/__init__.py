@@ -1,0 +1,1 @@
+"""Cache (key-value) methods: Tip-Adapter and Tip-Adapter-F."""

@@ -6,6 +6,8 @@ bash in a temp folder (``croft`` and ``python`` on PATH point at this interprete
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import re
 import shlex
@@ -88,3 +90,13 @@ def test_walkthrough_runs(tmp_path) -> None:
     assert lines[0].startswith("source,class_name") and len(lines) > 4
     assert "accuracy only" in res.stdout and "fpr95_id_pos" in res.stdout
     assert "Prediction(source='world/images/sketch/cup/sketch_cup_0000.png'" in res.stdout
+    # the first hour's promise (#25): the fit trains, and its head does not call the
+    # never-seen style's boats unknown
+    head = json.loads((work / "head" / "head.json").read_text())
+    assert head["selected_epoch"] > 0 and not head["selection"]["kept_init"], head["selection"]
+    assert "the selected model is its initialisation" not in res.stderr
+    with (work / "preds.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if "/sketch/boat/" in r["source"]]
+    assert len(rows) >= 4
+    flagged = [r["source"] for r in rows if r["is_ood"] == "True"]
+    assert len(flagged) <= 1, flagged

@@ -97,3 +97,36 @@ def test_dplclip_same_predictions_both_paths(tiny_clip, monkeypatch) -> None:  #
     assert out[True][1] == out[False][1]
     torch.testing.assert_close(out[True][0], out[False][0], rtol=1e-5, atol=1e-5)
     assert torch.equal(out[True][0].argmax(1), out[False][0].argmax(1))
+
+
+def test_validation_subset_is_fixed_stratified_and_in_file_order(tiny_clip) -> None:  # noqa: ANN001
+    from croft.methods.loop import validation_subset
+
+    val = make_world(tiny_clip).val
+    assert validation_subset(val, 0, 1) is val and validation_subset(val, len(val), 1) is val
+    k = val.num_classes + 2  # every class once, two of them twice
+    a, b = validation_subset(val, k, 1), validation_subset(val, k, 1)
+    assert len(a) == k and torch.equal(a.features, b.features)
+    counts = torch.bincount(a.labels, minlength=val.num_classes)
+    assert int(counts.min()) == 1 and int(counts.max()) == 2
+    rows = [int((val.features == r).all(1).nonzero()[0]) for r in a.features]
+    assert rows == sorted(rows)
+    assert not torch.equal(validation_subset(val, k, 2).features, a.features)
+
+
+def test_dplclip_validates_less_often_and_on_a_subsample(tiny_clip) -> None:  # noqa: ANN001
+    from croft.errors import CroftError
+
+    world = make_world(tiny_clip)
+    opts = {"epochs": 5, "n_ctx": 4, "mlp_width": 32, "text_tower": tiny_clip}
+    torch.manual_seed(0)
+    res = M.fit("dplclip", world.train, world.val, val_every=2, val_max=7, **opts)
+    checked = [int(h["epoch"]) for h in res.history if "val_acc" in h]
+    assert checked == [1, 3, 4]  # every 2nd epoch and the last
+    assert res.selected_epoch in checked
+    # the default validates every epoch: unchanged selection behaviour
+    torch.manual_seed(0)
+    full = M.fit("dplclip", world.train, world.val, **opts)
+    assert all("val_acc" in h for h in full.history)
+    with pytest.raises(CroftError, match="val_every must be at least 1"):
+        M.fit("dplclip", world.train, world.val, val_every=0, **opts)

@@ -37,6 +37,9 @@ GLOSSARY = {
     "lambda2": "weight of the energy-gradient (EDR) penalty",
     "gen_step": "generator updates per batch",
     "n_ctx": "number of learned context vectors",
+    "val_every": "validate (and so select) every k-th epoch and the last one (1: every epoch)",
+    "val_max": "validate on a fixed class-stratified subsample of at most this many images "
+    "(0: all)",
     "init_std": "std of the random context initialisation",
     "views": "how augmented views are used",
     "alpha": "mixing weight",

@@ -19,6 +19,10 @@ does everything else, identically for every method:
   - ``last``: the last epoch;
   - ``best_after_warmup``: as ``best`` over the epochs after the warm-up (all epochs when
     training ends within the warm-up);
+  - configs with ``val_every`` / ``val_max`` (the prompt learners, whose validation runs
+    the text tower per image) may validate every k-th epoch only (and always the last)
+    and on a fixed class-stratified subsample (:func:`validation_subset`); epochs not
+    validated are never selected. The defaults (1, 0) validate every epoch on every image;
 
 * **divergence**: training stops at the first non-finite step loss (or snapshot); the
   selected head among the epochs completed so far is returned and flagged; with no
@@ -263,6 +267,33 @@ class EpochSelector:
         return take
 
 
+def validates(epoch: int, epochs: int, every: int) -> bool:
+    """Whether epoch ``epoch`` (0-based) of ``epochs`` is validated: every ``every``-th
+    epoch (``every − 1``, ``2·every − 1``, …) and always the last one."""
+    return (epoch + 1) % max(every, 1) == 0 or epoch == epochs - 1
+
+
+def validation_subset(val: FeatureSet, max_images: int, seed: int) -> FeatureSet:
+    """At most ``max_images`` rows of ``val`` (0 or ≥ N: all of it, unchanged), fixed for
+    the fit: classes take turns in label order, each giving its next image of a
+    ``seed``-ed permutation, so every class keeps ⌊max/C⌋ or one more (or all it has).
+    Rows keep their file order."""
+    n = len(val)
+    if max_images <= 0 or max_images >= n:
+        return val
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    labels = val.labels[perm]
+    queues = [perm[labels == c].tolist() for c in range(val.num_classes)]
+    chosen: list[int] = []
+    depth = 0
+    while len(chosen) < max_images:
+        for q in queues:
+            if depth < len(q) and len(chosen) < max_images:
+                chosen.append(q[depth])
+        depth += 1
+    return val.subset(torch.tensor(sorted(chosen), dtype=torch.long))
+
+
 def param_change(init: Sequence[torch.Tensor], now: Sequence[torch.Tensor]) -> float:
     """``‖θ − θ₀‖ / max(‖θ₀‖, 1)`` over all tensors together (Frobenius, float64)."""
     num = sum(float((a.double() - b.double()).pow(2).sum()) for a, b in zip(now, init, strict=True))
@@ -385,6 +416,9 @@ def run_epochs(
     gen = torch.Generator().manual_seed(cfg.seed)
     with torch.no_grad():
         head0 = model.snapshot()
+    every = int(getattr(cfg, "val_every", 1))
+    if val is not None:
+        val = validation_subset(val, int(getattr(cfg, "val_max", 0)), cfg.seed)
     val_init = None if val is None else accuracy(head0, val.eval_features(), val.labels)
     selector = EpochSelector(policy, cfg.warmup_epochs)
     kept: tuple[FittedHead, list[torch.Tensor]] | None = None
@@ -410,10 +444,11 @@ def run_epochs(
             break
         rec: dict[str, float] = {"epoch": float(epoch), "lr": lr, **losses}
         rec["seconds"] = time.perf_counter() - t0
-        if val is not None:
+        checked = val is None or validates(epoch, cfg.epochs, every)
+        if val is not None and checked:
             rec["val_acc"] = accuracy(head, val.eval_features(), val.labels)
         history.append(rec)
-        if selector.offer(epoch, rec.get("val_acc")):
+        if checked and selector.offer(epoch, rec.get("val_acc")):
             kept = (head, [p.detach().clone() for p in model.params])
         bar.set_postfix(loss=f"{rec['loss']:.3f}", val=f"{rec.get('val_acc', math.nan):.3f}")
         bar.update(1)

@@ -54,11 +54,21 @@ class PromptConfig(BaselineTrainConfig):
     ctx_init: str = ""
     init_std: float = 0.02
     text_tower: Any = None  # a TextTower object to use instead of loading ``backbone``
+    # per-epoch validation runs the text tower for every image x class: validate every
+    # k-th epoch (and the last) on at most val_max images (0: all); defaults keep the
+    # authors' per-epoch selection on the whole validation split
+    val_every: int = 1
+    val_max: int = 0
 
     def check(self) -> None:
         super().check()
         if self.n_ctx < 1:
             raise CroftError("n_ctx must be at least 1")
+        if self.val_every < 1 or self.val_max < 0:
+            raise CroftError(
+                f"val_every must be at least 1 and val_max at least 0 (0: every validation "
+                f"image), got {self.val_every} and {self.val_max}"
+            )
 
 
 @dataclass

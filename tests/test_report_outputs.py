@@ -273,6 +273,23 @@ def _layout(fig):  # noqa: ANN001, ANN202
     return axes, legend
 
 
+def _roc_layout(fig):  # noqa: ANN001, ANN202
+    """(axes, per-axes legends); fails if a panel's legend overlaps any axes or the title."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    axes = fig.get_axes()
+    assert not fig.legends
+    legends = [ax.get_legend() for ax in axes]
+    for leg in legends:
+        box = leg.get_window_extent(renderer)
+        for ax in axes:
+            assert not box.overlaps(ax.get_window_extent(renderer)), ax.get_title()
+            assert not box.overlaps(ax.xaxis.label.get_window_extent(renderer)), ax.get_title()
+        assert not box.overlaps(fig._suptitle.get_window_extent(renderer))
+        assert fig.bbox.contains(box.x0, box.y0) and fig.bbox.contains(box.x1, box.y1)
+    return axes, legends
+
+
 @pytest.mark.parametrize("which", ["energy", "energy_sketch", "roc", "roc_log", "acc_auroc"])
 def test_figure_layout(runs, which) -> None:
     from croft import figures
@@ -288,7 +305,10 @@ def test_figure_layout(runs, which) -> None:
             "roc_log": lambda: figures.roc_figure(recs, log_fpr=True),
             "acc_auroc": lambda: figures.accuracy_auroc_figure(recs),
         }[which]()
-        axes, legend = _layout(fig)
+        if which.startswith("roc"):
+            axes, legends = _roc_layout(fig)
+        else:
+            axes, legend = _layout(fig)
     title = fig._suptitle.get_text()
     if which == "acc_auroc":
         assert len(axes) == len(OODS) and [a.get_title() for a in axes][0].endswith(OODS[0])
@@ -297,6 +317,18 @@ def test_figure_layout(runs, which) -> None:
         # one colour per method, the same in every figure
         colors = ps.method_colors(methods)
         assert len(set(colors.values())) == len(methods)
+    elif which.startswith("roc"):
+        # one panel per OOD set, every method overlaid, its mean AUROC in its legend entry
+        assert [a.get_title() for a in axes] == [f"OOD set: {o}" for o in OODS]
+        for ax, leg in zip(axes, legends, strict=True):
+            texts = [t.get_text() for t in leg.get_texts()]
+            assert len(texts) == len(methods) and all(": AUROC " in t for t in texts)
+        # the mean of the recorded AUROCs (as in the tables): zeroshot 70 + jitter
+        # (0, 1, 3, 4 points over photo/sketch x seeds 1/2) = 72.0
+        zs = next(t.get_text() for t in legends[0].get_texts() if t.get_text().startswith("zero"))
+        assert zs == "zeroshot: AUROC 72.0 (4 runs)"
+        # no band: every filled area would hide the other methods' curves
+        assert not any(ax.collections for ax in axes)
     else:
         assert len(axes) == len(methods)  # one panel per method, 5 -> 4 + 1 (wraps)
     xs = {round(ax.get_position().x0, 3) for ax in axes}

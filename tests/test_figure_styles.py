@@ -41,7 +41,8 @@ def _run(root: Path, label: str, dom: str, seed: int, **extra) -> dict:  # noqa:
 
 @pytest.fixture
 def recs(tmp_path) -> list[dict]:
-    return [_run(tmp_path, lab, d, s) for lab in LABELS for d in ("photo", "sketch") for s in (1, 2)]
+    domains = ("photo", "sketch")
+    return [_run(tmp_path, lab, d, s) for lab in LABELS for d in domains for s in (1, 2)]
 
 
 def _markers(fig) -> dict[str, set[str]]:  # noqa: ANN001

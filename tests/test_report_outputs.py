@@ -320,7 +320,7 @@ def test_figure_layout(runs, which) -> None:
     elif which.startswith("roc"):
         # one panel per OOD set, every method overlaid, its mean AUROC in its legend entry
         assert [a.get_title() for a in axes] == [f"OOD set: {o}" for o in OODS]
-        for ax, leg in zip(axes, legends, strict=True):
+        for leg in legends:
             texts = [t.get_text() for t in leg.get_texts()]
             assert len(texts) == len(methods) and all(": AUROC " in t for t in texts)
         # the mean of the recorded AUROCs (as in the tables): zeroshot 70 + jitter

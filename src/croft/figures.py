@@ -168,9 +168,7 @@ def _mean_auroc(rs: Sequence[Record], ood: str, pairs: Sequence[tuple[Any, Any]]
         return 100 * float(np.mean(got))
     from sklearn.metrics import roc_auc_score
 
-    aucs = [
-        roc_auc_score(np.r_[np.ones(len(i)), np.zeros(len(o))], np.r_[i, o]) for i, o in pairs
-    ]
+    aucs = [roc_auc_score(np.r_[np.ones(len(i)), np.zeros(len(o))], np.r_[i, o]) for i, o in pairs]
     return 100 * float(np.mean(aucs))
 
 

@@ -201,6 +201,7 @@ def roc_figure(runs: Sequence[Record], log_fpr: bool = False) -> Any:
         below=0.55 + 0.16 * max(len(m) for m in panels.values()),
     )
     from matplotlib.lines import Line2D
+    from matplotlib.transforms import offset_copy
 
     for ax, (o, per_method) in zip(axes, panels.items(), strict=True):
         handles, texts = [], []
@@ -220,12 +221,15 @@ def roc_figure(runs: Sequence[Record], log_fpr: bool = False) -> Any:
         ax.set_xlabel("FPR (OOD accepted as ID)")
         ax.set_ylabel("TPR (ID accepted)")
         ax.set_ylim(0, 1.02)
-        # below its own panel (constrained layout makes room): no curve hidden
+        # below its own panel, a fixed distance under the axis label (constrained layout
+        # makes room): no curve hidden
+        under = offset_copy(ax.transAxes, fig, y=-34, units="points")
         ax.legend(
             handles,
             texts,
             loc="upper center",
-            bbox_to_anchor=(0.5, -0.22),
+            bbox_to_anchor=(0.5, 0.0),
+            bbox_transform=under,
             frameon=False,
             fontsize=7,
             title="method",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -468,3 +469,7 @@ def test_best_cells_ties_at_printed_precision() -> None:
 
     html = _result_html(t)
     assert html.count('class="best"') == 3
+    # a cell that prints nan (a metric undefined in a run) is never the best, nor hides it
+    rows = [("p", [Cell([math.nan])]), ("q", [Cell([0.5])]), ("r", [Cell([0.4])])]
+    t2 = Table("x", "x", [("", ["a"])], rows, ["max"])
+    assert best_cells(t2) == [frozenset({1})]

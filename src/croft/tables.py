@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -284,14 +285,15 @@ def latex_escape(text: str) -> str:
     return "".join(_LATEX_SUBS.get(ch, ch) for ch in str(text))
 
 
+_LEADING_NUMBER = re.compile(r"\s*[-+]?\d+(\.\d*)?")  # a finite number: nan never bold
+
+
 def _printed_mean(cell: Cell) -> float | None:
     """The mean as the cell prints it (its precision), or None for an empty cell."""
     if not cell.values:
         return None
-    try:
-        return float(cell.text().split("±", 1)[0])
-    except ValueError:
-        return None
+    lead = _LEADING_NUMBER.match(cell.text())  # "84.3 ± 1.2" -> 84.3
+    return float(lead.group()) if lead else None
 
 
 def best_cells(table: Table) -> list[frozenset[int]]:

@@ -277,9 +277,11 @@ def frontier(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from croft.plotstyle import method_styles
+
     fig, ax = plt.subplots(figsize=(7.5, 5.0))
-    cmap = plt.get_cmap("tab20")
-    for i, lab in enumerate(labels_of(chosen)):
+    styles = method_styles(labels_of(chosen))  # the report's colour and marker per method
+    for lab in labels_of(chosen):
         x = mean_ci(list(by_pair(chosen, lab, METRICS["held-out acc"]).values()))
         y = mean_ci(list(by_pair(chosen, lab, METRICS["matched AUROC"]).values()))
         ax.errorbar(
@@ -287,8 +289,8 @@ def frontier(
             y[0],
             xerr=[[x[0] - x[1]], [x[2] - x[0]]],
             yerr=[[y[0] - y[1]], [y[2] - y[0]]],
-            fmt="o" if lab not in CROFT_ROWS else "s",
-            color=cmap(i % 20),
+            fmt=styles[lab].marker,
+            color=styles[lab].color,
             label=lab,
             capsize=2,
         )

@@ -98,7 +98,7 @@ def test_report_embeds_the_forest_plot_beside_the_table(report) -> None:
     assert (out / "plots" / "verdict_forest.pdf").is_file()
     assert str(out / "plots" / "verdict_forest.png") in report["plots"]
     html = (out / "report.html").read_text()
-    verdict_html = html.split("<h2>Verdict</h2>", 1)[1].split("<h2>", 1)[0]
+    verdict_html = html.split('<h2 id="verdict">Verdict</h2>', 1)[1].split("<h2", 1)[0]
     assert '<div class="beside"><figure><img alt="Verdict at a glance' in verdict_html
     assert "data:image/png;base64," in verdict_html and "<table>" in verdict_html
     # the bullet lines come after the figure and its table

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -273,6 +274,23 @@ def _layout(fig):  # noqa: ANN001, ANN202
     return axes, legend
 
 
+def _roc_layout(fig):  # noqa: ANN001, ANN202
+    """(axes, per-axes legends); fails if a panel's legend overlaps any axes or the title."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    axes = fig.get_axes()
+    assert not fig.legends
+    legends = [ax.get_legend() for ax in axes]
+    for leg in legends:
+        box = leg.get_window_extent(renderer)
+        for ax in axes:
+            assert not box.overlaps(ax.get_window_extent(renderer)), ax.get_title()
+            assert not box.overlaps(ax.xaxis.label.get_window_extent(renderer)), ax.get_title()
+        assert not box.overlaps(fig._suptitle.get_window_extent(renderer))
+        assert fig.bbox.contains(box.x0, box.y0) and fig.bbox.contains(box.x1, box.y1)
+    return axes, legends
+
+
 @pytest.mark.parametrize("which", ["energy", "energy_sketch", "roc", "roc_log", "acc_auroc"])
 def test_figure_layout(runs, which) -> None:
     from croft import figures
@@ -288,7 +306,10 @@ def test_figure_layout(runs, which) -> None:
             "roc_log": lambda: figures.roc_figure(recs, log_fpr=True),
             "acc_auroc": lambda: figures.accuracy_auroc_figure(recs),
         }[which]()
-        axes, legend = _layout(fig)
+        if which.startswith("roc"):
+            axes, legends = _roc_layout(fig)
+        else:
+            axes, legend = _layout(fig)
     title = fig._suptitle.get_text()
     if which == "acc_auroc":
         assert len(axes) == len(OODS) and [a.get_title() for a in axes][0].endswith(OODS[0])
@@ -297,6 +318,18 @@ def test_figure_layout(runs, which) -> None:
         # one colour per method, the same in every figure
         colors = ps.method_colors(methods)
         assert len(set(colors.values())) == len(methods)
+    elif which.startswith("roc"):
+        # one panel per OOD set, every method overlaid, its mean AUROC in its legend entry
+        assert [a.get_title() for a in axes] == [f"OOD set: {o}" for o in OODS]
+        for leg in legends:
+            texts = [t.get_text() for t in leg.get_texts()]
+            assert len(texts) == len(methods) and all(": AUROC " in t for t in texts)
+        # the mean of the recorded AUROCs (as in the tables): zeroshot 70 + jitter
+        # (0, 1, 3, 4 points over photo/sketch x seeds 1/2) = 72.0
+        zs = next(t.get_text() for t in legends[0].get_texts() if t.get_text().startswith("zero"))
+        assert zs == "zeroshot: AUROC 72.0 (4 runs)"
+        # no band: every filled area would hide the other methods' curves
+        assert not any(ax.collections for ax in axes)
     else:
         assert len(axes) == len(methods)  # one panel per method, 5 -> 4 + 1 (wraps)
     xs = {round(ax.get_position().x0, 3) for ax in axes}
@@ -338,3 +371,105 @@ def test_methods_without_epochs_are_not_listed_as_trained() -> None:
     ]
     lines = status_lines(training_status(recs))
     assert lines == ["ce: 0 of 1 runs kept its initialisation"]
+
+
+class _Ids(HTMLParser):
+    """Element ids, contents links, and where each h2 / table / details starts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ids: list[str] = []
+        self.links: list[str] = []
+        self.starts: list[tuple[str, int, dict]] = []
+        self._in_nav = False
+
+    def handle_starttag(self, tag, attrs) -> None:  # noqa: ANN001
+        a = dict(attrs)
+        if "id" in a:
+            self.ids.append(a["id"])
+        if tag == "nav":
+            self._in_nav = True
+        if tag == "a" and self._in_nav:
+            self.links.append(a["href"])
+        self.starts.append((tag, self.getpos()[0] * 10**7 + self.getpos()[1], a))
+
+    def handle_endtag(self, tag) -> None:  # noqa: ANN001
+        if tag == "nav":
+            self._in_nav = False
+
+
+def test_html_results_first_contents_resolve_grid_collapsed(report) -> None:
+    html = (Path(report["out_dir"]) / "report.html").read_text()
+    p = _Ids()
+    p.feed(html)
+    # a contents list: one link per section, each resolving to a unique id
+    h2_ids = [a["id"] for tag, _, a in p.starts if tag == "h2"]
+    assert p.links == [f"#{i}" for i in h2_ids] and len(set(p.ids)) == len(p.ids)
+    assert html.index('<nav class="contents">') < html.index("<h2")
+    # results first: the verdict, then the first result table, both before the grid table
+    body = html.split("</nav>", 1)[1]
+    verdict = body.index('<h2 id="verdict">')
+    accuracy = body.index("<h2", body.index(">Closed-set OOD generalisation") - 80)
+    grid = body.index(">Grid points chosen (per held-out domain and seed)</h2>")
+    assert verdict < accuracy < grid
+    assert body.index("<table>", accuracy) < grid
+    # the grid table (one row per held-out domain x seed) folded into <details>
+    details = body.index("<details>", grid)
+    folded = body[details : body.index("</details>", details)]
+    assert "<summary>the 4 grid points chosen (show)</summary>" in folded
+    assert folded.count("croft[lambda2=1.0]") == 4
+    assert "croft[lambda2=1.0]</td>" not in body[:details]  # no grid row outside it
+    # the Markdown keeps every section, in the same order, unfolded
+    md = (Path(report["out_dir"]) / "report.md").read_text()
+    assert md.index("## Verdict") < md.index("## Closed-set") < md.index("## Figures")
+    assert md.index("## Figures") < md.index("## Grid points")  # the last section
+    assert md.count("| croft[lambda2=1.0] |") == 4 and "<details>" not in md
+
+
+def test_ties_are_bold_in_every_row_and_every_format(report) -> None:
+    # detection_energy: zeroshot, coop and croft share the best AUROC (70 + the same
+    # jitter): every one of them is bold, in HTML and Markdown alike
+    html = (Path(report["out_dir"]) / "report.html").read_text().split("</nav>", 1)[1]
+    section = html.split("Open-set OOD detection, energy score", 1)[1].split("</table>", 1)[0]
+    bold_rows = {
+        row.split("</td>", 1)[0].removeprefix("<td>")
+        for row in section.split("<tr>")[1:]
+        if 'class="best"' in row
+    }
+    assert {"zeroshot", "coop†", "croft"} <= bold_rows
+    assert "ce_adapter" not in bold_rows  # 68 + jitter: not tied
+    md = (Path(report["out_dir"]) / "report.md").read_text()
+    md_section = md.split("Open-set OOD detection, energy score", 1)[1].split("\n## ", 1)[0]
+    md_bold = {line.split("|")[1].strip() for line in md_section.splitlines() if "**" in line}
+    assert md_bold == bold_rows
+
+
+def test_best_cells_ties_at_printed_precision() -> None:
+    from croft.tables import best_cells, best_rows
+
+    t = Table(
+        "accuracy",
+        "acc",
+        [("", ["a", "b", "c"])],
+        [
+            ("m1", [Cell([0.8004]), Cell([0.5]), Cell([0.1])]),
+            ("m2", [Cell([0.7996, 0.8004]), Cell([0.6]), Cell([0.1])]),  # 80.0 ± 0.0
+            ("m3", [Cell([0.7]), Cell([0.6]), Cell([])]),
+        ],
+        ["max", "min", ""],
+    )
+    assert best_cells(t) == [frozenset({0, 1}), frozenset({0}), frozenset()]
+    assert best_rows(t) == [0, 0, None]  # the first tied row, as before
+    md = to_markdown(t)
+    assert "| m1 | **80.0** | **50.0** | 10.0 |" in " ".join(md.split()).replace("| ", "| ")
+    assert "**80.0 ± 0.0**" in md and "**60.0**" not in md
+    tex = to_latex(t)
+    assert r"\textbf{80.0}" in tex and r"\textbf{80.0 $\pm$ 0.0}" in tex
+    from croft.report_html import _result_html
+
+    html = _result_html(t)
+    assert html.count('class="best"') == 3
+    # a cell that prints nan (a metric undefined in a run) is never the best, nor hides it
+    rows = [("p", [Cell([math.nan])]), ("q", [Cell([0.5])]), ("r", [Cell([0.4])])]
+    t2 = Table("x", "x", [("", ["a"])], rows, ["max"])
+    assert best_cells(t2) == [frozenset({1})]

@@ -1,13 +1,20 @@
 """Report figures from run records and their ``scores.npz`` (style: :mod:`croft.plotstyle`).
 
 * ``energy_<domain>``: per method, step histograms of the energy score (higher = more ID)
-  of ID (source validation), covariate-shifted (the held-out domain; Setup-I: ID test and
-  each shifted set) and each open-set OOD set, the seeds of that held-out domain pooled;
-* ``roc_energy``: per method, the ROC of each OOD set averaged over runs (vertical
-  averaging on a common FPR grid), a ±1 std band and a marker where the mean TPR reaches
-  95 %; ``log_fpr`` puts FPR on a log axis;
+  of ID (source validation), the test groups named by the record's protocol
+  (:func:`test_groups`: Setup-II the held-out domain, covariate-shifted, and any extra
+  target domains; Setup-I the ID test and each shifted set) and each open-set OOD set,
+  the seeds of that held-out domain pooled;
+* ``roc_energy``: one panel per OOD set, every method's ROC overlaid, averaged over runs
+  (vertical averaging on a common FPR grid, the mean curve only: a band of the spread over
+  held-out domains covered most of a panel), a marker where the mean TPR reaches 95 % and
+  the method's mean AUROC over runs in its legend entry; ``log_fpr`` puts FPR on a log
+  axis, the same layout;
 * ``accuracy_vs_auroc``: per OOD set, each method's held-out accuracy against its energy
   AUROC, mean with ±1 std error bars in both axes over runs.
+
+Every method keeps one colour and one marker in every figure and panel
+(:func:`croft.plotstyle.method_styles`, keyed by the report's row label).
 """
 
 from __future__ import annotations
@@ -54,16 +61,35 @@ def _oods(records: Sequence[Record]) -> list[str]:
     return list(dict.fromkeys(o for r in records for o in r.get("detection", {})))
 
 
+def is_setup1(run: Record) -> bool:
+    """True for a Setup-I record (ImageNet-style: an ID test set of the training domain),
+    told by the task meta it carries (``protocol: imagenet`` or ``id_classes``); every
+    other record is leave-one-domain-out (Setup-II), whose test set is the held-out domain.
+    """
+    return run.get("protocol") == "imagenet" or "id_classes" in run
+
+
+#: the legend names of the test groups, per protocol
+HELD_OUT = "held-out domain (covariate-shifted)"
+ID_TEST = "ID test"
+
+
+def test_groups(run: Record) -> list[tuple[str, str]]:
+    """``[(legend name, scores.npz key)]`` of a run's test sets: Setup-I the ID test, then
+    each covariate-shifted set; Setup-II the held-out domain, then each extra target."""
+    setup1 = is_setup1(run)
+    out = [(ID_TEST if setup1 else HELD_OUT, "id/energy")]
+    kind = "shifted" if setup1 else "extra target"
+    for name in run.get("shifted_sets") or ():
+        out.append((f"{kind}: {name}", f"shifted/{name}/energy"))
+    return out
+
+
 def _groups(run: Record, s: Mapping[str, np.ndarray]) -> list[tuple[str, np.ndarray | None]]:
     groups: list[tuple[str, np.ndarray | None]] = [
         ("ID (source val)", s.get("extra/source_val/energy"))
     ]
-    if run.get("shifted_sets"):  # Setup-I: ID test, then each covariate-shifted set
-        groups.append(("ID test", s.get("id/energy")))
-        for name in run["shifted_sets"]:
-            groups.append((f"shifted: {name}", s.get(f"shifted/{name}/energy")))
-    else:
-        groups.append(("covariate-shifted (held-out)", s.get("id/energy")))
+    groups += [(name, s.get(key)) for name, key in test_groups(run)]
     for o in run.get("detection", {}):
         groups.append((f"OOD: {o}", s.get(f"ood/{o}/energy")))
     return groups
@@ -72,6 +98,7 @@ def _groups(run: Record, s: Mapping[str, np.ndarray]) -> list[tuple[str, np.ndar
 def energy_figure(runs: Sequence[Record], domain: str | None = None) -> Any:
     """Small multiples (one per method) of the energy distributions of one held-out domain
     (its seeds pooled), or of every run pooled (``domain=None``)."""
+    styles = ps.method_styles(r["label"] for r in runs)
     by = _by_label([r for r in runs if domain is None or r.get("test_domain") == domain])
     loaded = {
         lab: [(r, s) for r in rs if (s := load_scores(r)) is not None] for lab, rs in by.items()
@@ -81,14 +108,16 @@ def energy_figure(runs: Sequence[Record], domain: str | None = None) -> Any:
         return None
     seeds = sorted({r.get("seed") for v in loaded.values() for r, _ in v}, key=str)
     seed_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"{len(seeds)} seeds pooled"
+    setup1 = all(is_setup1(r) for v in loaded.values() for r, _ in v)
+    what = "test set" if setup1 else "held-out domain"
     if domain is None:
         ndom = len({r.get("test_domain") for v in loaded.values() for r, _ in v})
-        where = f"{ndom} held-out domains"
+        where = f"{ndom} {what}s"
         title = f"Energy score distributions, all runs pooled ({where} × {len(seeds)} seeds)"
         seed_text = f"{where}, {len(seeds)} seeds"
     else:
         where = domain
-        title = f"Energy score distributions, held-out domain {domain}, {seed_text}"
+        title = f"Energy score distributions, {what} {domain}, {seed_text}"
     fig, axes = ps.panel_grid(len(loaded), title)
     names: list[str] = []
     for ax, (lab, pairs) in zip(axes, loaded.items(), strict=True):
@@ -106,7 +135,8 @@ def energy_figure(runs: Sequence[Record], domain: str | None = None) -> Any:
             ax.hist(
                 np.concatenate(parts), bins=bins, density=True, histtype="step", lw=1.4, color=color
             )
-        ax.set_title(f"{lab}\n{where if domain else ''}{', ' if domain else ''}{seed_text}")
+        sub = f"{where}, {seed_text}" if domain else seed_text
+        ax.set_title(f"{lab}\n{sub}", color=styles[lab].color)
         ax.set_xlabel("energy (higher = more ID)")
         ax.set_ylabel("density")
     from matplotlib.lines import Line2D
@@ -131,58 +161,80 @@ def _mean_roc(pairs: Sequence[tuple[np.ndarray, np.ndarray]], grid: np.ndarray) 
     return np.asarray(tprs)
 
 
+def _mean_auroc(rs: Sequence[Record], ood: str, pairs: Sequence[tuple[Any, Any]]) -> float:
+    """Mean AUROC (%) over runs: the recorded one (as in the tables), else from the scores."""
+    got = [r["detection"].get(ood, {}).get("energy", {}).get("auroc") for r in rs]
+    if got and all(isinstance(v, (int, float)) for v in got):
+        return 100 * float(np.mean(got))
+    from sklearn.metrics import roc_auc_score
+
+    aucs = [roc_auc_score(np.r_[np.ones(len(i)), np.zeros(len(o))], np.r_[i, o]) for i, o in pairs]
+    return 100 * float(np.mean(aucs))
+
+
 def roc_figure(runs: Sequence[Record], log_fpr: bool = False) -> Any:
-    """Small multiples (one per method) of the energy ROC per OOD set, averaged over runs."""
+    """One panel per OOD set: every method's energy ROC averaged over runs (mean curve, a
+    marker at TPR 95 %), its legend entry naming its mean AUROC over runs."""
     by = _by_label(runs)
-    oods = _oods(runs)
-    styles = ps.ood_styles(oods)
-    colors = ps.method_colors(by)
+    styles = ps.method_styles(by)
     grid = np.logspace(-3, 0, 300) if log_fpr else np.linspace(0, 1, 301)
-    panels: dict[str, dict[str, list[tuple[np.ndarray, np.ndarray]]]] = {}
-    for lab, rs in by.items():
-        for r in rs:
-            s = load_scores(r)
-            if s is None:
-                continue
-            idv = s.get("detection_id/energy", s.get("id/energy"))
-            for o in oods:
+    # panels[ood][label] = ([runs], [(id scores, ood scores)])
+    panels: dict[str, dict[str, tuple[list[Record], list[tuple[np.ndarray, np.ndarray]]]]] = {}
+    for o in _oods(runs):
+        for lab, rs in by.items():
+            for r in rs:
+                s = load_scores(r)
+                if s is None:
+                    continue
+                idv = s.get("detection_id/energy", s.get("id/energy"))
                 oodv = s.get(f"ood/{o}/energy")
                 if idv is not None and oodv is not None:
-                    panels.setdefault(lab, {}).setdefault(o, []).append((idv, oodv))
+                    runs_, pairs = panels.setdefault(o, {}).setdefault(lab, ([], []))
+                    runs_.append(r)
+                    pairs.append((idv, oodv))
     if not panels:
         return None
     fig, axes = ps.panel_grid(
-        len(panels), f"ROC of the energy score, {ps.runs_phrase(runs)}; band ±1 std over runs"
+        len(panels),
+        f"ROC of the energy score per OOD set, {ps.runs_phrase(runs)} (vertical averaging); "
+        "marker: where the mean TPR reaches 95%; legend: mean AUROC (%) over runs",
+        below=0.55 + 0.16 * max(len(m) for m in panels.values()),
     )
-    for ax, (lab, per_ood) in zip(axes, panels.items(), strict=True):
-        color = colors[lab]
-        for o, pairs in per_ood.items():
-            tprs = _mean_roc(pairs, grid)
-            mean, std = tprs.mean(0), tprs.std(0)
-            marker, line = styles[o]
-            ax.plot(grid, mean, ls=line, color=color, lw=1.4)
-            ax.fill_between(
-                grid,
-                np.clip(mean - std, 0, 1),
-                np.clip(mean + std, 0, 1),
-                color=color,
-                alpha=0.15,
-                lw=0,
-            )
+    from matplotlib.lines import Line2D
+    from matplotlib.transforms import offset_copy
+
+    for ax, (o, per_method) in zip(axes, panels.items(), strict=True):
+        handles, texts = [], []
+        for lab, (rs, pairs) in per_method.items():
+            st = styles[lab]
+            mean = _mean_roc(pairs, grid).mean(0)
+            ax.plot(grid, mean, color=st.color, lw=1.4)
             k = int(np.argmax(mean >= 0.95))
-            ax.plot(grid[k], mean[k], marker=marker, color=color, ms=6, mec="white")
+            ax.plot(grid[k], mean[k], marker=st.marker, color=st.color, ms=6, mec="white")
+            handles.append(Line2D([], [], color=st.color, marker=st.marker, mec="white", lw=1.4))
+            texts.append(f"{lab}: AUROC {_mean_auroc(rs, o, pairs):.1f} ({len(rs)} runs)")
         ax.axhline(0.95, color="0.5", lw=0.7, ls=":")
+        ax.plot(grid, grid, color="0.6", lw=0.7, ls=":")  # chance
         if log_fpr:
             ax.set_xscale("log")
-        else:
-            ax.plot([0, 1], [0, 1], color="0.6", lw=0.7, ls=":")
-        ax.set_title(f"{lab} ({len(next(iter(per_ood.values())))} runs)", color=color)
+        ax.set_title(f"OOD set: {o}")
         ax.set_xlabel("FPR (OOD accepted as ID)")
         ax.set_ylabel("TPR (ID accepted)")
-    from matplotlib.lines import Line2D
-
-    handles = [Line2D([], [], color="0.3", ls=styles[o][1], marker=styles[o][0]) for o in oods]
-    ps.legend_outside(fig, handles, [f"{o} (marker: TPR 95%)" for o in oods], "OOD set")
+        ax.set_ylim(0, 1.02)
+        # below its own panel, a fixed distance under the axis label (constrained layout
+        # makes room): no curve hidden
+        under = offset_copy(ax.transAxes, fig, y=-34, units="points")
+        ax.legend(
+            handles,
+            texts,
+            loc="upper center",
+            bbox_to_anchor=(0.5, 0.0),
+            bbox_transform=under,
+            frameon=False,
+            fontsize=7,
+            title="method",
+            title_fontsize=7,
+        )
     return fig
 
 
@@ -205,8 +257,7 @@ def accuracy_auroc_figure(runs: Sequence[Record], score: str = "energy") -> Any:
     oods = [o for o in _oods(runs) if any(score in r["detection"].get(o, {}) for r in runs)]
     if not oods:
         return None
-    styles = ps.ood_styles(_oods(runs))
-    colors = ps.method_colors(by)
+    styles = ps.method_styles(by)
     nseeds = len({r.get("seed") for r in runs})
     bars = f"bars ±1 std over {nseeds} seeds" if nseeds > 1 else "one seed, no error bars"
     fig, axes = ps.panel_grid(
@@ -226,8 +277,8 @@ def accuracy_auroc_figure(runs: Sequence[Record], score: str = "energy") -> Any:
                 y,
                 xerr=xe,
                 yerr=ye,
-                fmt=styles[o][0],
-                color=colors[lab],
+                fmt=styles[lab].marker,
+                color=styles[lab].color,
                 ms=6,
                 capsize=2,
                 lw=1,
@@ -238,7 +289,9 @@ def accuracy_auroc_figure(runs: Sequence[Record], score: str = "energy") -> Any:
         ax.set_ylabel(f"AUROC, {score} (%)")
     from matplotlib.lines import Line2D
 
-    handles = [Line2D([], [], color=colors[lab], marker="o", ls="") for lab in by]
+    handles = [
+        Line2D([], [], color=styles[lab].color, marker=styles[lab].marker, ls="") for lab in by
+    ]
     ps.legend_outside(fig, handles, list(by), "method")
     return fig
 
@@ -261,7 +314,7 @@ def write_figures(
                 )
         fig = roc_figure(records, log_fpr=log_fpr)
         if fig is not None:
-            built.append(("roc_energy", fig, "ROC of the energy score per method"))
+            built.append(("roc_energy", fig, "ROC of the energy score per OOD set"))
         fig = accuracy_auroc_figure(records)
         if fig is not None:
             built.append(("accuracy_vs_auroc", fig, "Held-out accuracy vs energy AUROC"))

@@ -60,7 +60,7 @@ def forest_figure(v: Verdict) -> Any:
     keys = list(dict.fromkeys(c.key for c in v.comparisons))
     rows = _rows(v)
     subjects = list(dict.fromkeys(c.subject for c in v.comparisons))
-    colors = ps.method_colors(subjects)
+    styles = ps.method_styles(subjects)
     ncols = min(ps.MAX_COLS, len(keys))
     nrows = -(-len(keys) // ncols)
     fig, axes = plt.subplots(
@@ -78,10 +78,11 @@ def forest_figure(v: Verdict) -> Any:
     for ax, key in zip(flat, keys, strict=False):
         ax.axvline(0.0, color="#444444", lw=0.8, zorder=1)
         for c in (c for c in v.comparisons if c.key == key):
-            d, yy, col = c.diff, y[c.label + c.note], colors[c.subject]
+            d, yy, st = c.diff, y[c.label + c.note], styles[c.subject]
+            col = st.color
             ax.plot([d.low, d.high], [yy, yy], color=col, lw=1.4, zorder=2)
             face = col if d.significant else "white"
-            ax.plot(d.mean, yy, "o", ms=4, mec=col, mfc=face, zorder=3)
+            ax.plot(d.mean, yy, st.marker, ms=4, mec=col, mfc=face, zorder=3)
         better = "higher" if higher_is_better(key[0]) else "lower"
         ax.set_title(f"{what_of(key)}\n({better} is better)", fontsize=8)
         ax.set_xlabel("difference (points)")

@@ -1,8 +1,8 @@
 """The one plotting style of croft's figures.
 
-* one colour per method across every figure (:func:`method_colors`), one marker and one
-  line style per OOD set (:func:`ood_styles`), one colour per data group in score
-  distributions (:data:`GROUP_COLORS`);
+* one colour and one marker per method across every figure and panel
+  (:func:`method_styles`, keyed by the report's row label; :func:`method_colors` its
+  colours), one colour per data group in score distributions (:data:`GROUP_COLORS`);
 * small multiples in a grid of at most 4 columns that wraps (:func:`panel_grid`);
 * legends outside the axes (:func:`legend_outside`), titles that say which runs are shown
   (:func:`runs_phrase`);
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,13 @@ MAX_COLS = 4
 PANEL_W, PANEL_H = 3.4, 2.7  # inches per panel
 DPI = 130
 
-# pinned colours for the methods every report has; others take the palette in order
-_PINNED = {"zeroshot": "#000000", "croft": "#d62728", "croft_paper": "#ff7f0e"}
+# pinned (colour, marker) for the methods every report has; others take the palette and
+# the free markers in sorted order
+_PINNED = {
+    "zeroshot": ("#000000", "o"),
+    "croft": ("#d62728", "D"),
+    "croft_paper": ("#ff7f0e", "s"),
+}
 _PALETTE = (
     "#1f77b4",
     "#2ca02c",
@@ -44,8 +50,7 @@ _PALETTE = (
 )
 # Okabe-Ito (colour-blind safe) for data groups in distribution plots
 GROUP_COLORS = ("#0072B2", "#009E73", "#D55E00", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442")
-_MARKERS = ("o", "s", "D", "^", "v", "P", "X", "*")
-_LINES = ("-", "--", "-.", ":")
+_MARKERS = ("^", "v", "P", "X", "*", "<", ">", "h", "p", "d", "o", "s", "D")
 
 RC = {
     "font.size": 8.5,
@@ -78,29 +83,49 @@ def style() -> Any:
     return pyplot().rc_context(RC)
 
 
-def method_colors(labels: Iterable[str]) -> dict[str, str]:
-    """A colour per method label: pinned ones first, then the palette in sorted order.
+@dataclass(frozen=True)
+class MethodStyle:
+    """How one method is drawn in every figure."""
 
-    A grid label ``croft[...]`` or ``croft (oracle)`` takes its method's colour.
-    """
-    base = {lab: lab.split("[", 1)[0].split(" (", 1)[0] for lab in labels}
-    colors: dict[str, str] = {}
-    free = iter(_PALETTE)
+    color: str
+    marker: str
+
+
+def method_key(label: str) -> str:
+    """The method a row label draws as: ``croft[...]`` and ``croft (oracle)`` are croft."""
+    return label.split("[", 1)[0].split(" (", 1)[0]
+
+
+def method_styles(labels: Iterable[str]) -> dict[str, MethodStyle]:
+    """One :class:`MethodStyle` per row label: pinned methods keep theirs, the others take
+    the palette and the free markers in sorted order of their method (stable for a
+    given set of labels, whatever order they come in)."""
+    base = {lab: method_key(lab) for lab in labels}
+    taken = {m for _, m in _PINNED.values()}
+    free_markers = [m for m in _MARKERS if m not in taken]
+    free_colors = iter(_PALETTE)
+    styles: dict[str, MethodStyle] = {}
+    k = 0
     for name in sorted(set(base.values())):
         if name in _PINNED:
-            colors[name] = _PINNED[name]
-        else:
-            colors[name] = next(free, None) or f"C{len(colors) % 10}"
-    return {lab: colors[b] for lab, b in base.items()}
+            styles[name] = MethodStyle(*_PINNED[name])
+            continue
+        color = next(free_colors, None) or f"C{k % 10}"
+        styles[name] = MethodStyle(color, free_markers[k % len(free_markers)])
+        k += 1
+    return {lab: styles[b] for lab, b in base.items()}
 
 
-def ood_styles(oods: Sequence[str]) -> dict[str, tuple[str, str]]:
-    """``{ood set: (marker, line style)}`` in the given order."""
-    return {o: (_MARKERS[i % len(_MARKERS)], _LINES[i % len(_LINES)]) for i, o in enumerate(oods)}
+def method_colors(labels: Iterable[str]) -> dict[str, str]:
+    """The colour of each row label (:func:`method_styles`)."""
+    return {lab: st.color for lab, st in method_styles(labels).items()}
 
 
-def panel_grid(n: int, title: str, *, sharex: bool = False, sharey: bool = False) -> Any:
-    """``(fig, [axes])``: ``n`` panels in rows of at most 4, unused cells removed.
+def panel_grid(
+    n: int, title: str, *, sharex: bool = False, sharey: bool = False, below: float = 0.0
+) -> Any:
+    """``(fig, [axes])``: ``n`` panels in rows of at most 4, unused cells removed;
+    ``below`` inches more per row for a legend under each panel.
 
     Call inside :func:`style`."""
     plt = pyplot()
@@ -109,7 +134,7 @@ def panel_grid(n: int, title: str, *, sharex: bool = False, sharey: bool = False
     fig, axes = plt.subplots(
         nrows,
         ncols,
-        figsize=(PANEL_W * ncols + 1.8, PANEL_H * nrows + 0.7),
+        figsize=(PANEL_W * ncols + 1.8, (PANEL_H + below) * nrows + 0.7),
         squeeze=False,
         sharex=sharex,
         sharey=sharey,

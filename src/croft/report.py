@@ -12,9 +12,10 @@ that reads runs), keeps one grid point per (method, held-out domain, seed)
   Markdown section: held-out accuracy (methods × held-out domains), open-set detection per
   score (methods × OOD sets × ``fpr95_id_pos``/``auroc``/``aupr_in``), Setup-I accuracy;
 * figures (:mod:`croft.figures`), PNG and PDF;
-* ``report.md`` and ``report.html`` (one file, figures embedded): the tables, the grid
-  points chosen per (held-out domain, seed), which rows kept their initialisation, and
-  the verdict with paired bootstrap intervals (:mod:`croft.verdict`: the cluster bootstrap
+* ``report.md`` and ``report.html`` (one file, figures embedded, a contents list): the
+  verdict first, then the tables, which rows kept their initialisation, the figures, the
+  conventions and, last (collapsed in HTML), the grid points chosen per (held-out domain,
+  seed); the verdict with paired bootstrap intervals (:mod:`croft.verdict`: the cluster bootstrap
   by default, the number of comparisons, the primary one named by the config's
   ``primary:``, Holm-adjusted p), drawn as a forest plot with a comparison x metric table
   beside it (:mod:`croft.forest`, ``plots/verdict_forest.png``/``.pdf``).
@@ -351,37 +352,23 @@ def write_report(
         primary = config_primary(runs_dir)
     v = verdict(records, subject, ood_sets=verdict_ood, bootstrap=bootstrap, primary=primary)
     doc = Doc(f"croft report: {Path(runs_dir)}")
+    # results first: the verdict, the result tables, the figures; how the rows were made
+    # (conventions, the grid points chosen, collapsed in HTML) last
     doc.p(
         f"{len(all_runs)} runs read; {len(records)} after choosing one grid point per "
         "(method, held-out domain, seed). Per-run numbers: results.csv; configs: runs.csv."
-    )
-    conv = list(dict.fromkeys(conventions_name(r) for r in records))
-    doc.p(
-        "Evaluation conventions: "
-        + ", ".join(conv)
-        + " (croft: all ID samples are positives, fpr95_id_pos; authors: correctly "
-        "classified ID positives, detection at ratios 0.5/0.0, the authors' KNN bank and "
-        "k sweep, ≤ 500 ID images per class, fpr95_paper; '+': single fields overridden, "
-        "see each run's metrics.json). Each table's title names its conventions."
     )
     if selection == "oracle":
         doc.p("**Oracle selection: grid points chosen on TEST accuracy (marked).**")
     doc.h2("Verdict")
     forest = verdict_section(doc, v, out / "plots" if plots else None)
+    for table in tables.values():
+        doc.h2(table.title)
+        doc.result_table(table)
     lines = status_lines(training_status(records))
     if lines:
         doc.h2("Did each method train?")
         doc.items(lines)
-    points = chosen_points(records)
-    if points:
-        doc.h2("Grid points chosen (per held-out domain and seed)")
-        rule = "source-validation accuracy" if selection == "val_acc" else "TEST accuracy (oracle)"
-        doc.p(f"Chosen on {rule}.")
-        doc.table(["method", "held-out domain", "seed", "chosen", "val acc (%)"], points)
-        doc.p("Format: method <- grid point, e.g. " + f"{points[0][0]} <- {points[0][3]}.")
-    for table in tables.values():
-        doc.h2(table.title)
-        doc.result_table(table)
     figs: list[dict[str, Any]] = []
     if plots:
         from croft.figures import write_figures
@@ -391,6 +378,26 @@ def write_report(
             doc.h2("Figures")
             for f in figs:
                 doc.figure(Path(f["png"]), f"plots/{Path(f['png']).name}", f["caption"])
+    conv = list(dict.fromkeys(conventions_name(r) for r in records))
+    doc.h2("Evaluation conventions")
+    doc.p(
+        "Evaluation conventions: "
+        + ", ".join(conv)
+        + " (croft: all ID samples are positives, fpr95_id_pos; authors: correctly "
+        "classified ID positives, detection at ratios 0.5/0.0, the authors' KNN bank and "
+        "k sweep, ≤ 500 ID images per class, fpr95_paper; '+': single fields overridden, "
+        "see each run's metrics.json). Each table's title names its conventions."
+    )
+    points = chosen_points(records)
+    if points:
+        doc.h2("Grid points chosen (per held-out domain and seed)")
+        rule = "source-validation accuracy" if selection == "val_acc" else "TEST accuracy (oracle)"
+        doc.p(
+            f"Chosen on {rule}. Format: method <- grid point, e.g. "
+            f"{points[0][0]} <- {points[0][3]}."
+        )
+        with doc.details(f"the {len(points)} grid points chosen (show)"):
+            doc.table(["method", "held-out domain", "seed", "chosen", "val acc (%)"], points)
     atomic_write_text(out / "report.md", doc.markdown())
     atomic_write_text(out / "report.html", doc.html())
     return {

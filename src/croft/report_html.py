@@ -1,11 +1,19 @@
 """One report document, rendered twice: Markdown (``report.md``) and a self-contained
-HTML file (``report.html``, figures embedded as base64 PNG, no external resources)."""
+HTML file (``report.html``, figures embedded as base64 PNG, no external resources).
+
+HTML sections carry ids and a contents list of links to them follows the title; blocks
+written inside :meth:`Doc.details` fold into one ``<details>`` element (shown in full in
+Markdown). Result tables bold every row tied for a column's best
+(:func:`croft.tables.best_cells`, the rule of the Markdown and LaTeX tables too).
+"""
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
-from collections.abc import Sequence
+import re
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +31,8 @@ figcaption{font-size:0.9em;color:#555}
 ul.notes{font-size:0.9em;color:#444}
 div.beside{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start}
 div.beside figure{flex:1 1 520px;margin:0}
+nav.contents{font-size:0.9em;border:1px solid #ddd;padding:0.2em 1em;margin:1em 0}
+details summary{cursor:pointer;color:#444}
 """
 
 
@@ -38,9 +48,27 @@ class Doc:
     def __init__(self, title: str) -> None:
         self.title = title
         self.blocks: list[tuple[str, Any]] = []
+        self._ids: list[str] = []
 
-    def h2(self, text: str) -> None:
-        self.blocks.append(("h2", text))
+    def h2(self, text: str) -> str:
+        """A section heading; returns its HTML id (unique in the document)."""
+        base = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:48].strip("-") or "section"
+        anchor, k = base, 2
+        while anchor in self._ids:
+            anchor, k = f"{base}-{k}", k + 1
+        self._ids.append(anchor)
+        self.blocks.append(("h2", (text, anchor)))
+        return anchor
+
+    @contextlib.contextmanager
+    def details(self, summary: str) -> Iterator[None]:
+        """Blocks written inside fold into one collapsed ``<details>`` (HTML)."""
+        outer, self.blocks = self.blocks, []
+        try:
+            yield
+        finally:
+            inner, self.blocks = self.blocks, outer
+            self.blocks.append(("details", (summary, inner)))
 
     def p(self, text: str) -> None:
         self.blocks.append(("p", text))
@@ -69,10 +97,15 @@ class Doc:
         self.blocks.append(("beside", (png, rel, caption, list(header), [list(r) for r in rows])))
 
     def markdown(self) -> str:
-        out = [f"# {self.title}", ""]
-        for kind, x in self.blocks:
+        return "\n".join([f"# {self.title}", "", *self._markdown(self.blocks)])
+
+    def _markdown(self, blocks: Sequence[tuple[str, Any]]) -> list[str]:
+        out: list[str] = []
+        for kind, x in blocks:
             if kind == "h2":
-                out += [f"## {x}", ""]
+                out += [f"## {x[0]}", ""]
+            elif kind == "details":
+                out += self._markdown(x[1])
             elif kind == "p":
                 out += [x, ""]
             elif kind == "ul":
@@ -86,13 +119,34 @@ class Doc:
             elif kind == "beside":
                 out += [f"![{x[2]}]({x[1]})", "", f"*{x[2]}*", ""]
                 out += [render(x[3], x[4], markdown=True), ""]
-        return "\n".join(out)
+        return out
+
+    def contents(self) -> list[tuple[str, str]]:
+        """``[(heading, id)]`` of every section, in order."""
+        return [x for kind, x in self.blocks if kind == "h2"]
 
     def html(self) -> str:
+        links = "".join(
+            f'<li><a href="#{a}">{html.escape(_short(t))}</a></li>' for t, a in self.contents()
+        )
         body = [f"<h1>{html.escape(self.title)}</h1>"]
-        for kind, x in self.blocks:
+        if links:
+            body.append(f'<nav class="contents"><strong>Contents</strong><ul>{links}</ul></nav>')
+        body += self._html(self.blocks)
+        return (
+            '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f"<title>{html.escape(self.title)}</title><style>{_CSS}</style></head>"
+            "<body>\n" + "\n".join(body) + "\n</body></html>\n"
+        )
+
+    def _html(self, blocks: Sequence[tuple[str, Any]]) -> list[str]:
+        body: list[str] = []
+        for kind, x in blocks:
             if kind == "h2":
-                body.append(f"<h2>{html.escape(x)}</h2>")
+                body.append(f'<h2 id="{x[1]}">{html.escape(x[0])}</h2>')
+            elif kind == "details":
+                inner = "\n".join(self._html(x[1]))
+                body.append(f"<details><summary>{html.escape(x[0])}</summary>\n{inner}\n</details>")
             elif kind == "p":
                 body.append(f"<p>{_inline(x)}</p>")
             elif kind == "ul":
@@ -102,19 +156,17 @@ class Doc:
             elif kind == "result":
                 body.append(_result_html(x))
             elif kind == "figure":
-                data = base64.b64encode(Path(x[0]).read_bytes()).decode("ascii")
-                body.append(
-                    f'<figure><img alt="{html.escape(x[2])}" src="data:image/png;base64,'
-                    f'{data}"><figcaption>{html.escape(x[2])}</figcaption></figure>'
-                )
+                body.append(_figure_html(x[0], x[2]))
             elif kind == "beside":
                 table = _html_table([("", x[3])], x[4], flat_header=True)
                 body.append(f'<div class="beside">{_figure_html(x[0], x[2])}{table}</div>')
-        return (
-            '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f"<title>{html.escape(self.title)}</title><style>{_CSS}</style></head>"
-            "<body>\n" + "\n".join(body) + "\n</body></html>\n"
-        )
+        return body
+
+
+def _short(title: str, width: int = 90) -> str:
+    """A heading for the contents list: up to its first ``;``, cut at a word."""
+    head = title.split(";", 1)[0]
+    return head if len(head) <= width else head[:width].rsplit(" ", 1)[0] + " …"
 
 
 def _figure_html(png: Path, caption: str) -> str:
@@ -130,7 +182,7 @@ def _html_table(
     rows: Sequence[Sequence[str]],
     *,
     flat_header: bool = False,
-    best: Sequence[int | None] = (),
+    best: Sequence[frozenset[int]] = (),
 ) -> str:
     head = []
     if flat_header:
@@ -159,16 +211,16 @@ def _html_table(
     for i, row in enumerate(rows):
         cells = []
         for j, text in enumerate(row):
-            cls = ' class="best"' if j > 0 and j - 1 < len(best) and best[j - 1] == i else ""
+            cls = ' class="best"' if 0 < j <= len(best) and i in best[j - 1] else ""
             cells.append(f"<td{cls}>{html.escape(str(text))}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><thead>{''.join(head)}</thead><tbody>{''.join(body)}</tbody></table>"
 
 
 def _result_html(table: Table) -> str:
-    from croft.tables import best_rows
+    from croft.tables import best_cells
 
-    out = _html_table(table.groups, table.text_rows(), best=best_rows(table))
+    out = _html_table(table.groups, table.text_rows(), best=best_cells(table))
     if table.notes:
         out += (
             '<ul class="notes">'

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -202,8 +203,9 @@ class Table:
     """A human table: rows of cells under grouped columns.
 
     ``groups`` is ``[(group title or "", [column titles])]``; ``better[j]`` is ``"max"``,
-    ``"min"`` or ``""`` per flat column (the best mean is bold in LaTeX). ``row_marks``
-    appends a marker to a row label; ``notes`` are printed under the table.
+    ``"min"`` or ``""`` per flat column (every row tied for the best printed mean is bold,
+    :func:`best_cells`). ``row_marks`` appends a marker to a row label; ``notes`` are
+    printed under the table.
     """
 
     name: str
@@ -233,7 +235,13 @@ class Table:
 
 
 def to_markdown(table: Table) -> str:
-    out = render(table.header(), table.text_rows(), markdown=True)
+    """The table in Markdown, every row tied for a column's best in bold (:func:`best_cells`)."""
+    best = best_cells(table)
+    rows = [
+        [row[0], *(f"**{t}**" if i in best[j] else t for j, t in enumerate(row[1:]))]
+        for i, row in enumerate(table.text_rows())
+    ]
+    out = render(table.header(), rows, markdown=True)
     if table.notes:
         out += "\n\n" + "\n".join(f"- {n}" for n in table.notes)
     return out
@@ -277,16 +285,39 @@ def latex_escape(text: str) -> str:
     return "".join(_LATEX_SUBS.get(ch, ch) for ch in str(text))
 
 
-def best_rows(table: Table) -> list[int | None]:
-    best: list[int | None] = []
+_LEADING_NUMBER = re.compile(r"\s*[-+]?\d+(\.\d*)?")  # a finite number: nan never bold
+
+
+def _printed_mean(cell: Cell) -> float | None:
+    """The mean as the cell prints it (its precision), or None for an empty cell."""
+    if not cell.values:
+        return None
+    lead = _LEADING_NUMBER.match(cell.text())  # "84.3 ± 1.2" -> 84.3
+    return float(lead.group()) if lead else None
+
+
+def best_cells(table: Table) -> list[frozenset[int]]:
+    """Per flat column, the rows to print in bold: every row tied for the best mean at
+    printed precision (the one rule of Markdown, HTML and LaTeX); none in a column without
+    a ``better`` rule or with fewer than two rows holding values."""
+    out: list[frozenset[int]] = []
     for j, rule in enumerate(table.better):
-        means = [(cells[j].mean, i) for i, (_, cells) in enumerate(table.rows) if cells[j].values]
+        means = {
+            i: m
+            for i, (_, cells) in enumerate(table.rows)
+            if (m := _printed_mean(cells[j])) is not None
+        }
         if not rule or len(means) < 2:
-            best.append(None)
+            out.append(frozenset())
             continue
-        pick = max(means) if rule == "max" else min(means)
-        best.append(pick[1])
-    return best
+        top = max(means.values()) if rule == "max" else min(means.values())
+        out.append(frozenset(i for i, m in means.items() if m == top))
+    return out
+
+
+def best_rows(table: Table) -> list[int | None]:
+    """Per flat column, the first row tied for the best (:func:`best_cells`), or None."""
+    return [min(rows) if rows else None for rows in best_cells(table)]
 
 
 def to_latex(table: Table, label_prefix: str = "tab:croft-") -> str:
@@ -307,13 +338,13 @@ def to_latex(table: Table, label_prefix: str = "tab:croft-") -> str:
     else:
         sub = table.header()
     lines += [" & ".join(latex_escape(h) for h in sub) + r" \\", r"\midrule"]
-    best = best_rows(table)
+    best = best_cells(table)
     for i, (label, row) in enumerate(zip(table.rows, table.text_rows(), strict=True)):
         del label
         cells = [latex_escape(row[0])]
         for j, text in enumerate(row[1:]):
             cell = latex_escape(text)
-            cells.append(rf"\textbf{{{cell}}}" if best[j] == i else cell)
+            cells.append(rf"\textbf{{{cell}}}" if i in best[j] else cell)
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     caption = table.title + ("" if not table.notes else " " + " ".join(table.notes))

@@ -1,0 +1,120 @@
+"""Rebuild a report's result tables from its results.csv with pandas, as a user would.
+
+:func:`assert_results_csv_reproduces_report` reads every result table printed in
+``report.md`` (a ``##`` heading that says what "±" means, then a Markdown table), pivots
+the ``selected`` rows of ``results.csv`` by ``row`` the way the report's module doc says,
+formats mean ± std at the printed precision and asserts that every row and cell matches.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+MARKS = "†‡"
+PM = "mean ± std over the (held-out domain × seed) runs"
+
+
+def printed_tables(report_md: Path) -> dict[str, tuple[list[str], list[list[str]]]]:
+    """``{heading: (header, rows)}`` of every result table in ``report.md``."""
+    lines = report_md.read_text(encoding="utf-8").splitlines()
+    out: dict[str, tuple[list[str], list[list[str]]]] = {}
+    for i, line in enumerate(lines):
+        if not (line.startswith("## ") and PM in line):
+            continue
+        body = []
+        for nxt in lines[i + 1 :]:
+            if nxt.startswith("## "):
+                break
+            if nxt.startswith("|"):
+                body.append([c.strip() for c in nxt.strip().strip("|").split("|")])
+            elif body:
+                break
+        assert len(body) >= 2, f"no table under {line!r}"
+        out[line[3:]] = (body[0], [r for r in body[2:]])  # body[1]: the --- row
+    return out
+
+
+def _text(mean: float, std: float, n: int) -> str:
+    if not n:
+        return "-"
+    return f"{mean:.1f}" if n == 1 else f"{mean:.1f} ± {std:.1f}"
+
+
+def _cells(frame: Any, key: Any) -> dict[str, str]:
+    """``{row: printed cell}`` from a pivot with ``mean``/``std``/``count`` on top."""
+    if key not in frame["count"].columns:
+        return {}
+    out = {}
+    for row in frame.index:
+        n = frame["count"][key].get(row)
+        n = 0 if n != n or n is None else int(n)
+        out[row] = _text(frame["mean"][key].get(row), frame["std"][key].get(row), n)
+    return out
+
+
+AGG = ["mean", "std", "count"]
+
+
+def pivot_columns(kept: Any, heading: str, header: list[str]) -> list[dict[str, str]]:
+    """One ``{row: text}`` per printed column (after ``method``), from results.csv rows."""
+    conv = re.search(r"\[conventions: ([^\]]+)\]$", heading)
+    if conv:
+        kept = kept[kept["conventions"] == conv.group(1)]
+    acc = kept[(kept["metric"] == "accuracy") & (kept["split"] == "test")]
+    cols = header[1:]
+    if heading.startswith("Closed-set"):
+        piv = acc.pivot_table(
+            index="row",
+            columns="test_domain",
+            values="value",
+            aggfunc=AGG,
+            margins=True,
+            margins_name="avg",
+        ).drop(index="avg")  # the margin row; the margin column is the table's avg
+        return [_cells(piv, c) for c in cols]
+    if heading.startswith(("Setup-I", "Accuracy (%) on the held-out domain and")):
+        shifted = kept[(kept["split"] == "shifted") & (kept["metric"] == "accuracy")]
+        acc = acc[acc["run_dir"].isin(shifted["run_dir"])]
+        piv = shifted.pivot_table(index="row", columns="set", values="value", aggfunc=AGG)
+        # the avg column: each run's mean over the shifted sets, then over runs
+        per_run = shifted.groupby(["row", "run_dir"])["value"].mean().reset_index()
+        avg = per_run.assign(c="avg").pivot_table(
+            index="row", columns="c", values="value", aggfunc=AGG
+        )
+        first = acc.assign(c="x").pivot_table(index="row", columns="c", values="value", aggfunc=AGG)
+        return [_cells(first, "x"), *(_cells(piv, c) for c in cols[1:-1]), _cells(avg, "avg")]
+    score = re.match(r"Open-set OOD detection, (\S+) score", heading)
+    assert score, f"a result table this check does not know: {heading!r}"
+    det = kept[kept["score"] == score.group(1)]
+    out = []
+    for col in cols:
+        *group, metric, _arrow = col.split(" ")
+        split = "ood_full_spectrum" if group[0] == "FS" else "ood"
+        name = " ".join(group[1:] if group[0] == "FS" else group)
+        assert not name.endswith(" avg"), "near/far averages: not in this check"
+        sub = det[det["split"] == split]
+        piv = sub.pivot_table(index="row", columns=["set", "metric"], values="value", aggfunc=AGG)
+        out.append(_cells(piv, (name, metric)))
+    return out
+
+
+def assert_results_csv_reproduces_report(report_dir: Path) -> int:
+    """Assert every printed result table equals the pivot of results.csv; returns how
+    many tables were checked."""
+    import pandas as pd
+
+    df = pd.read_csv(report_dir / "results.csv")
+    assert df["selected"].dtype == bool
+    kept = df[df["selected"]]
+    tables = printed_tables(report_dir / "report.md")
+    for heading, (header, rows) in tables.items():
+        columns = pivot_columns(kept, heading, header)
+        printed = {r[0].rstrip(MARKS): r[1:] for r in rows}
+        pivot_rows = set().union(*(c.keys() for c in columns))
+        assert pivot_rows == set(printed), (heading, pivot_rows, set(printed))
+        for label, cells in printed.items():
+            got = [c.get(label, "-") for c in columns]
+            assert got == cells, (heading, label, got, cells)
+    return len(tables)

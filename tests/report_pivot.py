@@ -54,7 +54,17 @@ def _cells(frame: Any, key: Any) -> dict[str, str]:
     return out
 
 
-AGG = ["mean", "std", "count"]
+def _pivot(frame: Any, columns: Any, **kw: Any) -> Any:
+    """mean, std (pandas' default, ddof=1) and count of ``value`` by ``row`` × ``columns``
+    (``dropna=False``: a std that is NaN everywhere, one run per cell, stays a column)."""
+    return frame.pivot_table(
+        index="row",
+        columns=columns,
+        values="value",
+        aggfunc=["mean", "std", "count"],
+        dropna=False,
+        **kw,
+    )
 
 
 def pivot_columns(kept: Any, heading: str, header: list[str]) -> list[dict[str, str]]:
@@ -65,25 +75,18 @@ def pivot_columns(kept: Any, heading: str, header: list[str]) -> list[dict[str, 
     acc = kept[(kept["metric"] == "accuracy") & (kept["split"] == "test")]
     cols = header[1:]
     if heading.startswith("Closed-set"):
-        piv = acc.pivot_table(
-            index="row",
-            columns="test_domain",
-            values="value",
-            aggfunc=AGG,
-            margins=True,
-            margins_name="avg",
-        ).drop(index="avg")  # the margin row; the margin column is the table's avg
+        piv = _pivot(acc, "test_domain", margins=True, margins_name="avg").drop(
+            index="avg"
+        )  # the margin row; the margin column is the table's avg
         return [_cells(piv, c) for c in cols]
     if heading.startswith(("Setup-I", "Accuracy (%) on the held-out domain and")):
         shifted = kept[(kept["split"] == "shifted") & (kept["metric"] == "accuracy")]
         acc = acc[acc["run_dir"].isin(shifted["run_dir"])]
-        piv = shifted.pivot_table(index="row", columns="set", values="value", aggfunc=AGG)
+        piv = _pivot(shifted, "set")
         # the avg column: each run's mean over the shifted sets, then over runs
         per_run = shifted.groupby(["row", "run_dir"])["value"].mean().reset_index()
-        avg = per_run.assign(c="avg").pivot_table(
-            index="row", columns="c", values="value", aggfunc=AGG
-        )
-        first = acc.assign(c="x").pivot_table(index="row", columns="c", values="value", aggfunc=AGG)
+        avg = _pivot(per_run.assign(c="avg"), "c")
+        first = _pivot(acc.assign(c="x"), "c")
         return [_cells(first, "x"), *(_cells(piv, c) for c in cols[1:-1]), _cells(avg, "avg")]
     score = re.match(r"Open-set OOD detection, (\S+) score", heading)
     assert score, f"a result table this check does not know: {heading!r}"
@@ -93,9 +96,12 @@ def pivot_columns(kept: Any, heading: str, header: list[str]) -> list[dict[str, 
         *group, metric, _arrow = col.split(" ")
         split = "ood_full_spectrum" if group[0] == "FS" else "ood"
         name = " ".join(group[1:] if group[0] == "FS" else group)
-        assert not name.endswith(" avg"), "near/far averages: not in this check"
         sub = det[det["split"] == split]
-        piv = sub.pivot_table(index="row", columns=["set", "metric"], values="value", aggfunc=AGG)
+        if name.endswith(" avg"):  # near/far: each run's mean over the sets so tagged
+            sub = sub[sub["tag"] == name[: -len(" avg")]]
+            sub = sub.groupby(["row", "run_dir", "metric"])["value"].mean().reset_index()
+            sub = sub.assign(set=name)
+        piv = _pivot(sub, ["set", "metric"])
         out.append(_cells(piv, (name, metric)))
     return out
 

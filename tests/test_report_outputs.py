@@ -455,3 +455,26 @@ def test_error_bars_are_the_table_cells(runs) -> None:
     # croft: 82, 83 (photo), 85, 86 (sketch): the std over the 4 runs (1.83), not the std
     # of the per-seed means over domains (83.5, 84.5: 0.5) the figure used to draw
     assert points["held_out_classes"]["croft"][1] == pytest.approx(np.std([82, 83, 85, 86], ddof=1))
+
+
+def test_near_far_columns_pivot_from_the_tag_column(tmp_path) -> None:
+    pd = pytest.importorskip("pandas")
+    from report_pivot import assert_results_csv_reproduces_report
+
+    root = tmp_path / "runs"
+    for label in ("zeroshot", "ce_adapter"):
+        for d in DOMAINS:
+            for s in SEEDS:
+                _write_run(root, label, d, s)
+    tags = {"held_out_classes": "near", "textures": "far"}
+    for m in root.rglob("metrics.json"):
+        rec = json.loads(m.read_text())
+        rec["detection"]["textures"]["energy"]["auroc"] -= 0.1 * rec["seed"]  # near != far
+        m.write_text(json.dumps({**rec, "ood_tags": tags}))
+    out = tmp_path / "rep"
+    rep = write_report(root, out, plots=False)
+    assert "near avg auroc ↑" in " ".join(rep["tables"]["detection_energy"][0])
+    df = pd.read_csv(out / "results.csv")
+    ood = df[df["split"] == "ood"]
+    assert dict(zip(ood["set"], ood["tag"], strict=True)) == tags
+    assert assert_results_csv_reproduces_report(out) == 3

@@ -38,6 +38,7 @@ TIDY_COLUMNS = (
     "seed",
     "split",
     "set",
+    "tag",
     "score",
     "metric",
     "value",
@@ -157,7 +158,8 @@ def tidy_rows(
 ) -> list[dict[str, Any]]:
     """One row per run × metric: ``split`` is ``test`` (held-out domain), ``source_val``,
     ``shifted`` (Setup-I sets), ``ood`` or ``ood_full_spectrum`` (positives id+covariate);
-    ``set`` names the data, ``score`` the OOD score; ``value`` is in ``unit`` (``%`` for
+    ``set`` names the data, ``tag`` its ``near``/``far`` tag (an OOD set's, where the run
+    recorded ``ood_tags``), ``score`` the OOD score; ``value`` is in ``unit`` (``%`` for
     :data:`PERCENT_METRICS`); ``row`` is the run's label without its grid point (the
     report's row under the default selection; :func:`croft.report.write_report` writes
     the exact row of every run).
@@ -170,9 +172,16 @@ def tidy_rows(
     rows: list[dict[str, Any]] = []
     for rec in records:
         base = _run_columns(rec, (configs or {}).get(str(rec.get("run_dir", ""))))
+        tags = rec.get("ood_tags") if isinstance(rec.get("ood_tags"), Mapping) else {}
 
         def add(
-            split: str, name: str, score: str, metric: str, value: Any, base: dict = base
+            split: str,
+            name: str,
+            score: str,
+            metric: str,
+            value: Any,
+            base: dict = base,
+            tags: Mapping[str, Any] = tags,
         ) -> None:
             if value is None or not isinstance(value, (int, float)) or isinstance(value, bool):
                 return
@@ -182,6 +191,7 @@ def tidy_rows(
                     **base,
                     "split": split,
                     "set": name,
+                    "tag": str(tags.get(name, "")) if split.startswith("ood") else "",
                     "score": score,
                     "metric": metric,
                     "value": 100.0 * float(value) if pct else float(value),

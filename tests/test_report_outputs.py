@@ -478,3 +478,24 @@ def test_near_far_columns_pivot_from_the_tag_column(tmp_path) -> None:
     ood = df[df["split"] == "ood"]
     assert dict(zip(ood["set"], ood["tag"], strict=True)) == tags
     assert assert_results_csv_reproduces_report(out) == 3
+
+
+def test_readme_pivot_recipe_gives_the_accuracy_table(report) -> None:
+    pytest.importorskip("pandas")
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    (code,) = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "pivot_table" in b]
+    csv_path = Path(report["out_dir"]) / "results.csv"
+    scope: dict = {}
+    exec(code.replace("runs/setup2_pacs/report/results.csv", str(csv_path)), scope)  # noqa: S102
+    acc = scope["accuracy"]
+    header, rows = report["tables"]["accuracy"]
+    for row in rows:
+        label = row[0].rstrip("†‡")
+        for j, col in enumerate(header[1:], 1):
+            mean, std = acc["mean"][col][label], acc["std"][col][label]
+            assert row[j] == f"{mean:.1f} ± {std:.1f}", (label, col)
+    energy = scope["energy"]
+    (croft,) = [r for r in report["tables"]["detection_energy"][1] if r[0] == "croft"]
+    cell = energy.loc["croft"]
+    got = f"{cell['mean']['textures']['auroc']:.1f} ± {cell['std']['textures']['auroc']:.1f}"
+    assert croft[5] == got  # textures auroc, the 5th cell

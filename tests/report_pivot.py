@@ -107,12 +107,20 @@ def pivot_columns(kept: Any, heading: str, header: list[str]) -> list[dict[str, 
 
 
 def assert_results_csv_reproduces_report(report_dir: Path) -> int:
-    """Assert every printed result table equals the pivot of results.csv; returns how
-    many tables were checked."""
+    """Assert every printed result table equals the pivot of results.csv (and that its
+    booleans are typed, no column is empty, per-table CSV headers are snake_case);
+    returns how many tables were checked."""
     import pandas as pd
 
     df = pd.read_csv(report_dir / "results.csv")
-    assert df["selected"].dtype == bool
+    for col in ("selected", "kept_init", "diverged"):  # typed, never a mix with NaN
+        assert df[col].dtype == bool, (col, df[col].dtype)
+    assert not [c for c in df.columns if df[c].isna().all()]  # no empty column
+    assert df[df["unit"] == "%"]["value"].between(0, 100).all()
+    for table in report_dir.glob("*.csv"):  # per-table CSVs: plain snake_case headers
+        if table.name not in ("results.csv", "runs.csv"):
+            header = table.read_text(encoding="utf-8").splitlines()[0].split(",")
+            assert header[0] == "row" and all(re.fullmatch(r"[a-z0-9_]+", h) for h in header)
     kept = df[df["selected"]]
     tables = printed_tables(report_dir / "report.md")
     for heading, (header, rows) in tables.items():

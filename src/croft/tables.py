@@ -60,6 +60,9 @@ UNITS = {"nll": "nats"}
 
 #: ``std`` in "mean ± std": the sample standard deviation (pandas' default)
 STD_DDOF = 1
+#: a value in % is rounded to this many decimals, in results.csv and in the tables alike
+#: (``58.1``, not ``58.099999999999994``), so that both average the same numbers
+DECIMALS = 10
 #: what "±" means, for every table and figure caption that prints one
 PM_TEXT = (
     "mean ± std over the (held-out domain × seed) runs each cell pools "
@@ -69,8 +72,9 @@ PM_TEXT = (
 
 def spread(values: Sequence[float], scale: float = 100.0) -> tuple[float, float, int]:
     """``(mean, std, n)`` of ``values`` × ``scale`` (default: fractions to %), the one
-    definition of "±" (:data:`STD_DDOF`); mean and std are NaN for no value, std for one."""
-    a = np.asarray(values, dtype=float) * scale
+    definition of "±" (:data:`STD_DDOF`; values rounded to :data:`DECIMALS` as in
+    results.csv); mean and std are NaN for no value, std for one."""
+    a = np.round(np.asarray(values, dtype=float) * scale, DECIMALS)
     n = int(a.size)
     mean = float(a.mean()) if n else math.nan
     std = float(a.std(ddof=STD_DDOF)) if n > STD_DDOF else math.nan
@@ -194,7 +198,7 @@ def tidy_rows(
                     "tag": str(tags.get(name, "")) if split.startswith("ood") else "",
                     "score": score,
                     "metric": metric,
-                    "value": 100.0 * float(value) if pct else float(value),
+                    "value": round(100.0 * float(value), DECIMALS) if pct else float(value),
                     "unit": "%" if pct else UNITS.get(metric, "1"),
                 }
             )

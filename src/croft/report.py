@@ -221,7 +221,7 @@ def _build_tables(records: Sequence[Mapping[str, Any]]) -> dict[str, Table]:
             f"detection_{s}",
             f"Open-set OOD detection, {s} score (%), {PM_TEXT}; {FPR_NOTES.get(fpr, fpr)}; "
             "aupr_in: AUPR with ID as positives"
-            + ("; near/far avg: mean over the OOD sets tagged so" if tags else "")
+            + ("; near/far avg: each run's mean over the OOD sets tagged so" if tags else "")
             + (f"; {FS}columns: {FS_NOTE}" if len(blocks) > 1 else ""),
             records,
             groups,

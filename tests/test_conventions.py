@@ -215,6 +215,9 @@ def test_report_tables_name_their_conventions_and_fpr95() -> None:
     one = build_tables([rec("croft", "authors", 1), rec("zeroshot", "authors", 1)])
     assert one["accuracy"].title.endswith("[conventions: authors]")
     assert one["detection_energy"].groups[0][1][0] == "fpr95_paper ↓"
+    # the title explains the FPR95 it shows, and only that one
+    title = one["detection_energy"].title
+    assert "fpr95_paper: the authors' rule" in title and "fpr95_id_pos" not in title
     both = build_tables([rec("croft", "authors", 1), rec("croft", "croft", 1)])
     assert {"accuracy__authors", "accuracy__croft", "detection_energy__croft"} <= set(both)
     assert both["detection_energy__croft"].groups[0][1][0] == "fpr95_id_pos ↓"

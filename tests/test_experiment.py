@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -82,6 +83,10 @@ def test_run_report_and_resume(world, tmp_path, capsys) -> None:
     assert (out / "report" / "accuracy.csv").is_file()
     assert (out / "report" / "detection_energy.tex").is_file()
     assert (out / "report" / "plots" / "energy_distributions.png").is_file()
+    if importlib.util.find_spec("pandas") is not None:  # results.csv pivots to every table
+        from report_pivot import assert_results_csv_reproduces_report
+
+        assert assert_results_csv_reproduces_report(out / "report") >= 3
     rec = collect_runs(out)[0]
     assert set(rec["detection"]) == {"textures", "objects"}
     assert rec["val_accuracy"] is not None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -124,7 +125,9 @@ def test_results_csv_is_tidy_and_numeric(report, runs) -> None:
         and r["test_domain"] == "photo"
         and r["seed"] == "1"
     ]
-    assert len(acc) == 1 and float(acc[0]["value"]) == pytest.approx(0.80)
+    # the tables' unit (%), said by the unit column; nll keeps its own
+    assert len(acc) == 1 and float(acc[0]["value"]) == pytest.approx(80.0)
+    assert acc[0]["unit"] == "%" and {r["unit"] for r in rows} == {"%"}
     assert acc[0]["kept_init"] == "True" and "cfg.lr" not in acc[0]  # runs.csv has it
     lam = {r["label"]: r["cfg.lambda2"] for r in rows if r["label"].startswith("croft[")}
     assert lam == {"croft[lambda2=1.0]": "1.0", "croft[lambda2=10.0]": "10.0"}  # grid points
@@ -141,7 +144,7 @@ def test_results_csv_is_tidy_and_numeric(report, runs) -> None:
     df = pd.read_csv(out / "results.csv")
     assert df["value"].dtype.kind == "f" and df["seed"].dtype.kind == "i"
     wide = pd.read_csv(out / "detection_energy.csv")
-    assert all(wide[c].dtype.kind == "f" for c in wide.columns[1:])
+    assert all(wide[c].dtype.kind in "fi" for c in wide.columns[1:])
 
 
 def test_tables_mark_untrained_rows_and_identical_rows(report) -> None:
@@ -222,12 +225,13 @@ def test_latex_booktabs_grouped_bold_escaped() -> None:
     assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex
     assert r"\multicolumn{2}{c}{held\_out\_classes}" in tex and r"\cmidrule(lr){2-3}" in tex
     assert r"\label{tab:croft-detection-energy}" in tex
-    assert r"croft\_x & \textbf{30.0 $\pm$ 10.0} & \textbf{80.0} \\" in tex
+    # ± is the sample std (ddof=1): 20 and 40 -> 30.0 ± 14.1
+    assert r"croft\_x & \textbf{30.0 $\pm$ 14.1} & \textbf{80.0} \\" in tex
     assert r"zeroshot & 40.0 & 70.0 \\" in tex  # one value: no ±
     assert r"\& FPR95 $\pm$ std, $\lambda$2" in tex and r"$^\dagger$" in tex
     assert "±" not in tex and "λ" not in tex and "↓" not in tex
     md = to_markdown(t)
-    assert "| zeroshot |" in md.replace("  ", " ") and "30.0 ± 10.0" in md
+    assert "| zeroshot |" in md.replace("  ", " ") and "30.0 ± 14.1" in md
 
 
 def test_single_seed_omits_plus_minus(runs) -> None:
@@ -242,7 +246,10 @@ def test_single_seed_omits_plus_minus(runs) -> None:
 def test_tidy_rows_without_selection_record() -> None:
     rec = {"label": "m", "test_domain": "a", "seed": 1, "accuracy": 0.5, "detection": {}}
     (row,) = tidy_rows([rec])
-    assert row["kept_init"] == "" and row["value"] == 0.5 and row["metric"] == "accuracy"
+    # no selection record: False (typed, as the report's † counts it); value in %
+    assert row["kept_init"] is False and row["diverged"] is False
+    assert row["value"] == 50.0 and row["unit"] == "%" and row["metric"] == "accuracy"
+    assert row["row"] == "m"
 
 
 def test_export_head_predicts_with_an_ood_flag(runs, tmp_path, small_task, capsys) -> None:
@@ -453,7 +460,7 @@ def test_best_cells_ties_at_printed_precision() -> None:
         [("", ["a", "b", "c"])],
         [
             ("m1", [Cell([0.8004]), Cell([0.5]), Cell([0.1])]),
-            ("m2", [Cell([0.7996, 0.8004]), Cell([0.6]), Cell([0.1])]),  # 80.0 ± 0.0
+            ("m2", [Cell([0.7996, 0.8004]), Cell([0.6]), Cell([0.1])]),  # 80.0 ± 0.1 (sample std)
             ("m3", [Cell([0.7]), Cell([0.6]), Cell([])]),
         ],
         ["max", "min", ""],
@@ -462,9 +469,9 @@ def test_best_cells_ties_at_printed_precision() -> None:
     assert best_rows(t) == [0, 0, None]  # the first tied row, as before
     md = to_markdown(t)
     assert "| m1 | **80.0** | **50.0** | 10.0 |" in " ".join(md.split()).replace("| ", "| ")
-    assert "**80.0 ± 0.0**" in md and "**60.0**" not in md
+    assert "**80.0 ± 0.1**" in md and "**60.0**" not in md
     tex = to_latex(t)
-    assert r"\textbf{80.0}" in tex and r"\textbf{80.0 $\pm$ 0.0}" in tex
+    assert r"\textbf{80.0}" in tex and r"\textbf{80.0 $\pm$ 0.1}" in tex
     from croft.report_html import _result_html
 
     html = _result_html(t)
@@ -473,3 +480,155 @@ def test_best_cells_ties_at_printed_precision() -> None:
     rows = [("p", [Cell([math.nan])]), ("q", [Cell([0.5])]), ("r", [Cell([0.4])])]
     t2 = Table("x", "x", [("", ["a"])], rows, ["max"])
     assert best_cells(t2) == [frozenset({1})]
+def test_results_csv_pivots_to_the_report_tables(report) -> None:
+    pytest.importorskip("pandas")
+    from report_pivot import assert_results_csv_reproduces_report
+
+    # accuracy, detection_energy, detection_knn, each row and cell as printed
+    assert assert_results_csv_reproduces_report(Path(report["out_dir"])) == 3
+
+
+def test_results_csv_columns_are_typed_and_never_empty(report) -> None:
+    pd = pytest.importorskip("pandas")
+    out = Path(report["out_dir"])
+    for name in ("results.csv", "runs.csv"):
+        df = pd.read_csv(out / name)
+        for col in ("selected", "kept_init", "diverged"):
+            assert df[col].dtype == bool, (name, col, df[col].dtype)
+        assert not [c for c in df.columns if df[c].isna().all()], name
+        assert "selected_from" not in df.columns  # never filled for runs read from disk
+    df = pd.read_csv(out / "results.csv")
+    # a grid point carries the row it competed for; zeroshot (no selection record): False
+    assert set(df["row"]) == {"zeroshot", "ce_adapter", "coop", "clip_adapter", "croft"}
+    grid = df[df["label"].str.startswith("croft[")]
+    assert set(grid["row"]) == {"croft"} and set(grid["selected"]) == {True, False}
+    assert not df[df["row"] == "zeroshot"]["kept_init"].any()
+    assert df[df["row"] == "coop"]["kept_init"].all()
+
+
+def test_per_table_csv_headers_and_std_columns(report) -> None:
+    pd = pytest.importorskip("pandas")
+    out = Path(report["out_dir"])
+    wide = pd.read_csv(out / "detection_energy.csv")
+    assert all(re.fullmatch(r"[a-z0-9_]+", c) for c in wide.columns), list(wide.columns)
+    assert wide.columns[0] == "row" and len(wide.columns) == 1 + 2 * 3 * 3
+    assert list(wide.columns[1:4]) == [
+        "held_out_classes__fpr95_id_pos_mean",
+        "held_out_classes__fpr95_id_pos_std",
+        "held_out_classes__fpr95_id_pos_n",
+    ]
+    acc = pd.read_csv(out / "accuracy.csv").set_index("row")
+    assert list(acc.columns) == [
+        f"{c}_{k}" for c in DOMAINS + ("avg",) for k in ("mean", "std", "n")
+    ]
+    # zeroshot: photo 80, 81 (seeds 1, 2); avg over 4 runs 80, 81, 83, 84
+    z = acc.loc["zeroshot"]
+    assert z["photo_mean"] == pytest.approx(80.5) and z["photo_n"] == 2
+    assert z["photo_std"] == pytest.approx(np.std([80, 81], ddof=1), abs=1e-4)
+    assert z["avg_n"] == 4 and z["avg_std"] == pytest.approx(
+        np.std([80, 81, 83, 84], ddof=1), abs=1e-4
+    )
+
+
+def test_rows_keep_the_paper_variant_and_the_oracle_apart(tmp_path, monkeypatch) -> None:
+    pd = pytest.importorskip("pandas")
+    from report_pivot import assert_results_csv_reproduces_report
+
+    monkeypatch.setitem(BASE, "croft_paper", (0.81, 0.69))
+    root = tmp_path / "runs"
+    for label in ("zeroshot", "croft[lambda2=1.0]", "croft[lambda2=10.0]", "croft_paper"):
+        for d in DOMAINS:
+            for s in SEEDS:
+                _write_run(root, label, d, s)
+    for m in root.glob("runs/croft_paper/*/metrics.json"):  # the same method, another row
+        m.write_text(json.dumps({**json.loads(m.read_text()), "method": "croft"}))
+    for selection, croft_row in (("val_acc", "croft"), ("oracle", "croft (oracle)")):
+        out = tmp_path / selection
+        write_report(root, out, plots=False, selection=selection)
+        df = pd.read_csv(out / "results.csv")
+        assert set(df["row"]) == {"zeroshot", croft_row, "croft_paper"}
+        assert set(df[df["row"].isin([croft_row, "croft_paper"])]["method"]) == {"croft"}
+        assert set(df[df["label"].str.startswith("croft[")]["row"]) == {croft_row}
+        assert assert_results_csv_reproduces_report(out) == 3
+
+
+def test_every_caption_says_what_plus_minus_means(report) -> None:
+    from croft.tables import PM_TEXT
+
+    out = Path(report["out_dir"])
+    md = (out / "report.md").read_text()
+    html = (out / "report.html").read_text()
+    headings = [x for x in md.splitlines() if x.startswith("## ")]
+    results = [h for h in headings if "(%)" in h]
+    assert len(results) == len(report["tables"]) and all(PM_TEXT in h for h in results)
+    # the figure with error bars says it too, in both documents
+    assert f"Held-out accuracy vs energy AUROC per OOD set; {PM_TEXT}" in md
+    assert html.count(PM_TEXT) >= len(report["tables"]) + 1
+    # the detection titles explain the FPR95 they show, not the other one
+    det = [h for h in results if h.startswith("## Open-set")]
+    assert det and all("fpr95_id_pos: FPR at 95% TPR" in h for h in det)
+    assert not any("fpr95_paper" in h for h in det)
+
+
+def test_error_bars_are_the_table_cells(runs) -> None:
+    from croft import figures
+    from croft.report import build_tables
+
+    recs = select_records(collect_runs(runs))
+    tables = build_tables(recs)
+    points = figures.accuracy_auroc_points(recs)
+    acc = dict(tables["accuracy"].rows)
+    det = tables["detection_energy"]
+    j = det.columns.index("held_out_classes auroc ↑")
+    for label, (x, xe, y, ye) in points["held_out_classes"].items():
+        m, s, n = acc[label][-1].stats()  # the avg column: every (domain, seed) run
+        assert n == 4 and (x, xe) == pytest.approx((m, s))
+        cell = dict(det.rows)[label][j]
+        assert (y, ye) == pytest.approx(cell.stats()[:2])
+    # croft: 82, 83 (photo), 85, 86 (sketch): the std over the 4 runs (1.83), not the std
+    # of the per-seed means over domains (83.5, 84.5: 0.5) the figure used to draw
+    assert points["held_out_classes"]["croft"][1] == pytest.approx(np.std([82, 83, 85, 86], ddof=1))
+
+
+def test_near_far_columns_pivot_from_the_tag_column(tmp_path) -> None:
+    pd = pytest.importorskip("pandas")
+    from report_pivot import assert_results_csv_reproduces_report
+
+    root = tmp_path / "runs"
+    for label in ("zeroshot", "ce_adapter"):
+        for d in DOMAINS:
+            for s in SEEDS:
+                _write_run(root, label, d, s)
+    tags = {"held_out_classes": "near", "textures": "far"}
+    for m in root.rglob("metrics.json"):
+        rec = json.loads(m.read_text())
+        rec["detection"]["textures"]["energy"]["auroc"] -= 0.1 * rec["seed"]  # near != far
+        m.write_text(json.dumps({**rec, "ood_tags": tags}))
+    out = tmp_path / "rep"
+    rep = write_report(root, out, plots=False)
+    assert "near avg auroc ↑" in " ".join(rep["tables"]["detection_energy"][0])
+    df = pd.read_csv(out / "results.csv")
+    ood = df[df["split"] == "ood"]
+    assert dict(zip(ood["set"], ood["tag"], strict=True)) == tags
+    assert assert_results_csv_reproduces_report(out) == 3
+
+
+def test_readme_pivot_recipe_gives_the_accuracy_table(report) -> None:
+    pytest.importorskip("pandas")
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    (code,) = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "pivot_table" in b]
+    csv_path = Path(report["out_dir"]) / "results.csv"
+    scope: dict = {}
+    exec(code.replace("runs/setup2_pacs/report/results.csv", str(csv_path)), scope)  # noqa: S102
+    acc = scope["accuracy"]
+    header, rows = report["tables"]["accuracy"]
+    for row in rows:
+        label = row[0].rstrip("†‡")
+        for j, col in enumerate(header[1:], 1):
+            mean, std = acc["mean"][col][label], acc["std"][col][label]
+            assert row[j] == f"{mean:.1f} ± {std:.1f}", (label, col)
+    energy = scope["energy"]
+    (croft,) = [r for r in report["tables"]["detection_energy"][1] if r[0] == "croft"]
+    cell = energy.loc["croft"]
+    got = f"{cell['mean']['textures']['auroc']:.1f} ± {cell['std']['textures']['auroc']:.1f}"
+    assert croft[5] == got  # textures auroc, the 5th cell

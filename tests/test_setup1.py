@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -148,7 +149,12 @@ def test_setup1_run_options_and_report(world, tmp_path, capsys) -> None:
     assert "Setup-I" in report and (out / "report" / "setup1_accuracy.csv").is_file()
     assert (out / "report" / "plots" / "energy_distributions.png").is_file()
     header = (out / "report" / "setup1_accuracy.csv").read_text().splitlines()[0]
-    assert header == "method,ID," + ",".join(SHIFTED) + ",shifted avg"
+    stems = ("id", *SHIFTED, "shifted_avg")  # snake_case, mean/std/n per cell
+    assert header == ",".join(["row", *(f"{c}_{k}" for c in stems for k in ("mean", "std", "n"))])
+    if importlib.util.find_spec("pandas") is not None:  # the Setup-I table pivots too
+        from report_pivot import assert_results_csv_reproduces_report
+
+        assert assert_results_csv_reproduces_report(out / "report") >= 3
     # the authors' options, zeroshot only: capped OOD draw, 4/class val as detection ID set
     out2 = tmp_path / "runs2"
     sets = ["ood_draw=authors_1000", "ood_draw_size=7", "detection_id=authors_val"]

@@ -4,6 +4,7 @@ a generated ``study-tiny`` world (the config itself is validated, never run in f
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import replace
 from pathlib import Path
 
@@ -101,7 +102,12 @@ def test_per_fold_open_set_and_extra_target_in_a_run(world, tmp_path) -> None:
     assert main([*argv, *(a for s in sets for a in ("--set", s))]) == 0
     # the report's extra-target table says what it holds (not "Setup-I")
     header = (out / "report" / "extra_targets_accuracy.csv").read_text().splitlines()[0]
-    assert header == "method,held-out,sketch,extra avg"
+    stems = ("held_out", "sketch", "extra_avg")  # snake_case, mean/std/n per cell
+    assert header == ",".join(["row", *(f"{c}_{k}" for c in stems for k in ("mean", "std", "n"))])
+    if importlib.util.find_spec("pandas") is not None:  # the extra-target table pivots too
+        from report_pivot import assert_results_csv_reproduces_report
+
+        assert assert_results_csv_reproduces_report(out / "report") >= 3
     assert not (out / "report" / "setup1_accuracy.csv").exists()
     energies = {}
     for dom in ("photo", "pixel"):

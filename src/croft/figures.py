@@ -11,7 +11,9 @@
   the method's mean AUROC over runs in its legend entry; ``log_fpr`` puts FPR on a log
   axis, the same layout;
 * ``accuracy_vs_auroc``: per OOD set, each method's held-out accuracy against its energy
-  AUROC, mean with ±1 std error bars in both axes over runs.
+  AUROC, mean with ±1 std error bars in both axes, the tables' "±"
+  (:func:`croft.tables.spread`: the sample std over the (held-out domain × seed) runs), so
+  each point and bar is the table's avg-accuracy and AUROC cell.
 
 Every method keeps one colour and one marker in every figure and panel
 (:func:`croft.plotstyle.method_styles`, keyed by the report's row label).
@@ -27,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from croft import plotstyle as ps
+from croft.tables import PM_TEXT, spread
 
 Record = Mapping[str, Any]
 
@@ -238,40 +241,41 @@ def roc_figure(runs: Sequence[Record], log_fpr: bool = False) -> Any:
     return fig
 
 
-def _seed_spread(rs: Sequence[Record], get: Any) -> tuple[float, float]:
-    """Mean over runs, and the std over seeds of the per-seed mean over held-out domains."""
-    per_seed: dict[Any, list[float]] = {}
-    for r in rs:
-        v = get(r)
-        if v is not None:
-            per_seed.setdefault(r.get("seed"), []).append(100 * float(v))
-    means = [float(np.mean(v)) for v in per_seed.values()]
-    allv = [x for v in per_seed.values() for x in v]
-    return float(np.mean(allv)), float(np.std(means)) if len(means) > 1 else 0.0
-
-
-def accuracy_auroc_figure(runs: Sequence[Record], score: str = "energy") -> Any:
-    """One panel per OOD set: held-out accuracy vs AUROC per method; error bars are ±1 std
-    over seeds of the mean over held-out domains, in both axes."""
-    by = _by_label(runs)
-    oods = [o for o in _oods(runs) if any(score in r["detection"].get(o, {}) for r in runs)]
-    if not oods:
-        return None
-    styles = ps.method_styles(by)
-    nseeds = len({r.get("seed") for r in runs})
-    bars = f"bars ±1 std over {nseeds} seeds" if nseeds > 1 else "one seed, no error bars"
-    fig, axes = ps.panel_grid(
-        len(oods), f"Held-out accuracy vs {score} AUROC, {ps.runs_phrase(runs)}; {bars}"
-    )
-    for ax, o in zip(axes, oods, strict=True):
-        for lab, rs in by.items():
+def accuracy_auroc_points(
+    runs: Sequence[Record], score: str = "energy"
+) -> dict[str, dict[str, tuple[float, float, float, float]]]:
+    """``{ood set: {method: (acc, acc std, auroc, auroc std)}}`` in %, over the runs with
+    an AUROC: mean and std as the tables' cells (:func:`croft.tables.spread`; std 0 for one
+    run, no bar)."""
+    out: dict[str, dict[str, tuple[float, float, float, float]]] = {}
+    for o in _oods(runs):
+        for lab, rs in _by_label(runs).items():
             rs = [
                 r for r in rs if r["detection"].get(o, {}).get(score, {}).get("auroc") is not None
             ]
             if not rs:  # no run, or none with a metric (e.g. no correct ID sample)
                 continue
-            x, xe = _seed_spread(rs, lambda r: r["accuracy"])
-            y, ye = _seed_spread(rs, lambda r, o=o: r["detection"][o][score]["auroc"])
+            x, xe, n = spread([r["accuracy"] for r in rs])
+            y, ye, _ = spread([r["detection"][o][score]["auroc"] for r in rs])
+            out.setdefault(o, {})[lab] = (x, xe, y, ye) if n > 1 else (x, 0.0, y, 0.0)
+    return out
+
+
+def accuracy_auroc_figure(runs: Sequence[Record], score: str = "energy") -> Any:
+    """One panel per OOD set: held-out accuracy vs AUROC per method, the tables' mean ± std
+    (:func:`accuracy_auroc_points`) in both axes."""
+    by = _by_label(runs)
+    points = accuracy_auroc_points(runs, score)
+    oods = [o for o in _oods(runs) if o in points]
+    if not oods:
+        return None
+    styles = ps.method_styles(by)
+    bars = "bars ±1 sample std over (domain × seed) runs" if len(runs) > len(by) else "no bars"
+    fig, axes = ps.panel_grid(
+        len(oods), f"Held-out accuracy vs {score} AUROC, {ps.runs_phrase(runs)}; {bars}"
+    )
+    for ax, o in zip(axes, oods, strict=True):
+        for lab, (x, xe, y, ye) in points[o].items():
             ax.errorbar(
                 x,
                 y,
@@ -317,7 +321,8 @@ def write_figures(
             built.append(("roc_energy", fig, "ROC of the energy score per OOD set"))
         fig = accuracy_auroc_figure(records)
         if fig is not None:
-            built.append(("accuracy_vs_auroc", fig, "Held-out accuracy vs energy AUROC"))
+            caption = f"Held-out accuracy vs energy AUROC per OOD set; {PM_TEXT}"
+            built.append(("accuracy_vs_auroc", fig, caption))
         out = []
         for stem, fig, caption in built:
             png, pdf = ps.save(fig, out_dir, stem)

@@ -6,11 +6,28 @@ that reads runs), keeps one grid point per (method, held-out domain, seed)
 
 * ``results.csv``: tidy, one row per run × metric (:func:`croft.tables.tidy_rows`), every
   run read (grid points included, ``selected`` = kept by the selection), with the options
-  each run was given as ``cfg.*`` columns; ``runs.csv``: one row per run with its whole
-  resolved method config (:func:`croft.tables.run_rows`; join on ``run_dir``);
-* per table ``NAME.csv`` (means in %, numbers only), ``NAME.tex`` (booktabs) and a
-  Markdown section: held-out accuracy (methods × held-out domains), open-set detection per
-  score (methods × OOD sets × ``fpr95_id_pos``/``auroc``/``aupr_in``), Setup-I accuracy;
+  each run was given as ``cfg.*`` columns. ``row`` is the report table's row label of the
+  run (``croft``, ``croft_paper``, ``croft (oracle)``; a grid point not kept carries the
+  row it competed for), ``value`` is in the tables' unit, named by ``unit`` (``%`` for
+  accuracy and detection metrics, ``nats`` for ``nll``); ``selected``, ``kept_init`` and
+  ``diverged`` are booleans (``True``/``False``, never empty; no selection record reads
+  False, as the report's † and ‡ count); a column with no value in any row is left out.
+  The tables are pivots of its ``selected`` rows by ``row`` (mean, and ``std``: the
+  sample std, as pandas' default; the avg columns first average each run)::
+
+      df = pd.read_csv("results.csv"); kept = df[df.selected]
+      acc = kept[(kept.split == "test") & (kept.metric == "accuracy")]
+      acc.pivot_table(index="row", columns="test_domain", values="value",
+                      aggfunc=["mean", "std", "count"])
+
+  ``runs.csv``: one row per run with its whole resolved method config
+  (:func:`croft.tables.run_rows`; join on ``run_dir``);
+* per table ``NAME.csv`` (``row``, then per cell ``STEM_mean``, ``STEM_std`` in % and
+  ``STEM_n``, snake_case stems ``{group}__{column}``: :func:`croft.tables.to_wide_csv`),
+  ``NAME.tex`` (booktabs) and a Markdown section: held-out accuracy (methods × held-out
+  domains), open-set detection per score (methods × OOD sets × the conventions' FPR95,
+  ``auroc``, ``aupr_in``), Setup-I accuracy. "±" is :func:`croft.tables.spread` (the
+  sample std over the (held-out domain × seed) runs of a cell), said in every caption;
 * figures (:mod:`croft.figures`), PNG and PDF;
 * ``report.md`` and ``report.html`` (one file, figures embedded, a contents list): the
   verdict first, then the tables, which rows kept their initialisation, the figures, the
@@ -35,8 +52,9 @@ import numpy as np
 from croft.errors import CroftError
 from croft.evaluation_frame import TAGS, tag_averages
 from croft.fileio import atomic_write_text, inside
-from croft.selection import select_grid_point
+from croft.selection import row_labels, select_records
 from croft.tables import (
+    PM_TEXT,
     Cell,
     Table,
     conventions_name,
@@ -56,6 +74,11 @@ FS_NOTE = (
     "domain, source validation, covariate-shifted sets) counts as ID (OpenOOD v1.5)"
 )
 ARROW = {"min": "↓", "max": "↑"}
+#: what a detection table's FPR95 column means (only the one it shows is explained)
+FPR_NOTES = {
+    "fpr95_id_pos": "fpr95_id_pos: FPR at 95% TPR with ID as positives",
+    "fpr95_paper": "fpr95_paper: the authors' rule (θ = 5th percentile of ID, OOD > θ)",
+}
 
 
 def collect_runs(runs_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -65,46 +88,6 @@ def collect_runs(runs_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     from croft.experiments.records import read_runs
 
     return [r.as_dict() for r in read_runs(runs_dir)]
-
-
-def select_records(
-    records: Sequence[Mapping[str, Any]], rule: str = "val_acc"
-) -> list[dict[str, Any]]:
-    """One grid point per (method, held-out domain, seed).
-
-    Grid points are labelled ``method[key=value,...]``. ``val_acc`` (default) keeps the
-    point with the best source-validation accuracy, ties broken by the lower validation
-    NLL (``val_nll``), then the smaller ``lambda*`` values, then the label
-    (:func:`croft.selection.select_grid_point`);
-    ``oracle`` keeps the best held-out TEST accuracy and labels the row ``method (oracle)``,
-    so that test-set selection can never pass unnoticed. A kept point records
-    ``selected_from`` (its grid label) and ``selection_rule``.
-    """
-    if rule not in ("val_acc", "oracle"):
-        raise CroftError(f"selection rule {rule!r}: use val_acc or oracle")
-    groups: dict[tuple[str, str, int], list[Mapping[str, Any]]] = {}
-    for r in records:
-        group = r["label"].split("[", 1)[0]
-        groups.setdefault((group, r["test_domain"], r["seed"]), []).append(r)
-    out = []
-    for (group, _, _), members in groups.items():
-        gridded = any("[" in m["label"] for m in members)
-        if not gridded:
-            out.extend(dict(m) for m in members)
-            continue
-        key = "accuracy" if rule == "oracle" else "val_accuracy"
-        if any(m.get(key) is None for m in members):
-            raise CroftError(f"{group}: runs without {key}; cannot select among grid points")
-        if rule == "oracle":
-            best = max(sorted(members, key=lambda m: m["label"]), key=lambda m: m[key])
-        else:
-            best = select_grid_point(members)
-        chosen = dict(best)
-        chosen["selected_from"] = best["label"]
-        chosen["selection_rule"] = rule
-        chosen["label"] = f"{group} (oracle)" if rule == "oracle" else group
-        out.append(chosen)
-    return out
 
 
 def _labels(records: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -169,8 +152,8 @@ def _build_tables(records: Sequence[Mapping[str, Any]]) -> dict[str, Table]:
     tables = {
         "accuracy": _table(
             "accuracy",
-            "Closed-set OOD generalisation: accuracy (%) on the held-out domain, "
-            "mean ± std over seeds (avg: over held-out domains × seeds)",
+            "Closed-set OOD generalisation: accuracy (%) on the held-out domain (avg: all "
+            f"held-out domains), {PM_TEXT}",
             records,
             [("", cols)],
             ["max"] * len(cols),
@@ -200,14 +183,15 @@ def _build_tables(records: Sequence[Mapping[str, Any]]) -> dict[str, Table]:
         if any("id_classes" in r for r in shifted_recs):  # Setup-I (ImageNet-style)
             key, header = "setup1_accuracy", ["ID", *names, "shifted avg"]
             caption = (
-                "Setup-I: accuracy (%) on the ID classes, ID test and covariate-shifted sets, "
-                "mean ± std over seeds"
+                "Setup-I: accuracy (%) on the ID classes, ID test and covariate-shifted sets "
+                f"(shifted avg: each run's mean over the shifted sets), {PM_TEXT}"
             )
         else:  # leave-one-domain-out with extra target domains (e.g. the world's sketch)
             key, header = "extra_targets_accuracy", ["held-out", *names, "extra avg"]
             caption = (
                 "Accuracy (%) on the held-out domain and on the extra target domains every "
-                "fold's head is evaluated on, mean ± std over held-out domains × seeds"
+                "fold's head is evaluated on (extra avg: each run's mean over them), "
+                f"{PM_TEXT}"
             )
         tables[key] = _table(
             key, caption, shifted_recs, [("", header)], ["max"] * len(header), setup1
@@ -236,11 +220,9 @@ def _build_tables(records: Sequence[Mapping[str, Any]]) -> dict[str, Table]:
         groups = [(f"{pre}{o}", [f"{m} {ARROW[b]}" for m, b in metrics]) for _, pre, o in columns]
         tables[f"detection_{s}"] = _table(
             f"detection_{s}",
-            f"Open-set OOD detection, {s} score (%), mean ± std over held-out domains × "
-            "seeds; fpr95_id_pos: FPR at 95% TPR with ID as positives; fpr95_paper: the "
-            "authors' rule (θ = 5th percentile of ID, OOD > θ); aupr_in: AUPR with "
-            "ID as positives"
-            + ("; near/far avg: mean over the OOD sets tagged so" if tags else "")
+            f"Open-set OOD detection, {s} score (%), {PM_TEXT}; {FPR_NOTES.get(fpr, fpr)}; "
+            "aupr_in: AUPR with ID as positives"
+            + ("; near/far avg: each run's mean over the OOD sets tagged so" if tags else "")
             + (f"; {FS}columns: {FS_NOTE}" if len(blocks) > 1 else ""),
             records,
             groups,
@@ -298,6 +280,7 @@ def _write_tables(
     out: Path, all_runs: Sequence[Mapping[str, Any]], records: Sequence[Mapping[str, Any]]
 ) -> dict[str, Table]:
     kept = {r.get("run_dir") for r in records}
+    labels = row_labels(all_runs, records)
     configs = {
         str(r["run_dir"]): r["run_config"] for r in all_runs if "run_config" in r and "run_dir" in r
     }
@@ -307,7 +290,8 @@ def _write_tables(
     ):
         for row in rows:
             row["selected"] = row["run_dir"] in kept
-        atomic_write_text(out / name, to_csv_text(rows))
+            row["row"] = labels.get(row["run_dir"], row["row"])
+        atomic_write_text(out / name, to_csv_text(rows, drop_empty=True))
     marks, mark_notes = status_marks(training_status(records))
     tables = build_tables(records)
     for name, table in tables.items():
@@ -356,7 +340,9 @@ def write_report(
     # (conventions, the grid points chosen, collapsed in HTML) last
     doc.p(
         f"{len(all_runs)} runs read; {len(records)} after choosing one grid point per "
-        "(method, held-out domain, seed). Per-run numbers: results.csv; configs: runs.csv."
+        "(method, held-out domain, seed). Per-run numbers: results.csv (value in unit, % "
+        "as the tables; its selected rows pivoted by row give every table); configs: "
+        "runs.csv."
     )
     if selection == "oracle":
         doc.p("**Oracle selection: grid points chosen on TEST accuracy (marked).**")

@@ -16,7 +16,8 @@ tie decided by label order picks whichever point sorts first. croft's rule
 
 Accuracies within ``acc_tol`` (0: exact) and NLLs within ``nll_tol`` count as equal.
 The functions read plain records (``metrics.json`` dicts), so the experiments runner and
-the report share them.
+the report share them; :func:`select_records` applies the rule to every (method, held-out
+domain, seed) of a report, :func:`row_labels` names the report row of every run.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ import torch.nn.functional as F
 from croft.errors import CroftError
 
 __all__ = [
+    "row_labels",
     "select_grid_point",
+    "select_records",
     "selection_key",
     "simplicity",
     "validation_fit",
@@ -109,3 +112,63 @@ def select_grid_point(
     else:
         pool = [i for i in pool if not math.isfinite(keys[i][1])]
     return candidates[min(pool, key=lambda i: (keys[i][2], keys[i][3]))]
+
+
+def select_records(
+    records: Sequence[Mapping[str, Any]], rule: str = "val_acc"
+) -> list[dict[str, Any]]:
+    """One grid point per (method, held-out domain, seed).
+
+    Grid points are labelled ``method[key=value,...]``. ``val_acc`` (default) keeps the
+    point with the best source-validation accuracy, ties broken by the lower validation
+    NLL (``val_nll``), then the smaller ``lambda*`` values, then the label
+    (:func:`croft.selection.select_grid_point`);
+    ``oracle`` keeps the best held-out TEST accuracy and labels the row ``method (oracle)``,
+    so that test-set selection can never pass unnoticed. A kept point records
+    ``selected_from`` (its grid label) and ``selection_rule``.
+    """
+    if rule not in ("val_acc", "oracle"):
+        raise CroftError(f"selection rule {rule!r}: use val_acc or oracle")
+    groups: dict[tuple[str, str, int], list[Mapping[str, Any]]] = {}
+    for r in records:
+        group = r["label"].split("[", 1)[0]
+        groups.setdefault((group, r["test_domain"], r["seed"]), []).append(r)
+    out = []
+    for (group, _, _), members in groups.items():
+        gridded = any("[" in m["label"] for m in members)
+        if not gridded:
+            out.extend(dict(m) for m in members)
+            continue
+        key = "accuracy" if rule == "oracle" else "val_accuracy"
+        if any(m.get(key) is None for m in members):
+            raise CroftError(f"{group}: runs without {key}; cannot select among grid points")
+        if rule == "oracle":
+            best = max(sorted(members, key=lambda m: m["label"]), key=lambda m: m[key])
+        else:
+            best = select_grid_point(members)
+        chosen = dict(best)
+        chosen["selected_from"] = best["label"]
+        chosen["selection_rule"] = rule
+        chosen["label"] = f"{group} (oracle)" if rule == "oracle" else group
+        out.append(chosen)
+    return out
+
+
+def row_labels(
+    all_runs: Sequence[Mapping[str, Any]], records: Sequence[Mapping[str, Any]]
+) -> dict[str, str]:
+    """``{run_dir: row label}`` of every run: the label of the record
+    :func:`select_records` kept for its (method, held-out domain, seed), i.e. the report
+    table row it is pooled in, or, for a grid point not kept, the row it competed for."""
+    chosen = {
+        (str(r.get("selected_from", r["label"])).split("[", 1)[0], r["test_domain"], r["seed"]): r[
+            "label"
+        ]
+        for r in records
+    }
+    return {
+        str(r.get("run_dir", "")): chosen.get(
+            (r["label"].split("[", 1)[0], r["test_domain"], r["seed"]), r["label"].split("[", 1)[0]
+        )
+        for r in all_runs
+    }

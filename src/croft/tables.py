@@ -1,13 +1,20 @@
 """Tables: a tidy long format of run results, and the human tables derived from it.
 
 * :func:`tidy_rows` turns run records (``metrics.json`` dicts) into one row per run ×
-  metric with a numeric ``value`` (fractions in [0, 1], as in ``metrics.json``) and the
-  run's identity and the options it was given (``cfg.<key>``: the config's options and
-  its grid point) as columns; :func:`run_rows` gives one row per run with its whole
-  resolved config; :func:`to_csv_text` writes either for pandas.
+  metric with a numeric ``value`` in the tables' unit (``unit``: ``%`` for accuracy and
+  the detection metrics, ×100 of the fractions in ``metrics.json``; ``nats`` for the
+  validation NLL), ``row`` (the report table row a run belongs to), typed booleans
+  (``kept_init``, ``diverged``: False where a run recorded no selection) and the options
+  it was given (``cfg.<key>``: the config's options and its grid point) as columns;
+  :func:`run_rows` gives one row per run with its whole resolved config;
+  :func:`to_csv_text` writes either for pandas.
 * :class:`Table` is a human table of cells (mean, std, n over runs) with grouped columns;
   :func:`to_markdown`, :func:`to_latex` and :func:`to_wide_csv` render it. Cells show
   ``mean ± std`` in %, and just the mean when they hold one value.
+* "±" has one meaning everywhere croft prints it (tables, the demo's table, the
+  accuracy-vs-AUROC error bars): :func:`spread`, the sample standard deviation (ddof=1)
+  over the runs a cell pools, i.e. its (held-out domain × seed) pairs; :data:`PM_TEXT`
+  says so in every caption. pandas' ``std`` (ddof=1 by default) gives the same number.
 """
 
 from __future__ import annotations
@@ -24,32 +31,63 @@ import numpy as np
 
 # columns every tidy row has, in this order; config keys follow as ``cfg.<key>``
 TIDY_COLUMNS = (
+    "row",
     "label",
     "method",
     "test_domain",
     "seed",
     "split",
     "set",
+    "tag",
     "score",
     "metric",
     "value",
+    "unit",
+    "selected",
     "selected_from",
     "selected_epoch",
     "kept_init",
     "diverged",
+    "conventions",
     "run_dir",
-    "selected",
+)
+#: metrics stored as fractions in metrics.json and shown (and written to results.csv) in %
+PERCENT_METRICS = frozenset(
+    {"accuracy", "auroc", "aupr_in", "aupr_out", "fpr95_id_pos", "fpr95_ood_pos", "fpr95_paper"}
+)
+#: the unit of every other metric in results.csv (``1``: as recorded)
+UNITS = {"nll": "nats"}
+
+#: ``std`` in "mean ± std": the sample standard deviation (pandas' default)
+STD_DDOF = 1
+#: a value in % is rounded to this many decimals, in results.csv and in the tables alike
+#: (``58.1``, not ``58.099999999999994``), so that both average the same numbers
+DECIMALS = 10
+#: what "±" means, for every table and figure caption that prints one
+PM_TEXT = (
+    "mean ± std over the (held-out domain × seed) runs each cell pools "
+    "(sample std, ddof=1; one run: its value)"
 )
 
 
+def spread(values: Sequence[float], scale: float = 100.0) -> tuple[float, float, int]:
+    """``(mean, std, n)`` of ``values`` × ``scale`` (default: fractions to %), the one
+    definition of "±" (:data:`STD_DDOF`; values rounded to :data:`DECIMALS` as in
+    results.csv); mean and std are NaN for no value, std for one."""
+    a = np.round(np.asarray(values, dtype=float) * scale, DECIMALS)
+    n = int(a.size)
+    mean = float(a.mean()) if n else math.nan
+    std = float(a.std(ddof=STD_DDOF)) if n > STD_DDOF else math.nan
+    return mean, std, n
+
+
 def mean_std(values: Sequence[float], percent: bool = True) -> str:
-    """``"84.3 ± 1.2"`` (×100 when ``percent``); ``"84.3"`` for one value; ``"-"`` for none."""
-    if not len(values):
+    """``"84.3 ± 1.2"`` (×100 when ``percent``; :func:`spread`); ``"84.3"`` for one value;
+    ``"-"`` for none."""
+    mean, std, n = spread(values, 100.0 if percent else 1.0)
+    if not n:
         return "-"
-    a = np.asarray(values, dtype=float) * (100.0 if percent else 1.0)
-    if len(a) == 1:
-        return f"{a[0]:.1f}"
-    return f"{a.mean():.1f} ± {a.std():.1f}"
+    return f"{mean:.1f}" if n == 1 else f"{mean:.1f} ± {std:.1f}"
 
 
 def render(header: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool = False) -> str:
@@ -92,14 +130,15 @@ def _run_columns(rec: Mapping[str, Any], config: Mapping[str, Any] | None) -> di
     """Identity columns of a run, then ``cfg.<key>`` of ``config`` (default: its options)."""
     sel = rec.get("selection") if isinstance(rec.get("selection"), Mapping) else {}
     cols: dict[str, Any] = {
+        "row": str(rec["label"]).split("[", 1)[0],
         "label": rec["label"],
         "method": rec.get("method", ""),
         "test_domain": rec.get("test_domain", ""),
         "seed": rec.get("seed", ""),
         "selected_from": rec.get("selected_from", ""),
         "selected_epoch": sel.get("selected_epoch", rec.get("selected_epoch", "")),
-        "kept_init": sel.get("kept_init", ""),
-        "diverged": sel.get("diverged", ""),
+        "kept_init": bool(sel.get("kept_init")),  # as the report's † counts it
+        "diverged": bool(sel.get("diverged")),
         "conventions": conventions_name(rec),
         "run_dir": rec.get("run_dir", ""),
     }
@@ -123,7 +162,11 @@ def tidy_rows(
 ) -> list[dict[str, Any]]:
     """One row per run × metric: ``split`` is ``test`` (held-out domain), ``source_val``,
     ``shifted`` (Setup-I sets), ``ood`` or ``ood_full_spectrum`` (positives id+covariate);
-    ``set`` names the data, ``score`` the OOD score.
+    ``set`` names the data, ``tag`` its ``near``/``far`` tag (an OOD set's, where the run
+    recorded ``ood_tags``), ``score`` the OOD score; ``value`` is in ``unit`` (``%`` for
+    :data:`PERCENT_METRICS`); ``row`` is the run's label without its grid point (the
+    report's row under the default selection; :func:`croft.report.write_report` writes
+    the exact row of every run).
 
     ``configs`` maps a run's ``run_dir`` to the config whose keys become ``cfg.*`` columns
     (default: the run's options, i.e. what the experiment config and its grid point set;
@@ -133,20 +176,30 @@ def tidy_rows(
     rows: list[dict[str, Any]] = []
     for rec in records:
         base = _run_columns(rec, (configs or {}).get(str(rec.get("run_dir", ""))))
+        tags = rec.get("ood_tags") if isinstance(rec.get("ood_tags"), Mapping) else {}
 
         def add(
-            split: str, name: str, score: str, metric: str, value: Any, base: dict = base
+            split: str,
+            name: str,
+            score: str,
+            metric: str,
+            value: Any,
+            base: dict = base,
+            tags: Mapping[str, Any] = tags,
         ) -> None:
-            if value is None or not isinstance(value, (int, float)):
+            if value is None or not isinstance(value, (int, float)) or isinstance(value, bool):
                 return
+            pct = metric in PERCENT_METRICS
             rows.append(
                 {
                     **base,
                     "split": split,
                     "set": name,
+                    "tag": str(tags.get(name, "")) if split.startswith("ood") else "",
                     "score": score,
                     "metric": metric,
-                    "value": float(value),
+                    "value": round(100.0 * float(value), DECIMALS) if pct else float(value),
+                    "unit": "%" if pct else UNITS.get(metric, "1"),
                 }
             )
 
@@ -167,17 +220,20 @@ def tidy_rows(
     return rows
 
 
-def to_csv_text(rows: Sequence[Mapping[str, Any]]) -> str:
+def to_csv_text(rows: Sequence[Mapping[str, Any]], drop_empty: bool = False) -> str:
     """CSV of tidy (or run) rows: the :data:`TIDY_COLUMNS` they have, in that order, then
-    every other (``cfg.*``) column, sorted."""
-    present = {k for r in rows for k in r}
+    every other (``cfg.*``) column, sorted; ``drop_empty`` leaves out the columns no row
+    has a value in (``""`` or None everywhere)."""
+    present = {k for r in rows for k in r if not drop_empty or r[k] not in ("", None)}
     lead = [k for k in TIDY_COLUMNS if k in present]
     extra = sorted(present - set(TIDY_COLUMNS))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, [*lead, *extra], restval="", lineterminator="\n")
     writer.writeheader()
     for r in rows:
-        writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in r.items()})
+        writer.writerow(
+            {k: (repr(v) if isinstance(v, float) else v) for k, v in r.items() if k in present}
+        )
     return buf.getvalue()
 
 
@@ -186,13 +242,18 @@ def to_csv_text(rows: Sequence[Mapping[str, Any]]) -> str:
 
 @dataclass
 class Cell:
-    """Values of one table cell (fractions); shown as % mean ± std over them."""
+    """Values of one table cell (fractions); shown as % mean ± std over them (:func:`spread`)."""
 
     values: list[float] = field(default_factory=list)
 
     @property
     def mean(self) -> float:
+        """The mean as a fraction (NaN without values)."""
         return float(np.mean(self.values)) if self.values else math.nan
+
+    def stats(self) -> tuple[float, float, int]:
+        """``(mean, std, n)`` in % (:func:`spread`)."""
+        return spread(self.values)
 
     def text(self) -> str:
         return mean_std(self.values)
@@ -247,13 +308,40 @@ def to_markdown(table: Table) -> str:
     return out
 
 
+def snake(text: str) -> str:
+    """``"FS near avg"`` -> ``"fs_near_avg"``, ``"fpr95_id_pos ↓"`` -> ``"fpr95_id_pos"``."""
+    return re.sub(r"[^0-9a-z]+", "_", str(text).lower()).strip("_") or "column"
+
+
+def wide_columns(table: Table) -> list[str]:
+    """The per-table CSV's column stems, one per cell column: ``{group}__{column}`` (or
+    ``{column}`` without a group), snake_case, made unique with ``_2``, ``_3``..."""
+    out: list[str] = []
+    for g, cols in table.groups:
+        for c in cols:
+            stem = f"{snake(g)}__{snake(c)}" if g else snake(c)
+            k, base = 2, stem
+            while stem in out:
+                stem, k = f"{base}_{k}", k + 1
+            out.append(stem)
+    return out
+
+
 def to_wide_csv(table: Table) -> str:
-    """The table's means in % (numbers only; empty where a cell has no values)."""
+    """The table as numbers: ``row`` (the row label, as results.csv's ``row``), then per
+    cell column ``STEM_mean`` and ``STEM_std`` in % (:func:`spread`; empty where undefined)
+    and ``STEM_n`` (runs pooled), stems from :func:`wide_columns`."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(table.header())
+    stats = ("mean", "std", "n")
+    writer.writerow(["row", *(f"{s}_{k}" for s in wide_columns(table) for k in stats)])
     for label, cells in table.rows:
-        writer.writerow([label, *("" if not c.values else f"{100 * c.mean:.4f}" for c in cells)])
+        line: list[Any] = [label]
+        for c in cells:
+            mean, std, n = c.stats()
+            line += ["" if math.isnan(mean) else f"{mean:.4f}"]
+            line += ["" if math.isnan(std) else f"{std:.4f}", n]
+        writer.writerow(line)
     return buf.getvalue()
 
 

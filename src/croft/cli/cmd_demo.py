@@ -92,12 +92,13 @@ def run(args: argparse.Namespace) -> int:
     print("\n" + "\n".join(result["lr"]))
     header, rows = result["summary"]
     print(
-        "\nmean ± std over held-out styles x seeds, % (sketch: never seen in pre-training, "
-        "scored by every fold's head; matched: held-out classes in the held-out style):"
+        "\nmean ± std over held-out styles x seeds (sample std), % (sketch: never seen in "
+        "pre-training, scored by every fold's head; matched: held-out classes in the held-out "
+        "style):"
     )
     print(render(header, rows))
     header, rows = result["tables"]["accuracy"]
-    print("\nheld-out-style accuracy per style (%):")
+    print("\nheld-out-style accuracy per style (%), mean ± std over seeds (sample std):")
     print(render(header, rows))
     if result.get("marks"):
         print("\n" + "\n".join(result["marks"]))

@@ -10,7 +10,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "report",
         help="render tables, figures and the verdict from run directories",
         description="Read every metrics.json below RUNS_DIR and write report.md and "
-        "report.html (figures embedded), results.csv (tidy: one row per run x metric), runs.csv "
+        "report.html (figures embedded), results.csv (tidy: one row per run x metric, value in "
+        "% as the tables, a row column to pivot them by), runs.csv "
         "(one row per run, its whole config), "
         "CSV/LaTeX tables, and figures as PNG and PDF (energy distributions, ROC, accuracy "
         "vs AUROC). With --export-head, copy the head of the selected run instead.",

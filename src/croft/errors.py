@@ -12,8 +12,7 @@ import re
 
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 _CONTROLS = {
-    code: _NAMED.get(chr(code), f"\\x{code:02x}")
-    for code in (*range(0x20), *range(0x7F, 0xA0))
+    code: _NAMED.get(chr(code), f"\\x{code:02x}") for code in (*range(0x20), *range(0x7F, 0xA0))
 }
 _CONTROLS.update({0x2028: "\\u2028", 0x2029: "\\u2029"})
 _SURROGATE = re.compile("[\ud800-\udfff]")

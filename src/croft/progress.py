@@ -5,7 +5,9 @@ and ``close()``. On a terminal it is a tqdm bar (on stderr). When stderr is not 
 terminal (a log file, CI) it logs one plain line at most every ``every`` seconds with
 the phase, count, rate and ETA, so logs hold no carriage returns; the CLI shows these
 ``croft.progress`` info records as ``croft: progress: …`` lines (``croft.cli.main``). ``quiet`` (or
-``CROFT_QUIET=1``) silences both.
+``CROFT_QUIET=1``) silences both. :func:`quieted` marks a whole command quiet (the CLI's
+``--quiet``), so third-party output croft triggers (transformers' "Loading weights" bar) can
+follow it through :func:`is_quiet` and :func:`live_bars`.
 """
 
 from __future__ import annotations
@@ -14,9 +16,33 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 log = logging.getLogger("croft.progress")
+_quiet_depth = 0
+
+
+@contextmanager
+def quieted(on: bool = True) -> Iterator[None]:
+    """Within the block croft runs quietly (``on=False``: no change): :func:`is_quiet` is true."""
+    global _quiet_depth
+    _quiet_depth += int(on)
+    try:
+        yield
+    finally:
+        _quiet_depth -= int(on)
+
+
+def is_quiet() -> bool:
+    """True inside :func:`quieted` or with ``CROFT_QUIET=1``."""
+    return _quiet_depth > 0 or os.environ.get("CROFT_QUIET") == "1"
+
+
+def live_bars() -> bool:
+    """True where croft shows live bars: not quiet, and stderr is a terminal."""
+    return not is_quiet() and _is_tty()
 
 
 def _is_tty() -> bool:
@@ -89,7 +115,7 @@ def progress(
     leave: bool = True,
 ) -> Any:
     """A progress reporter over ``total`` units (see the module docstring)."""
-    if not enabled or os.environ.get("CROFT_QUIET") == "1":
+    if not enabled or is_quiet():
         return NoProgress()
     if _is_tty():
         from tqdm.auto import tqdm

@@ -140,7 +140,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     with warnings.catch_warnings():  # croft's deprecations are always shown, as one line
         warnings.simplefilter("default", CroftDeprecationWarning)
         warnings.showwarning = _show_deprecation
-        return _dispatch(args)
+        from croft.progress import quieted
+
+        with quieted(bool(getattr(args, "quiet", False))):  # also silences third-party bars
+            return _dispatch(args)
 
 
 def _dispatch(args: argparse.Namespace) -> int:

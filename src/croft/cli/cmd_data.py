@@ -46,11 +46,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     s = sub.add_parser(
         "splits",
         help="write missing test_on_<domain>.json files (PACS/VLCS leave-one-domain-out)",
-        description="ROOT holds images/<domain>/<class>/<image>. For each domain D, "
+        description="ROOT holds images/<domain>/<class>/<image> (or <domain>/<class>/<image>, "
+        "a DomainBed tree). For each domain D, "
         "test_on_D.json gets test = D and a seeded, stratified train/val split of the "
         "other domains.",
     )
-    s.add_argument("root", metavar="ROOT", help="dataset folder holding images/")
+    s.add_argument(
+        "root", metavar="ROOT", help="dataset folder holding images/ or the domain folders"
+    )
     s.add_argument("--val-fraction", type=float, default=0.2, help="default 0.2")
     s.add_argument("--seed", type=int, default=1, help="default 1")
     s.add_argument("--overwrite", action="store_true", help="rewrite existing split files")

@@ -21,23 +21,29 @@ from contextlib import contextmanager
 from typing import Any
 
 log = logging.getLogger("croft.progress")
-_quiet_depth = 0
 
 
 @contextmanager
 def quieted(on: bool = True) -> Iterator[None]:
-    """Within the block croft runs quietly (``on=False``: no change): :func:`is_quiet` is true."""
-    global _quiet_depth
-    _quiet_depth += int(on)
+    """Within the block croft runs quietly (``on=False``: no change): ``CROFT_QUIET=1`` is set,
+    so :func:`is_quiet` holds here and in any worker process started meanwhile."""
+    if not on:
+        yield
+        return
+    before = os.environ.get("CROFT_QUIET")
+    os.environ["CROFT_QUIET"] = "1"
     try:
         yield
     finally:
-        _quiet_depth -= int(on)
+        if before is None:
+            os.environ.pop("CROFT_QUIET", None)
+        else:
+            os.environ["CROFT_QUIET"] = before
 
 
 def is_quiet() -> bool:
-    """True inside :func:`quieted` or with ``CROFT_QUIET=1``."""
-    return _quiet_depth > 0 or os.environ.get("CROFT_QUIET") == "1"
+    """True with ``CROFT_QUIET=1`` (set by :func:`quieted`, the CLI's ``--quiet``)."""
+    return os.environ.get("CROFT_QUIET") == "1"
 
 
 def live_bars() -> bool:

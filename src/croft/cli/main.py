@@ -28,6 +28,7 @@ from collections.abc import Sequence
 
 from croft._version import __version__
 from croft.errors import CroftDeprecationWarning, CroftError, printable
+from croft.progress import quieted
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -140,8 +141,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     with warnings.catch_warnings():  # croft's deprecations are always shown, as one line
         warnings.simplefilter("default", CroftDeprecationWarning)
         warnings.showwarning = _show_deprecation
-        from croft.progress import quieted
-
         with quieted(bool(getattr(args, "quiet", False))):  # also silences third-party bars
             return _dispatch(args)
 

@@ -49,6 +49,32 @@ def test_splits_then_check_oodbench(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "split test: 5" in out and "split train:" in out and "split val:" in out
 
 
+def test_splits_on_a_tree_without_images_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A DomainBed-shaped tree (ROOT/DOMAIN/CLASS/, no images/): splits are written beside
+    the domain folders, relative to ROOT, and the oodbench layout reads them (guessed too)."""
+    from croft.data import read_layout
+
+    root = make_pacs(tmp_path / "PACS") / "images"
+    assert main(["data", "splits", str(root), "--seed", "3"]) == 0
+    assert capsys.readouterr().out.count("wrote ") == 3
+    doc = json.loads((root / "test_on_sketch.json").read_text())
+    assert {row[0].split("/")[0] for row in doc["test"]} == {"sketch"}
+    assert all((root / row[0]).is_file() for rows in doc.values() for row in rows)
+    index = read_layout(root, "oodbench", test_domain="photo")
+    assert len(index) == 15 and index.counts("split")["test"] == 5
+    assert main(["data", "check", str(root)]) == 0  # layout guessed: oodbench
+    out = capsys.readouterr().out
+    assert f"layout oodbench: {root}" in out and "ok: no problems found" in out
+    # with images/ present its splits are relative to images/, as before
+    other = make_pacs(tmp_path / "VLCS")
+    assert main(["data", "splits", str(other)]) == 0
+    capsys.readouterr()
+    rows = json.loads((other / "test_on_photo.json").read_text())["test"]
+    assert rows[0][0].startswith("photo/") and (other / "images" / rows[0][0]).is_file()
+
+
 def test_check_reports_each_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = make_pacs(tmp_path / "PACS")
     (root / "images" / "photo" / "cat").mkdir()

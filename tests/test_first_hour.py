@@ -287,7 +287,7 @@ def test_list_heads_and_layouts_print_plain_whole_sentences(capsys) -> None:  # 
     assert any(line.split()[0] == "clip_adapter" and "bias-free linears." in line for line in heads)
     assert main(["list", "layouts"]) == 0
     oodbench = next(ln for ln in capsys.readouterr().out.splitlines() if "oodbench" in ln)
-    assert "images/DOMAIN/CLASS/ + test_on_DOMAIN.json" in oodbench
+    assert "[images/]DOMAIN/CLASS/ + test_on_DOMAIN.json" in oodbench
 
 
 def test_readme_names_where_the_demo_writes_its_report() -> None:

@@ -264,3 +264,34 @@ def test_cli_out_csv_and_jsonl_files(fitted, root, tmp_path, capsys):
     assert main(["predict", str(head_dir), paths[1], "--out", str(tmp_path / "p.txt")]) == 2
     assert "name the file .csv or .jsonl" in capsys.readouterr().err
     assert not (tmp_path / "p.txt").exists()
+
+
+def test_cli_escapes_control_characters_in_file_names(fitted, tmp_path, capsys):
+    """A file named with an ESC sequence and a newline reaches the terminal escaped (table,
+    jsonl, the skipped line and the one-line error), never as the raw bytes."""
+    head_dir, _, paths = fitted
+    evil = tmp_path / "red\x1b[31mname\nfake line\x9b.png"
+    shutil.copyfile(paths[0], evil)
+    bad = tmp_path / "bad\x1b[2Jname\n.png"
+    bad.write_text("not an image")
+
+    assert main(["predict", str(head_dir), str(evil)]) == 0
+    cap = capsys.readouterr()
+    lines = cap.out.splitlines()
+    assert len(lines) == 3 and "\x1b" not in cap.out and "\x9b" not in cap.out
+    assert lines[2].split()[0] == str(tmp_path) + "/red\\x1b[31mname\\nfake"
+    assert "line\\x9b.png" in lines[2]
+
+    assert main(["predict", str(head_dir), str(evil), "--format", "jsonl"]) == 0
+    out = capsys.readouterr().out
+    assert len(out.splitlines()) == 1 and "\x1b" not in out and "\x9b" not in out
+    assert json.loads(out)["source"] == str(evil)  # still valid JSON, the name intact
+
+    assert main(["predict", str(head_dir), str(evil), str(bad), "--skip-bad"]) == 0
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "bad\\x1b[2Jname" in err
+
+    assert main(["predict", str(head_dir), str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "\x1b" not in err
+    assert "bad\\x1b[2Jname" in err

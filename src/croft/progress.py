@@ -5,7 +5,9 @@ and ``close()``. On a terminal it is a tqdm bar (on stderr). When stderr is not 
 terminal (a log file, CI) it logs one plain line at most every ``every`` seconds with
 the phase, count, rate and ETA, so logs hold no carriage returns; the CLI shows these
 ``croft.progress`` info records as ``croft: progress: …`` lines (``croft.cli.main``). ``quiet`` (or
-``CROFT_QUIET=1``) silences both.
+``CROFT_QUIET=1``) silences both. :func:`quieted` marks a whole command quiet (the CLI's
+``--quiet``), so third-party output croft triggers (transformers' "Loading weights" bar) can
+follow it through :func:`is_quiet` and :func:`live_bars`.
 """
 
 from __future__ import annotations
@@ -14,9 +16,39 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 log = logging.getLogger("croft.progress")
+
+
+@contextmanager
+def quieted(on: bool = True) -> Iterator[None]:
+    """Within the block croft runs quietly (``on=False``: no change): ``CROFT_QUIET=1`` is set,
+    so :func:`is_quiet` holds here and in any worker process started meanwhile."""
+    if not on:
+        yield
+        return
+    before = os.environ.get("CROFT_QUIET")
+    os.environ["CROFT_QUIET"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("CROFT_QUIET", None)
+        else:
+            os.environ["CROFT_QUIET"] = before
+
+
+def is_quiet() -> bool:
+    """True with ``CROFT_QUIET=1`` (set by :func:`quieted`, the CLI's ``--quiet``)."""
+    return os.environ.get("CROFT_QUIET") == "1"
+
+
+def live_bars() -> bool:
+    """True where croft shows live bars: not quiet, and stderr is a terminal."""
+    return not is_quiet() and _is_tty()
 
 
 def _is_tty() -> bool:
@@ -89,7 +121,7 @@ def progress(
     leave: bool = True,
 ) -> Any:
     """A progress reporter over ``total`` units (see the module docstring)."""
-    if not enabled or os.environ.get("CROFT_QUIET") == "1":
+    if not enabled or is_quiet():
         return NoProgress()
     if _is_tty():
         from tqdm.auto import tqdm

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import difflib
 import importlib.util
+import re
 import sys
 from functools import lru_cache
 from pathlib import Path
@@ -149,3 +150,43 @@ def require_config(name: str, spec: str) -> dict[str, Any]:
         "model name (open_clip.list_models()) or register one with "
         "croft.backbones.register_architecture(name, config)"
     )
+
+
+def needs_hub(config: dict[str, Any]) -> bool:
+    """Whether a config builds its text tower from a Hugging Face hub model (refused offline)."""
+    text = config.get("text_cfg")
+    return isinstance(text, dict) and bool(text.get("hf_model_name"))
+
+
+def _family(name: str) -> str:
+    """``ViT-B-16`` -> ``ViT``, ``RN50x4`` -> ``RN``, ``EVA02-L-14`` -> ``EVA``, ``mt5-base`` ->
+    ``mt5`` (digits end a family name only after a capitalised word)."""
+    token = re.split(r"[-_]", name)[0]
+    return token if token.islower() else re.sub(r"\d+(x\d+)?$", "", token) or token
+
+
+def _plain_first(name: str) -> tuple[int, list[Any]]:
+    """Short names first (``ViT-B-16`` before ``ViT-B-16-plus``), numbers in numeric order."""
+    parts = [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+    return len(re.split(r"[-_]", name)), [(isinstance(t, str), t) for t in parts]
+
+
+def architecture_lines(verbose: bool = False, shown: int = 8) -> list[str]:
+    """The known open_clip architectures, one line per family (``ViT (60): ViT-B-16, …``):
+    the first ``shown`` names of each and a count of the rest (all with ``verbose``).
+    ``NAME-quickgelu`` aliases are left out (any NAME takes the suffix); ``*`` marks a config
+    whose text tower comes from the Hugging Face hub (needs ``--allow-download``)."""
+    configs = all_configs()
+    names = [n for n in sorted(configs, key=_plain_first) if not n.endswith(QUICKGELU_SUFFIX)]
+    families: dict[str, list[str]] = {}
+    for name in names:
+        families.setdefault(_family(name), []).append(
+            name + ("*" if needs_hub(configs[name]) else "")
+        )
+    lines = []
+    for family, members in sorted(families.items(), key=lambda kv: kv[0].lower()):
+        listed = members if verbose else members[:shown]
+        more = len(members) - len(listed)
+        tail = f", … (+{more})" if more else ""
+        lines.append(f"{family} ({len(members)}): {', '.join(listed)}{tail}")
+    return lines

@@ -5,6 +5,8 @@ transformers is the optional extra ``croft-ood[hf]`` and is imported inside func
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -64,6 +66,28 @@ def _read_json(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise CroftError(f"{path} does not hold a JSON object")
     return data
+
+
+@contextmanager
+def transformers_output() -> Iterator[None]:
+    """transformers' progress bars ("Loading weights") only where croft shows live bars (a
+    terminal, not ``--quiet``), and its warnings silenced when croft runs quietly; both
+    settings are restored afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    from croft.progress import is_quiet, live_bars
+
+    bars, level = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+    if not live_bars():
+        hf_logging.disable_progress_bar()
+    if is_quiet():
+        hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+        hf_logging.set_verbosity(level)
 
 
 def weight_files(path: Path) -> list[Path]:
@@ -147,9 +171,10 @@ class HFClipBackbone(Backbone):
             from transformers import CLIPTokenizer
 
             try:
-                self._tokenizer = CLIPTokenizer.from_pretrained(
-                    str(self.directory), local_files_only=True
-                )
+                with transformers_output():
+                    self._tokenizer = CLIPTokenizer.from_pretrained(
+                        str(self.directory), local_files_only=True
+                    )
             except Exception as exc:  # noqa: BLE001
                 raise CroftError(
                     f"no usable CLIP tokenizer in {self.directory} ({first_line(exc)}); save one "
@@ -207,9 +232,10 @@ def load_hf(spec: str, path: Path, *, quick_gelu: bool | None, precision: str) -
             'hf: backbones need transformers; install it with: pip install "croft-ood[hf]"'
         ) from None
     try:
-        model, info = CLIPModel.from_pretrained(
-            str(path), local_files_only=True, output_loading_info=True
-        )
+        with transformers_output():
+            model, info = CLIPModel.from_pretrained(
+                str(path), local_files_only=True, output_loading_info=True
+            )
     except Exception as exc:  # noqa: BLE001
         raise CroftError(
             f"cannot load the Hugging Face CLIP model in {path}: {first_line(exc)}"

@@ -46,11 +46,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     s = sub.add_parser(
         "splits",
         help="write missing test_on_<domain>.json files (PACS/VLCS leave-one-domain-out)",
-        description="ROOT holds images/<domain>/<class>/<image>. For each domain D, "
+        description="ROOT holds images/<domain>/<class>/<image> (or <domain>/<class>/<image>, "
+        "a DomainBed tree). For each domain D, "
         "test_on_D.json gets test = D and a seeded, stratified train/val split of the "
         "other domains.",
     )
-    s.add_argument("root", metavar="ROOT", help="dataset folder holding images/")
+    s.add_argument(
+        "root", metavar="ROOT", help="dataset folder holding images/ or the domain folders"
+    )
     s.add_argument("--val-fraction", type=float, default=0.2, help="default 0.2")
     s.add_argument("--seed", type=int, default=1, help="default 1")
     s.add_argument("--overwrite", action="store_true", help="rewrite existing split files")
@@ -81,22 +84,24 @@ def _check(args: argparse.Namespace) -> int:
 
     if not args.layout:
         args.layout = guess_layout(args.root)
+    from croft.errors import printable
+
     index, problems = inspect_layout(args.root, args.layout, **_options(args))
-    print(f"layout {args.layout}: {args.root}")
+    print(f"layout {args.layout}: {printable(args.root)}")
     if index is not None:
-        shown = ", ".join(index.class_names[:10])
+        shown = printable(", ".join(index.class_names[:10]))
         more = f", ... (+{len(index.class_names) - 10})" if len(index.class_names) > 10 else ""
-        print(f"index root: {index.root}")
+        print(f"index root: {printable(index.root)}")
         print(f"classes: {len(index.class_names)}" + (f" ({shown}{more})" if shown else ""))
-        print(f"domains: {len(index.domain_names)} ({', '.join(index.domain_names)})")
+        print(f"domains: {len(index.domain_names)} ({printable(', '.join(index.domain_names))})")
         print(f"images: {len(index)}")
         for line in _count_lines("split", index.counts("split")):
             print(line)
         for line in _count_lines("domain", index.counts("domain")):
-            print(line)
+            print(printable(line))
         print(f"hash: {index.hash()[:16]}")
     for problem in problems:
-        print(f"problem: {problem}")
+        print(f"problem: {printable(problem)}")
     print(f"{len(problems)} problem(s)" if problems else "ok: no problems found")
     return 1 if problems else 0
 

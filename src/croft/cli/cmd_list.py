@@ -20,7 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "-v",
         "--verbose",
         action="store_true",
-        help="methods: list their options; scores: their parameters and defaults",
+        help="methods: list their options; scores: their parameters and defaults; "
+        "backbones: every architecture",
     )
     p.set_defaults(func=run)
 
@@ -70,6 +71,24 @@ def _list_registry(kind: str, verbose: bool = False) -> None:
         describe = getattr(e.obj, "describe", None)
         if verbose and callable(describe):  # scores: parameters with defaults
             print(f"  {'':<16}   {describe()}")
+        forms = getattr(e.obj, "forms", None)
+        if kind == "backbones" and isinstance(forms, str):
+            print(f"  {'':<16} {forms}")
+    if kind == "backbones":
+        _list_architectures(verbose)
+
+
+def _list_architectures(verbose: bool) -> None:
+    import croft.backbones  # noqa: F401  (registers croft's own architectures)
+    from croft.backbones.archs import architecture_lines
+
+    print(f"open_clip architectures (ARCH of openclip:ARCH:PATH{'' if verbose else '; -v: all'}):")
+    for line in architecture_lines(verbose):
+        print(f"  {line}")
+    print(
+        "  (NAME-quickgelu works for any NAME; * = text tower from the Hugging Face hub, needs "
+        "--allow-download; an open_clip_config.json beside the weights may define its own ARCH)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

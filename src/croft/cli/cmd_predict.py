@@ -72,15 +72,27 @@ def _reason(exc: Exception) -> str:
     return str(exc).split("; replace or delete the file", 1)[0]
 
 
+def json_line(row: dict[str, object]) -> str:
+    """``row`` as one JSON line that is safe on a terminal: JSON escapes C0 controls; the C1
+    ones (``\\x9b`` starts an escape sequence too) and line separators are escaped here."""
+    import json
+
+    text = json.dumps(row, ensure_ascii=False)
+    return "".join(c if not _unsafe(c) else f"\\u{ord(c):04x}" for c in text)
+
+
+def _unsafe(char: str) -> bool:
+    return "\x7f" <= char <= "\x9f" or char in "\u2028\u2029" or "\ud800" <= char <= "\udfff"
+
+
 def _fmt_ood(flag: bool | None) -> str:
     return "-" if flag is None else ("OOD" if flag else "ID")
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
     import sys
 
-    from croft.errors import CroftError
+    from croft.errors import CroftError, printable
 
     if args.batch_size < 1:
         raise CroftError(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -103,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
 
     def on_bad(path: str, exc: Exception) -> None:
         skipped.append(path)
-        print(f"croft: skipped: {_reason(exc)}", file=sys.stderr)
+        print(f"croft: skipped: {printable(_reason(exc))}", file=sys.stderr)
 
     try:
         preds = predictor.predict(
@@ -120,14 +132,14 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.format == "jsonl":
         for pr in preds:
-            print(json.dumps(pr.to_dict(), ensure_ascii=False))
+            print(json_line(pr.to_dict()))
     else:
         from croft.tables import render
 
         rows = [
             [
-                pr.source,
-                pr.class_name,
+                printable(pr.source),
+                printable(pr.class_name),
                 f"{pr.confidence:.3f}",
                 f"{pr.energy:.3f}",
                 _fmt_ood(pr.is_ood),

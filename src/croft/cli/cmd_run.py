@@ -110,6 +110,7 @@ def _dry_run(cfg, out, fresh: bool, shard) -> int:  # noqa: ANN001
     from collections import Counter
 
     from croft.experiments import dry_run
+    from croft.experiments.estimate import cost_text, estimate_folders, total_lines
 
     n = shard[1] if shard else 1
     rows = [(d, "new" if fresh else s, k) for d, s, k in dry_run(cfg, out, n)]
@@ -123,10 +124,13 @@ def _dry_run(cfg, out, fresh: bool, shard) -> int:  # noqa: ANN001
     counts = Counter(s.split(":")[0] for _, s, _ in mine)
     where = f"part {shard[0]}/{n} of {len(rows)} runs" if shard else f"{len(rows)} runs"
     per_method = Counter(folder.split("/")[1].split("[")[0] for folder, _, _ in mine)
+    costs = estimate_folders(cfg, [f for f, status, _ in mine if status in ("new", "resume")])
     for label, count in per_method.items():
-        print(f"  {label}: {count} runs")
+        print(f"  {label}: {count} runs{cost_text(costs.get(label))}")
     print(f"{len(mine)} runs planned in {out} ({where}): "
           + ", ".join(f"{c} {k}" for k, c in counts.items()))  # fmt: skip
+    for line in total_lines(costs):
+        print(line)
     return 0
 
 

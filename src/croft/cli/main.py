@@ -9,7 +9,9 @@ Errors end in one line on stderr, never a traceback: a :class:`croft.CroftError`
 input) or an operating-system error on a path the user named (missing, read-only, not a
 directory, disk full) prints ``croft: error: …`` and exits 2; anything else is a bug in
 croft: one line saying so and exit 1 (``CROFT_DEBUG=1`` shows the traceback). Library
-warnings (``logging``) appear as ``croft: warning: …`` lines.
+warnings (``logging``) appear as ``croft: warning: …`` lines. Every such line passes through
+:func:`croft.errors.printable`, so control characters from file names or files (ESC
+sequences, newlines) are shown escaped, never sent to the terminal raw.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ import warnings
 from collections.abc import Sequence
 
 from croft._version import __version__
-from croft.errors import CroftDeprecationWarning, CroftError
+from croft.errors import CroftDeprecationWarning, CroftError, printable
+from croft.progress import quieted
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,7 +63,7 @@ class _StderrHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            text = " ".join(record.getMessage().split())
+            text = printable(" ".join(record.getMessage().split()))
             kind = "progress" if record.levelno < logging.WARNING else record.levelname.lower()
             print(f"croft: {kind}: {text}", file=sys.stderr)
         except Exception:  # noqa: BLE001 - logging must never raise
@@ -79,7 +82,7 @@ def _install_log_handler() -> None:
 def _show_deprecation(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001, ANN202
     """croft's own deprecations as ``croft: warning: …`` lines; other warnings as usual."""
     if issubclass(category, CroftDeprecationWarning):
-        print(f"croft: warning: {' '.join(str(message).split())}", file=sys.stderr)
+        print(f"croft: warning: {printable(' '.join(str(message).split()))}", file=sys.stderr)
     else:
         _default_showwarning(message, category, filename, lineno, file, line)
 
@@ -102,7 +105,7 @@ _FIXES = {
 def os_error_line(exc: OSError) -> str:
     """One line for an operating-system error: what failed, on which path, how to fix."""
     what = exc.strerror or type(exc).__name__
-    where = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
+    where = " -> ".join(printable(p) for p in (exc.filename, exc.filename2) if p is not None)
     fix = _FIXES.get(exc.errno or 0, "")
     return f"{what}: {where or str(exc)}" + (f"; {fix}" if fix else "")
 
@@ -138,7 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with warnings.catch_warnings():  # croft's deprecations are always shown, as one line
         warnings.simplefilter("default", CroftDeprecationWarning)
         warnings.showwarning = _show_deprecation
-        return _dispatch(args)
+        with quieted(bool(getattr(args, "quiet", False))):  # also silences third-party bars
+            return _dispatch(args)
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -147,7 +151,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         check_device_arg(args)
         return int(args.func(args) or 0)
     except CroftError as exc:
-        print(f"croft: error: {exc}", file=sys.stderr)
+        print(f"croft: error: {printable(exc)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader closed the pipe (croft eval ... | head): stop quietly
         try:
@@ -159,7 +163,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     except OSError as exc:
         if os.environ.get("CROFT_DEBUG") == "1":
             raise
-        print(f"croft: error: {' '.join(os_error_line(exc).split())}", file=sys.stderr)
+        print(f"croft: error: {printable(' '.join(os_error_line(exc).split()))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("croft: interrupted; finished work is kept", file=sys.stderr)
@@ -167,7 +171,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001 - a bug: one line, the traceback on request
         if os.environ.get("CROFT_DEBUG") == "1":
             raise
-        text = " ".join(str(exc).split())[:300] or "no message"
+        text = printable(" ".join(str(exc).split())[:300]) or "no message"
         print(
             f"croft: error: {type(exc).__name__}: {text} -- this is a bug in croft; rerun "
             "with CROFT_DEBUG=1 for the traceback and report it",

@@ -20,7 +20,7 @@ class folder.
 ``oodbench`` -- PACS / VLCS as the paper's code expects (options ``test_domain``,
 ``strict_names=True``)::
 
-    root/images/<domain>/<class>/<image>
+    root/images/<domain>/<class>/<image>  (or root/<domain>/<class>/<image> without images/)
     root/test_on_<domain>.json           Dassl split: {"train"|"val"|"test":
                                          [[relpath under images/, label, classname], ...]}
 

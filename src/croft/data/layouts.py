@@ -37,7 +37,7 @@ for _name, _reader_fn, _summary in (
     (
         "oodbench",
         read_oodbench,
-        "images/DOMAIN/CLASS/ + test_on_DOMAIN.json splits (PACS, VLCS as the paper reads them)",
+        "[images/]DOMAIN/CLASS/ + test_on_DOMAIN.json splits (PACS, VLCS as the paper reads them)",
     ),
     ("coop", read_coop, "CoOp/Dassl datasets with split JSON files"),
     ("imagenet", read_imagenet, "ImageNet and its variants (-V2, -Sketch, -A, -R)"),
@@ -128,9 +128,9 @@ def check_layout(root: str | os.PathLike[str], layout: str, **options: Any) -> l
 
 
 def guess_layout(root: str | os.PathLike[str]) -> str:
-    """The layout a folder looks like, from its top level only: ``images/`` with
-    ``test_on_*.json`` (oodbench), a ``split_zhou_*.json`` in it or one folder down (coop),
-    folders of folders (domainbed), folders of files (folder); a one-line error otherwise."""
+    """The layout a folder looks like, from its top level only: ``test_on_*.json`` beside
+    ``images/`` or domain folders (oodbench), a ``split_zhou_*.json`` in it or one folder down
+    (coop), folders of folders (domainbed), folders of files (folder); else a one-line error."""
     from pathlib import Path
 
     from croft.errors import CroftError
@@ -144,7 +144,7 @@ def guess_layout(root: str | os.PathLike[str]) -> str:
         return "coop"
     subs = [d for d in sorted(top.iterdir()) if d.is_dir() and not d.name.startswith(".")]
     if subs and all(any(x.is_dir() for x in d.iterdir()) for d in subs):
-        return "domainbed"
+        return "oodbench" if any(top.glob("test_on_*.json")) else "domainbed"
     if subs and all(any(x.is_file() for x in d.iterdir()) for d in subs):
         return "folder"
     raise CroftError(

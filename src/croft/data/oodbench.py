@@ -6,9 +6,11 @@ Tree::
       images/<domain>/<class>/<image>       e.g. images/art_painting/dog/pic_001.jpg
       test_on_<domain>.json                 one per held-out domain (name lower-cased)
 
-``test_on_<d>.json`` is Dassl's split format
+or the same without ``images/`` (``root/<domain>/<class>/<image>``, a DomainBed tree with
+its split files beside the domain folders): the image folder is ``root/images`` when it
+exists, else ``root`` (:func:`image_folder`). ``test_on_<d>.json`` is Dassl's split format
 ``{"train": [[relpath, label, classname], ...], "val": [...], "test": [...]}`` with
-``relpath`` relative to ``images/``: ``test`` = the held-out domain ``d``, ``train`` /
+``relpath`` relative to the image folder: ``test`` = the held-out domain ``d``, ``train`` /
 ``val`` = the other domains. The domain of a record is the first component of its
 ``relpath``, matched to the folders under ``images/`` **case-insensitively** (the authors'
 lower-case substring test misses upper-case VLCS folders, bug B12).
@@ -41,6 +43,13 @@ _SPLITS_FIX = "create it with `croft data splits ROOT` (croft.data.generate_lodo
 _REGEN_FIX = "regenerate the split files with `croft data splits ROOT --overwrite`"
 
 
+def image_folder(root: Path) -> Path:
+    """The folder holding ``<domain>/<class>/<image>``: ``root/images`` if it is a folder,
+    else ``root`` itself (a DomainBed-shaped tree)."""
+    images = root / "images"
+    return images if images.is_dir() else root
+
+
 def split_file_name(domain: str) -> str:
     """File name of the split that holds out ``domain``: ``test_on_<domain lower>.json``."""
     return f"test_on_{domain.lower()}.json"
@@ -64,7 +73,7 @@ def _domain_folders(images: Path, problems: Problems) -> dict[str, str]:
     if not folders:
         raise problems.fatal(
             f"image folder {images} has no domain folders; expected "
-            "root/images/<domain>/<class>/<image>"
+            "root/[images/]<domain>/<class>/<image>"
         )
     dmap: dict[str, str] = {}
     for d in folders:
@@ -156,16 +165,10 @@ def read_oodbench(
     require_dir(
         root,
         "dataset root",
-        "pass the folder that holds images/ and test_on_<domain>.json",
+        "pass the folder that holds [images/]<domain>/<class>/ and test_on_<domain>.json",
         problems,
     )
-    images = root / "images"
-    require_dir(
-        images,
-        "image folder",
-        "expected root/images/<domain>/<class>/<image> (OoD-Bench layout)",
-        problems,
-    )
+    images = image_folder(root)
     dmap = _domain_folders(images, problems)
     if test_domain is not None:
         dom = dmap.get(test_domain.lower())
@@ -219,10 +222,9 @@ def generate_lodo_splits(
     root = Path(root)
     problems = Problems(raise_first=True)
     require_dir(
-        root, "dataset root", "pass the folder that holds images/<domain>/<class>/", problems
+        root, "dataset root", "pass the folder that holds [images/]<domain>/<class>/", problems
     )
-    images = root / "images"
-    require_dir(images, "image folder", "expected root/images/<domain>/<class>/<image>", problems)
+    images = image_folder(root)
     _domain_folders(images, problems)
     index = read_domainbed(images, problems)
     if len(index.domain_names) < 2:

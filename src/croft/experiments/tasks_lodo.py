@@ -124,11 +124,11 @@ def build_tasks(cfg: LodoConfig) -> tuple[Any, list[TaskRecords]]:
 
 def _first_domain(d: DataSpec) -> str:
     """Any domain with a split file (oodbench): read from the folder names."""
-    from croft.data.oodbench import find_split_file
+    from croft.data.oodbench import find_split_file, image_folder
 
-    images = Path(d.root) / "images"
-    if not images.is_dir():
-        raise CroftError(f"{d.root}: no images/ folder (layout oodbench); see croft data check")
+    if not Path(d.root).is_dir():
+        raise CroftError(f"{d.root}: not a folder (layout oodbench); see croft data check")
+    images = image_folder(Path(d.root))
     for sub in sorted(p.name for p in images.iterdir() if p.is_dir()):
         if find_split_file(Path(d.root), sub) is not None:
             return sub

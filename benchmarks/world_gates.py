@@ -3,10 +3,12 @@
 The world must pass these before any CRoFT run on it; this script fits nothing else.
 ``--preset study`` is world v2, ``--preset study-v3`` world v3 (v2 with source label
 noise; ``--label-noise`` overrides its η; G4 then compares accuracies against the noisy
-validation labels, as selection sees them). Setup-II leave-one-style-out over
-photo/painting/cartoon/pixel, seeds 1-5 (``--seeds``; world v3's study uses 1-10), 16 shots per
-class balanced over the 3 source styles, 8 training views, validation = the source
-styles' whole val split (10 per class and style), sketch an extra target in every fold.
+validation labels, as selection sees them), ``--preset study-v4`` world v4 (v3 with a
+shortcut rate per source style; G4 is also reported per source style). Setup-II
+leave-one-style-out over photo/painting/cartoon/pixel, seeds 1-5 (``--seeds``; world v3's
+study uses 1-10), 16 shots per class balanced over the 3 source styles, 8 training views,
+validation = the source styles' whole val split (10 per class and style), sketch an extra
+target in every fold.
 CE adapter: lr in {1, 4, 16} x 0.002 x (100/s)^2 (the scale-aware rule, s = the
 backbone's logit scale), 30 epochs, chosen per (style, seed) on source-validation
 accuracy, ties by validation NLL, then the smaller lr.
@@ -162,6 +164,22 @@ def _cue_split(head: Any, val: Any, cue: dict[str, bool]) -> tuple[float, float]
     return float(ok[agree].mean()), float(ok[~agree].mean())
 
 
+def _cue_gap_by_source(head: Any, val: Any, cue: dict[str, bool]) -> dict[str, float]:
+    """Per source style: validation accuracy on cue-agreeing minus cue-disagreeing images
+    (world v4's styles differ in the shortcut rate; reported, not a gate)."""
+    pred = _logits(head, val).argmax(1)
+    ok = (pred == val.labels).numpy()
+    paths = val.extra["paths"]
+    agree = np.array([cue[p] for p in paths])
+    style = np.array([p.split("/")[0] for p in paths])
+    out = {}
+    for d in sorted(set(style)):
+        sel = style == d
+        if agree[sel].any() and (~agree[sel]).any():
+            out[d] = float(ok[sel & agree].mean() - ok[sel & ~agree].mean())
+    return out
+
+
 def _w_minus_i(head: Any) -> dict[str, float]:
     out = {}
     for name in ("fc_i", "fc_t"):
@@ -202,6 +220,7 @@ def run_task(train: Any, val: Any, test: Any, data: dict, h: str, seed: int, a: 
         m["test_acc"] = _acc_nll(head, test)[0]
         m["sketch_acc"] = _acc_nll(head, data["extra"])[0]
         m["val_acc_cue_agree"], m["val_acc_cue_disagree"] = _cue_split(head, val, data["cue"])
+        m["val_cue_gap_by_source"] = _cue_gap_by_source(head, val, data["cue"])
         m["auroc_matched"] = _auroc(head, test, data["ood_matched"][h])
         m["auroc_textures"] = _auroc(head, test, data["textures"])
         m["auroc_pooled"] = _auroc(head, test, data["pooled"])
@@ -216,6 +235,15 @@ def run_task(train: Any, val: Any, test: Any, data: dict, h: str, seed: int, a: 
 
 
 # ----------------------------------------------------------------------------- gates
+def _gap_by_source(records: list[dict], method: str) -> dict[str, float]:
+    """Mean over runs of the per-source-style cue gap (:func:`_cue_gap_by_source`)."""
+    gaps: dict[str, list[float]] = {}
+    for r in records:
+        for d, g in r[method].get("val_cue_gap_by_source", {}).items():
+            gaps.setdefault(d, []).append(g)
+    return {d: float(np.mean(v)) for d, v in sorted(gaps.items())}
+
+
 def paired_bootstrap(diffs: np.ndarray, n: int = 10_000, seed: int = 0) -> tuple[float, float]:
     """Percentile 95 % interval of the mean of paired differences (resampling pairs)."""
     rng = np.random.default_rng(seed)
@@ -263,6 +291,7 @@ def gates(records: list[dict]) -> dict[str, Any]:
             "ce_disagree_val": float(np.mean(arr("ce_adapter", "val_acc_cue_disagree"))),
             "zeroshot_agree_minus_disagree_val": cue_gap("zeroshot"),
             "probe_agree_minus_disagree_val": cue_gap("linear_probe"),
+            "ce_gap_by_source_style": _gap_by_source(records, "ce_adapter"),
             "pass": shortcut >= 0.10,
         },
         "G5": {"zeroshot_matched_energy_auroc": zs_auroc, "pass": 0.65 <= zs_auroc <= 0.95},
@@ -329,9 +358,10 @@ def main() -> None:
     )
     p.add_argument(
         "--preset",
-        choices=("study", "study-v3"),
+        choices=("study", "study-v3", "study-v4"),
         default="study",
-        help="the world: v2 (study) or v3 (study-v3: v2 with source label noise)",
+        help="the world: v2 (study), v3 (study-v3: v2 with source label noise) or v4 "
+        "(study-v4: v3 with a shortcut rate per source style)",
     )
     p.add_argument(
         "--label-noise", type=float, default=None, help="v3's label noise η (default: preset's)"

@@ -129,12 +129,13 @@ def select_records(
     """
     if rule not in ("val_acc", "oracle"):
         raise CroftError(f"selection rule {rule!r}: use val_acc or oracle")
-    groups: dict[tuple[str, str, int], list[Mapping[str, Any]]] = {}
+    groups: dict[tuple[str, str, int, Any], list[Mapping[str, Any]]] = {}
     for r in records:
         group = r["label"].split("[", 1)[0]
-        groups.setdefault((group, r["test_domain"], r["seed"]), []).append(r)
+        key = (group, r["test_domain"], r["seed"], r.get("world_seed"))  # per world too
+        groups.setdefault(key, []).append(r)
     out = []
-    for (group, _, _), members in groups.items():
+    for (group, *_), members in groups.items():
         gridded = any("[" in m["label"] for m in members)
         if not gridded:
             out.extend(dict(m) for m in members)

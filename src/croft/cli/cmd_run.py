@@ -92,18 +92,32 @@ def run(args: argparse.Namespace) -> int:
     if args.check:
         from croft.experiments import check_experiment
         from croft.experiments.loading import plan_lines
+        from croft.experiments.worlds import per_world
 
-        for line in plan_lines(cfg):
-            print(line)
-        problems = check_experiment(cfg)
+        problems = []
+        for c, _ in per_world(cfg, "."):
+            if c.world_seed is not None:
+                print(f"world seed {c.world_seed}: {c.data.root}")
+            for line in plan_lines(c):
+                print(line)
+            problems += check_experiment(c)
         for line in problems:
             print(line)
         print(f"{cfg.name}: {'OK' if not problems else f'{len(problems)} problem(s)'}")
         return 1 if problems else 0
     out = Path(args.out or Path("runs") / cfg.name)
+    from croft.experiments.worlds import per_world
+
+    worlds = per_world(cfg, out)  # world_seeds: one config and OUT/world<seed> per world
     if args.dry_run:
-        return _dry_run(cfg, out, args.fresh, shard)
-    return _run(cfg, out, args, shard)
+        return max(_dry_run(c, o, args.fresh, shard) for c, o in worlds)
+    for c, o in worlds:
+        _run(c, o, args, shard, report=len(worlds) == 1)
+    if len(worlds) > 1 and not args.no_report:
+        from croft.fileio import inside
+
+        _report(out, inside(out, "report"))
+    return 0
 
 
 def _dry_run(cfg, out, fresh: bool, shard) -> int:  # noqa: ANN001
@@ -134,25 +148,31 @@ def _dry_run(cfg, out, fresh: bool, shard) -> int:  # noqa: ANN001
     return 0
 
 
-def _run(cfg, out, args: argparse.Namespace, shard) -> int:  # noqa: ANN001
+def _run(cfg, out, args: argparse.Namespace, shard, report: bool = True) -> int:  # noqa: ANN001
     from croft.experiments import run_experiment
     from croft.fileio import inside
-    from croft.report import write_report
-    from croft.tables import render
 
-    report_dir = None if args.no_report else inside(out, "report")  # refused before any run
+    report_dir = None if args.no_report or not report else inside(out, "report")  # refused first
     result = run_experiment(
         cfg, out, progress=not args.quiet, fresh=args.fresh, shard=shard,
         workers=args.workers_fit,
     )  # fmt: skip
     print(f"{len(result['records'])} runs in {out}")
     if report_dir is not None:
-        rep = write_report(out, report_dir)
-        for name, (header, rows) in rep["tables"].items():
-            print(f"\n{name}:")
-            print(render(header, rows))
-        if rep["verdict"]:  # as the report computes it (croft.verdict)
-            print("\nverdict:")
-            print("\n".join(rep["verdict"]))
-        print(f"\nreport: {rep['out_dir']}/report.md")
+        _report(out, report_dir)
     return 0
+
+
+def _report(out, report_dir) -> None:  # noqa: ANN001
+    """The report over ``out`` (every world's folder below it, when there are several)."""
+    from croft.report import write_report
+    from croft.tables import render
+
+    rep = write_report(out, report_dir)
+    for name, (header, rows) in rep["tables"].items():
+        print(f"\n{name}:")
+        print(render(header, rows))
+    if rep["verdict"]:  # as the report computes it (croft.verdict)
+        print("\nverdict:")
+        print("\n".join(rep["verdict"]))
+    print(f"\nreport: {rep['out_dir']}/report.md")

@@ -27,9 +27,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--preset",
         default="demo",
-        choices=["demo", "tiny", "study", "study-tiny", "study-v3", "study-v3-tiny"],
-        help="world size and classes (default demo = world v1; study = world v2 and "
-        "study-v3 = world v3 of docs/world-study.md)",
+        choices=[
+            "demo",
+            "tiny",
+            "study",
+            "study-tiny",
+            "study-v3",
+            "study-v3-tiny",
+            "study-v4",
+            "study-v4-tiny",
+        ],
+        help="world size and classes (default demo = world v1; study = world v2, study-v3 = "
+        "world v3 and study-v4 = world v4 of docs/world-study.md)",
     )
     g.add_argument(
         "--overwrite", action="store_true", help="replace OUT when it holds something else"

@@ -128,6 +128,8 @@ class ExperimentBase:
         "progress",
         "fit_engine",
         "primary",
+        "world_seeds",
+        "world_seed",
     )
 
     name: str
@@ -165,6 +167,11 @@ class ExperimentBase:
     # the report's primary comparison: {a: LABEL, b: LABEL, metric: accuracy | auroc | ...,
     # ood: SET, score: energy} (ood and score for detection metrics; croft.verdict)
     primary: dict[str, Any] | None = None
+    # the built-in world's seeds the study runs on (a study factor): roots hold {world_seed},
+    # each seed runs into OUT/world<seed> (croft.experiments.worlds); []: the roots as given
+    world_seeds: list[int] = field(default_factory=list)
+    # the world seed of this config's data (set per world; every record carries it)
+    world_seed: int | None = None
 
     SETUP: ClassVar[str] = "setup2"  # which authors' conventions apply (croft.conventions)
 
@@ -238,6 +245,9 @@ class ExperimentBase:
         self._check_methods()
         self._check_local()
         self._check_primary()
+        from croft.experiments.worlds import check_worlds
+
+        check_worlds(self)
         self.evaluation_conventions()
 
     def _check_scores(self) -> None:

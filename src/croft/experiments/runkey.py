@@ -27,7 +27,11 @@ from croft.fileio import canonical_hash, canonical_json
 #: Method options added after run keys existed, at the value that computes exactly what
 #: runs did before the option existed: left out of the key at that value, so older run
 #: folders stay valid (any other value is keyed as usual).
-NEUTRAL_NEW_OPTIONS: dict[str, Any] = {"lr_scaling": "none"}
+NEUTRAL_NEW_OPTIONS: dict[str, Any] = {
+    "lr_scaling": "none",
+    "residual": False,  # ce_adapter (issue 24's attribution control)
+    "lambda2_scaling": "none",  # croft (issue 24's attribution control)
+}
 
 
 def config_document(

@@ -179,6 +179,9 @@ def lodo_tasks(
         return pick(src, records, class_names=names, text=text, name=name, domain_names=domains)
 
     tags = ood_tags(cfg)
+    meta: dict[str, Any] = {"ood_tags": tags} if tags else {}
+    if cfg.world_seed is not None:  # a study over several worlds: pairs are per world
+        meta["world_seed"] = cfg.world_seed
 
     def tasks():  # noqa: ANN202
         for t in task_records:
@@ -191,7 +194,7 @@ def lodo_tasks(
                 ood_sets=ood_sets(t.test_domain),
                 bank=select(eval_pool, t.bank or t.train, "bank"),
                 shifted={x: select(eval_pool, recs, x) for x, recs in t.extra.items()},
-                meta={"ood_tags": tags} if tags else {},
+                meta=dict(meta),
             )
 
     return tasks(), len(task_records), {"ood": [o.name for o in cfg.ood]}

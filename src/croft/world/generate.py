@@ -33,6 +33,8 @@ train/val images too. The style-matched open set of held-out style ``h`` is the 
 World v3 (``preset="study-v3"``, v2 with source label noise) also writes
 ``out/shapes.json``: ``{relpath: class drawn}`` for every ID image whose drawn object is
 not its label's (train/val only); the manifest's ``layout.label_noise`` names the rate.
+World v4 (``preset="study-v4"``) is v3 with a shortcut rate per source style; the
+manifest's ``layout.shortcut.rate_by_style`` names them.
 """
 
 from __future__ import annotations
@@ -77,8 +79,13 @@ _V1_GENERATOR = "3fa5d6308fcec4ab"
 #: and their feature caches valid. A change that moves a pinned image, or changes what a
 #: world folder holds (split files, manifest layout), must change the golden hash or the
 #: layout test and this digest together. v2: the digest of the last generator before v3;
-#: v3: the one the world study's v3 world was generated with.
-_FROZEN_GENERATORS = {"1": _V1_GENERATOR, "2": "7c17d009cefa5f10", "3": "fe2a1a5d61ee8976"}
+#: v3: the one the world study's v3 world was generated with; v4: the one that added v4.
+_FROZEN_GENERATORS = {
+    "1": _V1_GENERATOR,
+    "2": "7c17d009cefa5f10",
+    "3": "fe2a1a5d61ee8976",
+    "4": "e283dc3d5439ba20",  # v4: the generator that added it (tests/test_world_v4.py)
+}
 
 
 @dataclass
@@ -133,7 +140,8 @@ def _colour(cfg: WorldConfig, seed: int, set_id: int, di: int, ci: int, k: int) 
     if set_id != _SET_ID or k >= cfg.per_class:
         return None
     rng = np.random.default_rng([seed, _SET_COLOUR, set_id, di, ci, k])
-    return SHORTCUT_COLOURS[cfg.id_classes[ci]] if rng.random() < cfg.shortcut_rate else None
+    rate = cfg.shortcut_rate_of(cfg.all_domains[di])  # v4: per style; before: shortcut_rate
+    return SHORTCUT_COLOURS[cfg.id_classes[ci]] if rng.random() < rate else None
 
 
 def _drawn_class(cfg: WorldConfig, seed: int, set_id: int, di: int, ci: int, k: int) -> int:
@@ -285,6 +293,7 @@ def _write(tmp: Path, cfg: WorldConfig, seed: int, preset: str | None) -> dict[s
             "shortcut": {
                 "cue": cue,
                 "rate": cfg.shortcut_rate,
+                **_rate_by_style(cfg),
                 "splits": ["train", "val"],
                 "values": {
                     c: SHORTCUT_COLOURS[c] if cue == "colour" else i
@@ -320,6 +329,12 @@ def _write(tmp: Path, cfg: WorldConfig, seed: int, preset: str | None) -> dict[s
     }
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
+
+
+def _rate_by_style(cfg: WorldConfig) -> dict[str, Any]:
+    """v4's manifest entry ``rate_by_style`` (absent before v4: their manifests as written)."""
+    by_style = dict(cfg.shortcut_rate_by_style)
+    return {"rate_by_style": by_style} if by_style else {}
 
 
 def _check_replaceable(out: Path) -> None:

@@ -82,7 +82,9 @@ def hyper(cfgs: Sequence[Any], scales: Sequence[float], dtype: torch.dtype, dev:
             "ratio_text1": col([1.0 - r for r in ratio_text]),
             "scale": col(scales),
             "lambda1": col([getattr(c, "lambda1", 0.0) for c in cfgs]),
-            "lambda2": col([getattr(c, "lambda2", 0.0) for c in cfgs]),
+            "lambda2": col(
+                [getattr(c, "lambda2_effective", getattr(c, "lambda2", 0.0)) for c in cfgs]
+            ),
             "lambda_c": col([getattr(c, "lambda_c", 1.0) for c in cfgs]),
             "temperature": col([getattr(c, "energy_temperature", 1.0) for c in cfgs]),
             "momentum": col([c.momentum for c in cfgs]),
@@ -156,7 +158,7 @@ class Chunk:
         self.scales = scales
         self.hp = hyper(self.cfgs, scales, self.dtype, dev)
         self.ev = hyper(self.cfgs, scales, self.dtype, dev, evaluation=True)
-        residual = self.structure.variant == "paper"
+        residual = self.structure.variant == "paper" or self.structure.residual
         self.params = BatchedParams.create(len(members), train0.dim, self.dtype, dev, residual)
         self.val = None if self.vals[0] is None else Validation(self.vals, self.dtype, dev)
         self.size = len(members)

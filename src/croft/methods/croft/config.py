@@ -15,6 +15,11 @@ VARIANT_LAMBDAS: dict[str, tuple[float, float]] = {
     "paper": (2.0, 1.0),
 }
 REDUCTIONS = ("setup1", "setup2")
+#: ``lambda2_scaling``: ``none`` (λ2 as given) or ``temperature`` (the paper variant's
+#: penalty weighted ``λ2 / τ²``, i.e. ``λ2 · s²`` at ``τ = 1/s``: the penalty on the energy
+#: in units of ``1/τ``, the logit energy's at ``τ = 1/s``, so one λ2 grid means the same
+#: strength at every temperature; docs/world-study.md, "World v4")
+LAMBDA2_SCALINGS = ("none", "temperature")
 
 
 @dataclass
@@ -41,6 +46,15 @@ class AdapterTrainConfig(TrainConfig):
 
 
 @dataclass
+class CEAdapterConfig(AdapterTrainConfig):
+    """The CE-only adapter. ``residual``: train ``W − I`` instead of ``W`` (the paper variant's
+    parametrisation: weight decay then pulls ``W`` towards the identity, not towards 0); the
+    same adapter at initialisation, a different decay. Off: the authors' adapter."""
+
+    residual: bool = False  # train W − I: weight decay pulls W towards I (not 0)
+
+
+@dataclass
 class CroftConfig(AdapterTrainConfig):
     """CRoFT hyperparameters. Defaults: the authors' Setup-II PACS ViT-B/16 run.
 
@@ -60,6 +74,7 @@ class CroftConfig(AdapterTrainConfig):
     energy_reduction: str = "setup2"
     energy_temperature: float = 1.0  # paper variant only
     align_term: bool = True  # paper variant: −λ1·disalign(adapted x^c, x̂) in the adapter loss
+    lambda2_scaling: str = "none"  # paper variant: none, or temperature (penalty weight λ2 / τ²)
 
     def __post_init__(self) -> None:
         defaults = VARIANT_LAMBDAS.get(str(self.variant), VARIANT_LAMBDAS["official"])
@@ -80,6 +95,20 @@ class CroftConfig(AdapterTrainConfig):
             )
         if self.gen_step < 0:
             raise CroftError("gen_step must be >= 0")
+        if self.lambda2_scaling not in LAMBDA2_SCALINGS:
+            known = ", ".join(LAMBDA2_SCALINGS)
+            raise CroftError(f"lambda2_scaling {self.lambda2_scaling!r}: use one of {known}")
+        if self.lambda2_scaling != "none" and self.variant != "paper":
+            raise CroftError("lambda2_scaling applies to the paper variant only (it has the "
+                             "energy temperature)")  # fmt: skip
+
+    @property
+    def lambda2_effective(self) -> float:
+        """The weight the penalty gets: ``λ2``, or ``λ2 / τ²`` with ``lambda2_scaling:
+        temperature`` (:data:`LAMBDA2_SCALINGS`)."""
+        if self.lambda2_scaling == "temperature":
+            return self.lambda2 / (self.energy_temperature * self.energy_temperature)
+        return self.lambda2
 
     def inner_steps(self) -> int:
         """Generator steps per batch (``gen_step``), bounded with ``epochs``."""

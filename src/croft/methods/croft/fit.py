@@ -61,6 +61,7 @@ from croft.methods.croft.config import (  # re-exported: the configs' historical
     VARIANT_LAMBDAS,
     VARIANTS,
     AdapterTrainConfig,
+    CEAdapterConfig,
     CroftConfig,
 )
 from croft.methods.croft.steps import (
@@ -81,6 +82,7 @@ __all__ = [
     "VARIANTS",
     "VARIANT_LAMBDAS",
     "AdapterTrainConfig",
+    "CEAdapterConfig",
     "CroftConfig",
     "SingleStep",
     "StepLosses",
@@ -106,9 +108,9 @@ def croft_structure(cfg: CroftConfig) -> Structure:
     return Structure("official", cfg.wccf, cfg.gen_step, cfg.covariate_rows, cfg.energy_reduction)
 
 
-def ce_structure(cfg: AdapterTrainConfig) -> Structure:  # noqa: ARG001
-    """The CE-only adapter's step (no branches)."""
-    return Structure("ce")
+def ce_structure(cfg: AdapterTrainConfig) -> Structure:
+    """The CE-only adapter's step (no branches; ``residual``: matrices hold ``W − I``)."""
+    return Structure("ce", residual=bool(getattr(cfg, "residual", False)))
 
 
 CROFT_ENGINE = BatchedMethod(
@@ -143,10 +145,10 @@ class SingleStep:
                  device: str | torch.device = "cpu") -> None:  # fmt: skip
         dev = torch.device(device)
         dtype = getattr(torch, cfg.dtype)
-        self.structure = croft_structure(cfg) if isinstance(cfg, CroftConfig) else Structure("ce")
+        self.structure = croft_structure(cfg) if isinstance(cfg, CroftConfig) else ce_structure(cfg)
         self.hp = hyper([cfg], [scale], dtype, dev)
         self.hp.values["lr"] = torch.tensor([cfg.lr if lr is None else lr], dtype=dtype, device=dev)
-        residual = self.structure.variant == "paper"
+        residual = self.structure.variant == "paper" or self.structure.residual
         self.params = BatchedParams.create(1, dim, dtype, dev, residual)
 
     def step(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> StepLosses:
@@ -184,16 +186,17 @@ def fit_croft(
 
 
 @register_method(
-    "ce_adapter", AdapterTrainConfig, "CRoFT's adapters trained with cross-entropy only",
+    "ce_adapter", CEAdapterConfig, "CRoFT's adapters trained with cross-entropy only",
     batched=CE_ENGINE,
 )  # fmt: skip
 def fit_ce_adapter(
     train: FeatureSet,
     val: FeatureSet | None,
-    cfg: AdapterTrainConfig,
+    cfg: CEAdapterConfig,
     *,
     device: str | torch.device = "cpu",
     progress: bool = False,
 ) -> FitResult:
-    """CE-only adapter: CRoFT's adapter and schedule without generator or penalty."""
+    """CE-only adapter: CRoFT's adapter and schedule without generator or penalty
+    (``residual: true``: trained as ``W − I``, decayed towards the identity)."""
     return fit_one("ce_adapter", train, val, cfg, device=device, progress=progress)

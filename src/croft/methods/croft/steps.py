@@ -198,6 +198,7 @@ class Structure:
     energy_reduction: str = "setup2"
     penalty: bool = True  # paper: lambda2 != 0
     align_term: bool = True  # paper: −λ1·disalign in the adapter loss
+    residual: bool = False  # ce: the matrices hold W − I (the paper variant's always do)
 
 
 # ------------------------------------------------------------------------ official step

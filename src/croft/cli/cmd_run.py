@@ -131,10 +131,10 @@ def _dry_run(cfg, out, fresh: bool, shard) -> int:  # noqa: ANN001
 
 
 def _run(cfg, out, args: argparse.Namespace, shard) -> int:  # noqa: ANN001
+    from croft.cli.common import print_report
     from croft.experiments import run_experiment
     from croft.fileio import inside
     from croft.report import write_report
-    from croft.tables import render
 
     report_dir = None if args.no_report else inside(out, "report")  # refused before any run
     result = run_experiment(
@@ -144,11 +144,6 @@ def _run(cfg, out, args: argparse.Namespace, shard) -> int:  # noqa: ANN001
     print(f"{len(result['records'])} runs in {out}")
     if report_dir is not None:
         rep = write_report(out, report_dir)
-        for name, (header, rows) in rep["tables"].items():
-            print(f"\n{name}:")
-            print(render(header, rows))
-        if rep["verdict"]:  # as the report computes it (croft.verdict)
-            print("\nverdict:")
-            print("\n".join(rep["verdict"]))
+        print_report(rep)
         print(f"\nreport: {rep['out_dir']}/report.md")
     return 0

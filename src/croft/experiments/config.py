@@ -167,6 +167,7 @@ class ExperimentBase:
     primary: dict[str, Any] | None = None
 
     SETUP: ClassVar[str] = "setup2"  # which authors' conventions apply (croft.conventions)
+    IMAGES: ClassVar[bool] = True  # reads images through a backbone (synthetic: False)
 
     def evaluation_conventions(self) -> Any:
         """The resolved :class:`croft.conventions.Conventions` of this experiment."""
@@ -480,4 +481,64 @@ class ImagenetConfig(ExperimentBase):
             raise CroftError(f"ood name {OPEN_SET_NAME!r} is taken by the held-out classes")
 
 
-CONFIGS: dict[str, type[ExperimentBase]] = {"lodo": LodoConfig, "imagenet": ImagenetConfig}
+@dataclass
+class SyntheticConfig(ExperimentBase):
+    """Setup-II on the feature-space simulator (:mod:`croft.simulate`): SYNTHETIC features,
+    no images and no backbone. ``simulator``: :class:`~croft.simulate.SimConfig` fields (it
+    draws its own shots, views and domains); ``held_out`` empty: every simulated domain
+    (``domain_0`` …) in turn. The image keys (backbone, data, ood, shots, views, …) do not
+    apply and must stay unset."""
+
+    PROTOCOL: ClassVar[str] = "synthetic"
+    IMAGES: ClassVar[bool] = False
+
+    backbone: str = ""
+    data: DataSpec | None = None  # type: ignore[assignment]
+    simulator: dict[str, Any] = field(default_factory=dict)
+    held_out: list[str] = field(default_factory=list)
+
+    def sim_config(self) -> Any:
+        """The :class:`~croft.simulate.SimConfig` of ``simulator`` (one line per bad key)."""
+        from croft.simulate import SimConfig
+
+        return build(SimConfig, dict(self.simulator), "simulator")
+
+    def check(self) -> None:
+        super().check()
+        image_keys = ("backbone", "data", "ood", "templates", "shots", "val_per_class", "views")
+        image_keys += ("view_seed", "crop_scale", "ood_transform", "precision", "local_features")
+        for f in dataclasses.fields(ExperimentBase):
+            if f.name in image_keys and getattr(self, f.name) != _default(self, f.name):
+                raise CroftError(
+                    f"{f.name} applies to the image protocols only; protocol synthetic "
+                    "reads simulator: {...} (croft.simulate.SimConfig fields)"
+                )
+        names = [f"domain_{i}" for i in range(self.sim_config().domains)]
+        unknown = [d for d in self.held_out if d not in names]
+        if unknown:
+            raise CroftError(f"held_out {unknown[0]!r}: use one of {', '.join(names)}")
+
+    def run_settings(self) -> dict[str, Any]:
+        """The simulator's resolved settings and the scores (and the conventions when they
+        are not croft's: absent, the run keys written before the protocol existed)."""
+        from croft.conventions import Conventions
+
+        doc = {"simulator": dataclasses.asdict(self.sim_config()), "scores": list(self.scores)}
+        conv = self.evaluation_conventions().to_dict()
+        if conv != Conventions().to_dict():
+            doc["conventions"] = conv
+        return doc
+
+
+def _default(cfg: Any, name: str) -> Any:
+    f = {f.name: f for f in dataclasses.fields(cfg)}[name]
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return f.default_factory()  # type: ignore[misc]
+
+
+CONFIGS: dict[str, type[ExperimentBase]] = {
+    "lodo": LodoConfig,
+    "imagenet": ImagenetConfig,
+    "synthetic": SyntheticConfig,
+}

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from croft.errors import CroftError
-from croft.experiments import tasks_imagenet, tasks_lodo
+from croft.experiments import tasks_imagenet, tasks_lodo, tasks_synthetic
 from croft.experiments.checks import check_device, check_weights
 from croft.experiments.config import ExperimentBase
 from croft.experiments.grid import expand_methods
@@ -52,6 +52,15 @@ PROTOCOLS.register("imagenet", "Setup-I: ImageNet class split, shifted ImageNet 
         tasks_imagenet.build_setup1_tasks,
         tasks_imagenet.pairs,
         tasks_imagenet.imagenet_tasks,
+    )
+)
+
+PROTOCOLS.register("synthetic", "Setup-II on the feature-space simulator (synthetic features)")(
+    Protocol(
+        "synthetic",
+        tasks_synthetic.records,
+        tasks_synthetic.pairs,
+        tasks_synthetic.synthetic_tasks,
     )
 )
 
@@ -181,7 +190,7 @@ def _run_experiment(
 
     show = cfg.progress if progress is None else progress
     out = Path(out_dir)
-    problem = check_device(cfg.device) or check_weights(cfg.backbone)
+    problem = check_device(cfg.device) or (check_weights(cfg.backbone) if cfg.IMAGES else None)
     if problem:
         raise CroftError(problem)
     proto = PROTOCOLS.get(cfg.protocol)
@@ -193,7 +202,11 @@ def _run_experiment(
     check_plan(out, plan)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "config.resolved.json", dataclasses.asdict(cfg))
-    backbone = load_backbone(cfg.backbone, device=cfg.device, precision=cfg.precision)
+    backbone = (
+        load_backbone(cfg.backbone, device=cfg.device, precision=cfg.precision)
+        if cfg.IMAGES
+        else None
+    )
     todo = sum(run_status(p) != "reuse" for p in plan)
     n_workers = fit_workers(workers, device=cfg.device, runs=todo)
     tasks, _n_tasks, info = proto.tasks(cfg, records, backbone, show)  # extracts

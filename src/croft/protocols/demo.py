@@ -31,24 +31,16 @@ SEEDS = 3  # croft demo --synthetic --seed S runs S..S+2
 OOD_NAMES = ("unseen_classes", "noise")  # the simulator's open sets
 
 
-def _demo_document() -> tuple[dict[str, Any], dict[str, Any]]:
-    """The packaged experiment (:data:`DEMO_CONFIG`) and its ``demo:`` block."""
-    from croft.experiments.loading import read_document
-
-    doc = read_document(DEMO_CONFIG)
-    return doc, dict(doc.pop("demo", None) or {})
-
-
 def demo_config(
     seeds: Sequence[int] = tuple(range(1, SEEDS + 1)),
     sim: SimConfig | None = None,
     fit_engine: str = "auto",
 ) -> SyntheticConfig:
     """:data:`DEMO_CONFIG` with the given seeds, simulator (default: the file's) and engine."""
-    from croft.experiments.loading import build_config
+    from croft.experiments.loading import build_config, read_document
     from croft.overrides import apply_overrides
 
-    doc, _ = _demo_document()
+    doc = read_document(DEMO_CONFIG)
     apply_overrides(doc, [f"seeds={list(seeds)}", f"fit_engine={fit_engine}"])
     if sim is not None:
         doc["simulator"] = asdict(sim)
@@ -84,11 +76,9 @@ def run_synthetic_demo(
 
     t0 = time.perf_counter()
     cfg = demo_config(seeds, sim, fit_engine)
-    _, demo = _demo_document()
     out = Path(out_dir)
     result = run_experiment(cfg, out, progress=progress, workers=workers)
-    subject = tuple(demo.get("subject") or ("croft_official",))
-    report = write_report(out, inside(out, "report"), subject=subject)
+    report = write_report(out, inside(out, "report"))  # as croft run writes it
     records = select_records(result["records"])
     scores = [s.label for s in cfg.score_specs()]
     return {

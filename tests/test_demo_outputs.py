@@ -1,0 +1,95 @@
+"""Demos are configs (issue 21): ``croft demo --synthetic`` and ``croft demo`` write the
+files ``croft run`` writes for the same experiment (one runner, one report), and ``croft
+diagnose`` reads their output folders as a whole."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import pytest
+
+import croft.protocols.world_demo as wd
+from croft.cli.main import main
+from croft.protocols import demo
+
+SMALL = {"dim": 16, "classes": 3, "unseen_classes": 2, "domains": 2, "shots": 4}
+SMALL_SIM = {**SMALL, "test_per_class": 10}
+
+
+def _files(out: Path) -> set[str]:
+    """Every file below ``out`` (the per-run and report files; diagnose/ left out)."""
+    return {
+        p.relative_to(out).as_posix()
+        for p in out.rglob("*")
+        if p.is_file() and p.relative_to(out).parts[0] != "diagnose"
+    }
+
+
+def test_synthetic_demo_writes_what_croft_run_writes_and_diagnose_reads_it(
+    tmp_path, capsys
+) -> None:
+    from croft.simulate import SimConfig
+
+    out = tmp_path / "demo"
+    res = demo.run_synthetic_demo(out, seeds=(1,), sim=SimConfig(**SMALL_SIM), progress=False)
+    sets = [f"simulator.{k}={v}" for k, v in SMALL_SIM.items()]
+    argv = ["run", str(demo.DEMO_CONFIG), "--set", "seeds=[1]", "--quiet"]
+    argv += [x for s in sets for x in ("--set", s)]
+    assert main([*argv, "--out", str(tmp_path / "run")]) == 0
+    printed = capsys.readouterr().out
+    files = _files(out)
+    assert files == _files(tmp_path / "run")
+    for name in ("results.csv", "runs.csv", "report.md", "report.html"):
+        assert f"report/{name}" in files, name
+    assert "config.resolved.json" in files and any(f.startswith("report/plots/") for f in files)
+    assert len([f for f in files if f.endswith("/metrics.json")]) == res["runs"] == 4 * 2
+    resolved = json.loads((out / "config.resolved.json").read_text())
+    assert resolved["protocol"] == "synthetic" and resolved["simulator"]["dim"] == 16
+    # the same runs: equal run keys, equal numbers
+    for f in (f for f in files if f.endswith("/run_key.json")):
+        ours, theirs = (json.loads((d / f).read_text()) for d in (out, tmp_path / "run"))
+        assert ours["run_key"] == theirs["run_key"], f
+    # the demo's summary is the report's: the tables croft run prints
+    for name, (_header, rows) in res["tables"].items():
+        assert f"\n{name}:\n" in printed and all(r[0] in printed for r in rows)
+    assert main(["diagnose", str(out)]) == 0
+    written = sorted((out / "diagnose").rglob("diagnostics.json"))
+    assert [p.parent.name for p in written] == ["domain_0_seed1", "domain_1_seed1"]
+    doc = json.loads(written[0].read_text())
+    assert doc, "an empty diagnosis"
+
+
+def test_cli_synthetic_demo_prints_the_report(tmp_path, capsys, monkeypatch) -> None:
+    from croft.simulate import SimConfig
+
+    run = functools.partial(demo.run_synthetic_demo, sim=SimConfig(**SMALL_SIM))
+    monkeypatch.setattr(demo, "run_synthetic_demo", run)
+    out = tmp_path / "d"
+    assert main(["demo", "--synthetic", "--quiet", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "\naccuracy:\n" in text and "\nverdict:\n" in text and "- croft_official: " in text
+    assert f"report: {out / 'report' / 'report.md'}" in text
+    assert len(list((out / "runs").rglob("metrics.json"))) == 4 * 2 * demo.SEEDS
+
+
+@pytest.mark.usefixtures("isolated_cache")
+def test_world_demo_writes_what_croft_run_writes(tmp_path, capsys) -> None:
+    """The world demo (--core, one style, one seed, the small study world) and ``croft run``
+    of the config it resolved write the same files with the same run keys."""
+    out = tmp_path / "demo"
+    wd.run_world_demo(
+        out, seeds=(1,), full=False, progress=False, preset="study-v3-tiny", held_out=("photo",)
+    )
+    again = tmp_path / "run"
+    assert main(["run", str(out / "config.resolved.json"), "--out", str(again), "--quiet"]) == 0
+    capsys.readouterr()
+    files = _files(out)
+    assert files == _files(again)
+    assert {"config.resolved.json", "report/results.csv", "report/report.html"} <= files
+    keys = [f for f in files if f.endswith("/run_key.json")]
+    assert len(keys) == 15
+    for f in keys:
+        ours, theirs = (json.loads((d / f).read_text()) for d in (out, again))
+        assert ours["run_key"] == theirs["run_key"], f

@@ -16,6 +16,7 @@ from croft.protocols import demo
 
 SMALL = {"dim": 16, "classes": 3, "unseen_classes": 2, "domains": 2, "shots": 4}
 SMALL_SIM = {**SMALL, "test_per_class": 10}
+FAST = ["--probes", "4", "--power-iters", "5", "--quiet", "--no-plots"]
 
 
 def _files(out: Path) -> set[str]:
@@ -54,11 +55,12 @@ def test_synthetic_demo_writes_what_croft_run_writes_and_diagnose_reads_it(
     # the demo's summary is the report's: the tables croft run prints
     for name, (_header, rows) in res["tables"].items():
         assert f"\n{name}:\n" in printed and all(r[0] in printed for r in rows)
-    assert main(["diagnose", str(out)]) == 0
+    assert main(["diagnose", str(out), *FAST]) == 0
     written = sorted((out / "diagnose").rglob("diagnostics.json"))
     assert [p.parent.name for p in written] == ["domain_0_seed1", "domain_1_seed1"]
     doc = json.loads(written[0].read_text())
-    assert doc, "an empty diagnosis"
+    assert doc["task"] == {"held_out": "domain_0", "seed": 1}
+    assert sorted(doc["heads"]) == ["ce_adapter", "croft_official", "croft_paper"]
 
 
 def test_cli_synthetic_demo_prints_the_report(tmp_path, capsys, monkeypatch) -> None:
@@ -77,7 +79,8 @@ def test_cli_synthetic_demo_prints_the_report(tmp_path, capsys, monkeypatch) -> 
 @pytest.mark.usefixtures("isolated_cache")
 def test_world_demo_writes_what_croft_run_writes(tmp_path, capsys) -> None:
     """The world demo (--core, one style, one seed, the small study world) and ``croft run``
-    of the config it resolved write the same files with the same run keys."""
+    of the config it resolved write the same files with the same run keys; ``croft
+    diagnose`` reads the demo's folder."""
     out = tmp_path / "demo"
     wd.run_world_demo(
         out, seeds=(1,), full=False, progress=False, preset="study-v3-tiny", held_out=("photo",)
@@ -93,3 +96,6 @@ def test_world_demo_writes_what_croft_run_writes(tmp_path, capsys) -> None:
     for f in keys:
         ours, theirs = (json.loads((d / f).read_text()) for d in (out, again))
         assert ours["run_key"] == theirs["run_key"], f
+    assert main(["diagnose", str(out), *FAST]) == 0
+    doc = json.loads((out / "diagnose" / "photo_seed1" / "diagnostics.json").read_text())
+    assert doc["task"] == {"held_out": "photo", "seed": 1} and len(doc["heads"]) == 3

@@ -99,3 +99,26 @@ def test_world_demo_writes_what_croft_run_writes(tmp_path, capsys) -> None:
     assert main(["diagnose", str(out), *FAST]) == 0
     doc = json.loads((out / "diagnose" / "photo_seed1" / "diagnostics.json").read_text())
     assert doc["task"] == {"held_out": "photo", "seed": 1} and len(doc["heads"]) == 3
+
+
+def test_the_demo_method_lists_live_in_the_packaged_configs() -> None:
+    """One list per demo: the rows (and the world demo's subjects) are the YAML's; no
+    demo module builds rows or holds a list (or tuple) of row labels."""
+    import ast
+
+    import yaml
+
+    syn = yaml.safe_load(demo.DEMO_CONFIG.read_text())
+    assert [m.label for m in demo.demo_methods()] == [m["label"] for m in syn["methods"]]
+    world = yaml.safe_load(wd.DEMO_CONFIG.read_text())
+    core = world["demo"]["core"]
+    assert [m.label for m in wd.demo_methods(full=False)] == core
+    assert set(world["demo"]["subjects"]) <= {m["label"] for m in world["methods"]}
+    labels = {m["label"] for m in syn["methods"]} | {m["label"] for m in world["methods"]}
+    for module in (demo, wd):
+        for node in ast.walk(ast.parse(Path(module.__file__).read_text())):
+            if isinstance(node, (ast.List, ast.Tuple, ast.Set)) and len(node.elts) > 1:
+                values = [getattr(e, "value", None) for e in node.elts]
+                assert not set(values) <= labels, (module.__name__, node.lineno, values)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+                assert node.func.id not in ("MethodRun", "MethodGrid"), module.__name__

@@ -3,11 +3,15 @@
 Layout (each a small module):
 
 * :mod:`~croft.experiments.config`   — ``LodoConfig`` (Setup-II), ``ImagenetConfig``
-  (Setup-I), ``DataSpec``, ``MethodGrid``; typed build with one-line errors and bounds.
+  (Setup-I), ``SyntheticConfig`` (the simulator), ``DataSpec``, ``MethodGrid``; typed
+  build with one-line errors and bounds.
 * :mod:`~croft.experiments.loading`  — YAML + ``--set`` overrides → config; ``--check``.
 * :mod:`~croft.experiments.grid`     — ``MethodRun`` per grid point; method configs.
+* :mod:`~croft.experiments.plan`     — ``PlannedRun``: a grid point on a task, resolved once
+  (typed method config, config key, folder); what the runner and the engine receive.
 * :mod:`~croft.experiments.task`     — ``Task`` and the one feature-selection path.
-* :mod:`~croft.experiments.tasks_lodo`, :mod:`~croft.experiments.tasks_imagenet` — tasks.
+* :mod:`~croft.experiments.tasks_lodo`, :mod:`~croft.experiments.tasks_imagenet`,
+  :mod:`~croft.experiments.tasks_synthetic` — tasks (the last: the feature simulator).
 * :mod:`~croft.experiments.runkey`   — the run key (resume exactly, or refuse).
 * :mod:`~croft.experiments.runner`   — reuse or fit → evaluate → save, per run.
 * :mod:`~croft.experiments.evaluate` — one head on one task → record fields.
@@ -39,10 +43,12 @@ from croft.experiments.config import (
     ImagenetConfig,
     LodoConfig,
     MethodGrid,
+    SyntheticConfig,
 )
 from croft.experiments.diagnose_runs import RunDiagnosis, diagnose_runs
 from croft.experiments.grid import MethodRun, expand_methods
 from croft.experiments.loading import check_experiment, load_experiment
+from croft.experiments.plan import PlannedRun, plan_runs
 from croft.experiments.protocols import PROTOCOLS, dry_run, run_experiment
 from croft.experiments.records import RunRecord, read_run, read_runs, run_dir
 from croft.experiments.runner import run_grid
@@ -58,14 +64,17 @@ __all__ = [
     "LodoConfig",
     "MethodGrid",
     "MethodRun",
+    "PlannedRun",
     "RunDiagnosis",
     "RunRecord",
+    "SyntheticConfig",
     "Task",
     "check_experiment",
     "diagnose_runs",
     "dry_run",
     "expand_methods",
     "load_experiment",
+    "plan_runs",
     "read_run",
     "read_runs",
     "run_dir",

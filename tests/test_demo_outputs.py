@@ -122,3 +122,21 @@ def test_the_demo_method_lists_live_in_the_packaged_configs() -> None:
                 assert not set(values) <= labels, (module.__name__, node.lineno, values)
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
                 assert node.func.id not in ("MethodRun", "MethodGrid"), module.__name__
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "match"),
+    [
+        ("shots", 4, "shots applies to the image protocols only"),
+        ("backbone", "openclip:RN50:/w.pt", "backbone applies to the image protocols only"),
+        ("held_out", ["domain_9"], "held_out 'domain_9': use one of domain_0"),
+        ("simulator", {"dims": 3}, "simulator: unknown key"),
+    ],
+)
+def test_synthetic_config_refuses_what_does_not_apply(key, value, match) -> None:  # noqa: ANN001
+    from croft.errors import CroftError
+    from croft.experiments.loading import build_config, read_document
+
+    doc = {**read_document(demo.DEMO_CONFIG), key: value}
+    with pytest.raises(CroftError, match=match):
+        build_config(doc, "demo").check()

@@ -140,3 +140,10 @@ def test_synthetic_config_refuses_what_does_not_apply(key, value, match) -> None
     doc = {**read_document(demo.DEMO_CONFIG), key: value}
     with pytest.raises(CroftError, match=match):
         build_config(doc, "demo").check()
+
+
+def test_croft_run_checks_and_plans_the_synthetic_config(tmp_path, capsys) -> None:
+    assert main(["run", str(demo.DEMO_CONFIG), "--check"]) == 0
+    assert "synthetic_demo: OK" in capsys.readouterr().out
+    assert main(["run", str(demo.DEMO_CONFIG), "--dry-run", "--out", str(tmp_path / "o")]) == 0
+    assert "48 runs planned" in capsys.readouterr().out and not (tmp_path / "o").exists()

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from croft.errors import CroftError
-from croft.experiments import tasks_imagenet, tasks_lodo, tasks_synthetic
+from croft.experiments import synthetic, tasks_imagenet, tasks_lodo
 from croft.experiments.checks import check_device, check_weights
 from croft.experiments.config import ExperimentBase
 from croft.experiments.grid import expand_methods
@@ -58,9 +58,9 @@ PROTOCOLS.register("imagenet", "Setup-I: ImageNet class split, shifted ImageNet 
 PROTOCOLS.register("synthetic", "Setup-II on the feature-space simulator (synthetic features)")(
     Protocol(
         "synthetic",
-        tasks_synthetic.records,
-        tasks_synthetic.pairs,
-        tasks_synthetic.synthetic_tasks,
+        synthetic.records,
+        synthetic.pairs,
+        synthetic.synthetic_tasks,
     )
 )
 

@@ -18,10 +18,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from croft.experiments.config import SyntheticConfig
 from croft.experiments.grid import MethodRun, expand_methods
 from croft.experiments.protocols import run_experiment
 from croft.experiments.summary import summary_numbers
+from croft.experiments.synthetic import SyntheticConfig
 from croft.fileio import inside
 from croft.simulate import SimConfig
 

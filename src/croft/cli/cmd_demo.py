@@ -40,7 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--synthetic",
         action="store_true",
-        help="run on the feature-space simulator instead (synthetic features, seconds)",
+        help="run on the feature-space simulator instead (synthetic features, seconds; the "
+        "packaged config assets/configs/synthetic_demo.yaml, written as croft run writes)",
     )
     p.add_argument(
         "--fit-engine",

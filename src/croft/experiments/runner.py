@@ -1,6 +1,8 @@
 """The one experiment runner: for every task and grid point, reuse or fit → evaluate → save.
 
-The runner decides (run key) and delegates: :func:`croft.methods` fits,
+It works on planned runs (:class:`~croft.experiments.plan.PlannedRun`: the method config
+built once, the config key, the folder), handed over as they are to the fit, the batched
+engine and the run record. The runner decides (run key) and delegates: :func:`croft.methods` fits,
 :func:`croft.experiments.evaluate.evaluate_task` evaluates,
 :func:`croft.experiments.records.write_run` saves. A rerun reuses a finished run whose
 key matches, redoes an interrupted one, and refuses a folder that holds other work.

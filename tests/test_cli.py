@@ -112,7 +112,7 @@ def test_demo_grid_resumes(tmp_path) -> None:
     assert victim.is_file()
     assert all(p.stat().st_mtime_ns == t for p, t in stamp.items())
     assert second["summary"] == first["summary"]
-    assert "croft_official" in (out / "report.md").read_text()
+    assert "croft_official" in (out / "report" / "report.md").read_text()
 
 
 def test_list_shows_every_registry(capsys):

@@ -79,8 +79,8 @@ def test_demo_to_a_log_file_has_progress_and_quiet_has_none(tmp_path: Path) -> N
     log = tmp_path / "log"
     assert _croft_to_file(["demo", "--synthetic", "--out", "d"], tmp_path, log) == 0
     text = log.read_text()
-    runs = [line for line in text.splitlines() if line.startswith("croft: progress: demo runs:")]
-    assert runs and runs[-1].startswith("croft: progress: demo runs: 48/48 (100%)"), text[:2000]
+    runs = [line for line in text.splitlines() if line.startswith("croft: progress: runs:")]
+    assert runs and runs[-1].startswith("croft: progress: runs: 48/48 (100%)"), text[:2000]
     assert "ETA" in runs[-1] and "run/s" in runs[-1]
     quiet = tmp_path / "quiet"
     assert _croft_to_file(["demo", "--synthetic", "--out", "q", "--quiet"], tmp_path, quiet) == 0

@@ -175,7 +175,7 @@ def test_readme_layout_matches_layers():
 def test_one_protocol_table():
     """Each protocol's config class is stated once (``CONFIGS``); the registry of task
     builders covers exactly the same protocols."""
-    from croft.experiments.config import CONFIGS
+    from croft.experiments.configs import CONFIGS
     from croft.experiments.protocols import PROTOCOLS
 
     assert sorted(CONFIGS) == sorted(PROTOCOLS.names())

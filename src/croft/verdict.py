@@ -354,7 +354,8 @@ def verdict(
     """The verdict: methods that did not train, the best-baseline line, then each subject
     vs each reference per metric.
 
-    ``subject``: one label or several (default ``croft`` when present); ``references``:
+    ``subject``: one label or several (default ``croft`` when present, else the primary
+    comparison's ``a``); ``references``:
     default zero-shot, the CE adapter, then every other baseline present (non-CRoFT rows,
     first-seen order). The best baseline (:func:`best_baseline`) is announced in a line of
     its own, which says when the pick is a tie (:func:`best_baseline_line`). ``ood_sets``:
@@ -370,7 +371,7 @@ def verdict(
     ]
     factor = cluster_factor(records)[0] if bootstrap == "cluster" else ""
     if subject is None:
-        subjects = ["croft"] if "croft" in labels else []
+        subjects = ["croft"] if "croft" in labels else [str((primary or {}).get("a"))]
     else:
         subjects = [subject] if isinstance(subject, str) else list(subject)
     subjects = [x for x in subjects if x in labels]

@@ -40,7 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--synthetic",
         action="store_true",
-        help="run on the feature-space simulator instead (synthetic features, seconds)",
+        help="run on the feature-space simulator instead (synthetic features, seconds; the "
+        "packaged config assets/configs/synthetic_demo.yaml, written as croft run writes)",
     )
     p.add_argument(
         "--fit-engine",
@@ -65,17 +66,22 @@ def run(args: argparse.Namespace) -> int:
     from croft.tables import render
 
     if args.synthetic:
+        from croft.cli.common import print_report
+        from croft.protocols.demo import SEEDS as SYN_SEEDS
         from croft.protocols.demo import run_synthetic_demo
 
-        seeds = (args.seed, args.seed + 1, args.seed + 2)
         print("croft demo: SYNTHETIC features from croft.simulate (no images, no downloads)")
         result = run_synthetic_demo(
-            args.out, seeds=seeds, progress=not args.quiet, fit_engine=args.fit_engine
+            args.out,
+            seeds=tuple(range(args.seed, args.seed + SYN_SEEDS)),
+            progress=not args.quiet,
+            fit_engine=args.fit_engine,
+            workers=args.workers_fit or 1,
         )
-        print(result["table"])
+        print(f"{result['runs']} runs in {args.out}")
+        print_report(result)
         print("\n" + "\n".join(f"- {line}" for line in result["training"]))
-        print("\n" + "\n".join(result["verdict"]))
-        print(f"\nreport, config and per-run results in {args.out} ({result['seconds']:.1f} s)")
+        print(f"\nreport: {result['report']} ({result['seconds']:.1f} s)")
         return 0
     from croft.protocols.world_demo import SEEDS, run_world_demo
 

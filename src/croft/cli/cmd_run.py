@@ -165,14 +165,9 @@ def _run(cfg, out, args: argparse.Namespace, shard, report: bool = True) -> int:
 
 def _report(out, report_dir) -> None:  # noqa: ANN001
     """The report over ``out`` (every world's folder below it, when there are several)."""
+    from croft.cli.common import print_report
     from croft.report import write_report
-    from croft.tables import render
 
     rep = write_report(out, report_dir)
-    for name, (header, rows) in rep["tables"].items():
-        print(f"\n{name}:")
-        print(render(header, rows))
-    if rep["verdict"]:  # as the report computes it (croft.verdict)
-        print("\nverdict:")
-        print("\n".join(rep["verdict"]))
+    print_report(rep)
     print(f"\nreport: {rep['out_dir']}/report.md")

@@ -30,3 +30,16 @@ def add_set_option(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override a method option (repeatable), e.g. --set variant=paper --set lambda2=10",
     )
+
+
+def print_report(rep: dict[str, Any]) -> None:
+    """What ``croft run`` and ``croft demo --synthetic`` print of a written report
+    (:func:`croft.report.write_report`'s result): its tables, then its verdict."""
+    from croft.tables import render
+
+    for name, (header, rows) in rep["tables"].items():
+        print(f"\n{name}:")
+        print(render(header, rows))
+    if rep["verdict"]:  # as the report computes it (croft.verdict)
+        print("\nverdict:")
+        print("\n".join(rep["verdict"]))

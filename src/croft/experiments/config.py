@@ -174,6 +174,7 @@ class ExperimentBase:
     world_seed: int | None = None
 
     SETUP: ClassVar[str] = "setup2"  # which authors' conventions apply (croft.conventions)
+    IMAGES: ClassVar[bool] = True  # reads images through a backbone (synthetic: False)
 
     def evaluation_conventions(self) -> Any:
         """The resolved :class:`croft.conventions.Conventions` of this experiment."""
@@ -488,6 +489,3 @@ class ImagenetConfig(ExperimentBase):
             raise CroftError(f"shifted set names must be unique, got {names}")
         if OPEN_SET_NAME in [o.name for o in self.ood]:
             raise CroftError(f"ood name {OPEN_SET_NAME!r} is taken by the held-out classes")
-
-
-CONFIGS: dict[str, type[ExperimentBase]] = {"lodo": LodoConfig, "imagenet": ImagenetConfig}

@@ -138,10 +138,12 @@ def rebuild_task(
             f"({test_domain}, seed {seed}) is not a task of the experiment's {RESOLVED} "
             f"({have}); was it rewritten by a later 'croft run' with other held_out or seeds?"
         )
-    problem = check_weights(cfg.backbone)
+    problem = check_weights(cfg.backbone) if cfg.IMAGES else None
     if problem:
         raise CroftError(problem)
-    backbone = load_backbone(cfg.backbone, device=device, precision=cfg.precision)
+    backbone = (
+        load_backbone(cfg.backbone, device=device, precision=cfg.precision) if cfg.IMAGES else None
+    )
     tasks, _n, _info = proto.tasks(cfg, records, backbone, progress)
     for task in tasks:
         if (task.test_domain, task.seed) == (test_domain, seed):

@@ -14,7 +14,8 @@ from typing import Any
 
 from croft.errors import CroftError
 from croft.experiments.checks import check_device, check_weights
-from croft.experiments.config import CONFIGS, DataSpec, ExperimentBase, build
+from croft.experiments.config import DataSpec, ExperimentBase, build
+from croft.experiments.configs import CONFIGS
 from croft.experiments.grid import expand_methods, method_config
 from croft.experiments.run_defaults import apply_run_defaults, env_data_root, method_option_hint
 from croft.fileio import parse_yaml
@@ -47,7 +48,8 @@ def build_config(doc: dict[str, Any], where: str) -> ExperimentBase:
         known = ", ".join(CONFIGS)
         raise CroftError(f"protocol {protocol!r} is not known; use one of: {known}")
     cls = CONFIGS[protocol]
-    doc = apply_run_defaults(doc, where)
+    # ``demo:``: croft demo's settings for a packaged demo config, not part of the experiment
+    doc = apply_run_defaults({k: v for k, v in doc.items() if k != "demo"}, where)
     for other, ocls in CONFIGS.items():
         if other == protocol:
             continue
@@ -98,6 +100,8 @@ def load_experiment(path: str | os.PathLike[str], overrides: Sequence[str] = ())
 
 def resolve_paths(cfg: ExperimentBase, base: Path) -> None:
     """Make relative data roots and the weight path relative to ``base`` (the YAML's folder)."""
+    if not cfg.IMAGES:
+        return
     for spec in [cfg.data, *cfg.ood, *getattr(cfg, "shifted", [])]:
         if not os.path.isabs(spec.root) and not spec.root.startswith("~"):
             spec.root = str((base / spec.root).resolve())
@@ -148,7 +152,10 @@ def check_experiment(cfg: ExperimentBase) -> list[str]:
             method_config(m, cfg.seeds[0])
         except CroftError as exc:
             problems.append(str(exc))
-    problems += [p for p in (check_weights(cfg.backbone), check_device(cfg.device)) if p]
+    weights = check_weights(cfg.backbone) if cfg.IMAGES else None
+    problems += [p for p in (weights, check_device(cfg.device)) if p]
+    if not cfg.IMAGES:
+        return problems
     specs = [("data", "data.root", cfg.data)]
     specs += [(f"ood {o.name}", f"ood.{i}.root", o) for i, o in enumerate(cfg.ood)
               if not o.per_fold]  # fmt: skip

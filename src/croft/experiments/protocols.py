@@ -18,20 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from croft.errors import CroftError
-from croft.experiments import tasks_imagenet, tasks_lodo
+from croft.experiments import synthetic, tasks_imagenet, tasks_lodo
 from croft.experiments.checks import check_device, check_weights
 from croft.experiments.config import ExperimentBase
 from croft.experiments.grid import expand_methods
-from croft.experiments.records import read_run, run_dir
-from croft.experiments.runner import (
-    check_plan,
-    config_key,
-    discard_runs,
-    planned,
-    run_grid,
-    run_status,
-    shard_of,
-)
+from croft.experiments.plan import PlannedRun, plan_runs
+from croft.experiments.records import read_run
+from croft.experiments.runner import check_plan, discard_runs, run_plan, run_status, shard_of
 from croft.fileio import atomic_write_json
 from croft.progress import progress as progress_bar
 from croft.registry import Registry
@@ -62,22 +55,42 @@ PROTOCOLS.register("imagenet", "Setup-I: ImageNet class split, shifted ImageNet 
     )
 )
 
+PROTOCOLS.register("synthetic", "Setup-II on the feature-space simulator (synthetic features)")(
+    Protocol(
+        "synthetic",
+        synthetic.records,
+        synthetic.pairs,
+        synthetic.synthetic_tasks,
+    )
+)
+
 
 def dry_run(
     cfg: ExperimentBase, out_dir: str | os.PathLike[str], shards: int = 1
 ) -> list[tuple[str, str, int]]:
     """``(run folder relative to out, status, part)`` for every planned run; nothing is
     written. ``part``: the 1-based :func:`shard_of` among ``shards`` parts."""
-    out = Path(out_dir)
-    settings = cfg.run_settings()
     proto = PROTOCOLS.get(cfg.protocol)
-    pairs = proto.pairs(proto.records(cfg))
-    rows = []
-    for run, dom, seed in planned(expand_methods(cfg.methods), pairs):
-        status = run_status(out, run, dom, seed, settings)
-        part = shard_of(config_key(run, dom, seed, settings), shards)
-        rows.append((f"runs/{run.label}/{dom}_seed{seed}", status, part))
-    return rows
+    plan = experiment_plan(cfg, proto.pairs(proto.records(cfg)), out_dir)
+    return [
+        (f"runs/{p.label}/{p.test_domain}_seed{p.seed}", run_status(p),
+         shard_of(p.config_key, shards))
+        for p in plan
+    ]  # fmt: skip
+
+
+def experiment_plan(
+    cfg: ExperimentBase,
+    pairs: list[tuple[str, int]],
+    out_dir: str | os.PathLike[str],
+    shard: tuple[int, int] | None = None,
+) -> list[PlannedRun]:
+    """Every planned run of ``cfg`` on ``pairs`` (only part K of N with ``shard=(K, N)``),
+    each method config built once here."""
+    plan = plan_runs(expand_methods(cfg.methods), pairs, cfg.run_settings(), out_dir)
+    if shard is None:
+        return plan
+    return [p for p in plan if shard_of(p.config_key, shard[1]) == shard[0]]
 
 
 def _data_roots(cfg: ExperimentBase) -> list[tuple[str, Path]]:
@@ -177,26 +190,24 @@ def _run_experiment(
 
     show = cfg.progress if progress is None else progress
     out = Path(out_dir)
-    problem = check_device(cfg.device) or check_weights(cfg.backbone)
+    problem = check_device(cfg.device) or (check_weights(cfg.backbone) if cfg.IMAGES else None)
     if problem:
         raise CroftError(problem)
     proto = PROTOCOLS.get(cfg.protocol)
-    methods = expand_methods(cfg.methods)
-    settings = cfg.run_settings()
     records = proto.records(cfg)
-    plan = planned(methods, proto.pairs(records))
-    if shard is not None:
-        plan = [p for p in plan if shard_of(config_key(*p, settings), shard[1]) == shard[0]]
+    plan = experiment_plan(cfg, proto.pairs(records), out, shard)
     if fresh:  # a shard discards only its own part's folders (others may share the --out)
-        discard_runs(
-            out, None if shard is None else [run_dir(out, r.label, d, s) for r, d, s in plan]
-        )
+        discard_runs(out, None if shard is None else [p.folder for p in plan])
     refuse_out_inside_data(cfg, out)
-    check_plan(out, plan, settings)
+    check_plan(out, plan)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "config.resolved.json", dataclasses.asdict(cfg))
-    backbone = load_backbone(cfg.backbone, device=cfg.device, precision=cfg.precision)
-    todo = sum(run_status(out, *p, settings) != "reuse" for p in plan)
+    backbone = (
+        load_backbone(cfg.backbone, device=cfg.device, precision=cfg.precision)
+        if cfg.IMAGES
+        else None
+    )
+    todo = sum(run_status(p) != "reuse" for p in plan)
     n_workers = fit_workers(workers, device=cfg.device, runs=todo)
     tasks, _n_tasks, info = proto.tasks(cfg, records, backbone, show)  # extracts
     if n_workers > 1:  # the features are cached now: every worker reads them
@@ -206,7 +217,7 @@ def _run_experiment(
             run_in_workers(
                 run_experiment, cfg, out, n_workers, shard=shard, on_result=lambda: bar.update(1)
             )
-        found = [read_run(run_dir(out, r.label, d, s)) for r, d, s in plan]
+        found = [read_run(p.folder) for p in plan]
         return {"records": [rec.metrics for rec in found], "out_dir": str(out), **info}
 
     def done(metrics: dict[str, Any]) -> None:
@@ -215,17 +226,15 @@ def _run_experiment(
             on_result(metrics)
 
     with progress_bar(len(plan), "runs", "run", enabled=show) as bar:
-        records = run_grid(
+        records = run_plan(
             tasks,
-            methods,
+            plan,
             out,
-            settings=settings,
             scores=cfg.score_specs(),
             on_result=done,
             device=cfg.device,
             conventions=cfg.evaluation_conventions(),
             fit_engine=cfg.fit_engine,
-            shard=shard,
             fit_progress=show,
         )
     return {"records": records, "out_dir": str(out), **info}

@@ -31,6 +31,8 @@ NEUTRAL_NEW_OPTIONS: dict[str, Any] = {
     "lr_scaling": "none",
     "residual": False,  # ce_adapter (issue 24's attribution control)
     "lambda2_scaling": "none",  # croft (issue 24's attribution control)
+    "val_every": 1,  # prompt learners (issue 22's validation option)
+    "val_max": 0,  # prompt learners (issue 22's validation option)
 }
 
 

@@ -1,6 +1,8 @@
 """The one experiment runner: for every task and grid point, reuse or fit → evaluate → save.
 
-The runner decides (run key) and delegates: :func:`croft.methods` fits,
+It works on planned runs (:class:`~croft.experiments.plan.PlannedRun`: the method config
+built once, the config key, the folder), handed over as they are to the fit, the batched
+engine and the run record. The runner decides (run key) and delegates: :func:`croft.methods` fits,
 :func:`croft.experiments.evaluate.evaluate_task` evaluates,
 :func:`croft.experiments.records.write_run` saves. A rerun reuses a finished run whose
 key matches, redoes an interrupted one, and refuses a folder that holds other work.
@@ -20,16 +22,10 @@ from typing import Any
 from croft.conventions import Conventions
 from croft.errors import CroftError
 from croft.experiments.evaluate import evaluate_task, task_detectors
-from croft.experiments.grid import MethodRun, method_config
-from croft.experiments.records import (
-    METRICS,
-    RunRecord,
-    read_run,
-    read_run_key,
-    run_dir,
-    write_run,
-)
-from croft.experiments.runkey import config_document, difference, make_key, refuse, task_data
+from croft.experiments.grid import MethodRun
+from croft.experiments.plan import PlannedRun, plan_run, plan_runs
+from croft.experiments.records import METRICS, RunRecord, read_run, read_run_key, write_run
+from croft.experiments.runkey import difference, refuse, task_data
 from croft.experiments.task import Task
 from croft.fileio import inside
 from croft.score_lists import score_specs
@@ -37,32 +33,22 @@ from croft.score_lists import score_specs
 log = logging.getLogger(__name__)
 
 
-def config_key(run: MethodRun, domain: str, seed: int, settings: Mapping) -> str:
-    """The config part of a run's key (no data needed: known before extraction)."""
-    options = dataclasses.asdict(method_config(run, seed))
-    doc = config_document(settings, run.method, options, domain, seed)
-    return make_key(doc, None)["config_key"]
-
-
-def run_status(out: Path, run: MethodRun, domain: str, seed: int, settings: Mapping) -> str:
+def run_status(p: PlannedRun) -> str:
     """``new``, ``reuse``, ``resume`` (interrupted) or ``conflict: <why>`` — config part only."""
-    rdir = run_dir(out, run.label, domain, seed)
-    options = dataclasses.asdict(method_config(run, seed))
-    new = make_key(config_document(settings, run.method, options, domain, seed), None)
-    stored = read_run_key(rdir)
+    stored = read_run_key(p.folder)
     if stored is None:
-        return "conflict: a run without a run key" if (rdir / METRICS).is_file() else "new"
-    if stored.get("config_key") != new["config_key"]:
-        return f"conflict: {difference(stored, new)}"
-    return "reuse" if (rdir / METRICS).is_file() else "resume"
+        return "conflict: a run without a run key" if (p.folder / METRICS).is_file() else "new"
+    if stored.get("config_key") != p.config_key:
+        return f"conflict: {difference(stored, p.key(None))}"
+    return "reuse" if (p.folder / METRICS).is_file() else "resume"
 
 
-def check_plan(out: Path, plan: Iterable[tuple[MethodRun, str, int]], settings: Mapping) -> None:
+def check_plan(out: Path, plan: Iterable[PlannedRun]) -> None:
     """Refuse, before any work, a folder whose runs were made with other settings."""
-    for run, domain, seed in plan:
-        status = run_status(out, run, domain, seed, settings)
+    for p in plan:
+        status = run_status(p)
         if status.startswith("conflict"):
-            raise refuse(run_dir(out, run.label, domain, seed), out, status.split(": ", 1)[1])
+            raise refuse(p.folder, out, status.split(": ", 1)[1])
 
 
 def discard_runs(out: str | os.PathLike[str], folders: Iterable[Path] | None = None) -> None:
@@ -83,20 +69,18 @@ def discard_runs(out: str | os.PathLike[str], folders: Iterable[Path] | None = N
 FIT_ENGINES = ("auto", "batched", "sequential")
 
 
-def fit_method(run: MethodRun, task: Task, device: str) -> tuple[Any, Any, float]:
-    """``(method config, FitResult, seconds)`` for one run on one task."""
+def fit_method(p: PlannedRun, task: Task, device: str) -> tuple[Any, Any, float]:
+    """``(method config, FitResult, seconds)`` for one planned run on its task."""
     from croft.methods import METHODS
 
-    cfg = method_config(run, task.seed)
     t0 = time.perf_counter()
-    result = METHODS.get(run.method).fit(task.train, task.val, cfg, device=device)
-    return cfg, result, time.perf_counter() - t0
+    result = METHODS.get(p.method).fit(task.train, task.val, p.config, device=device)
+    return p.config, result, time.perf_counter() - t0
 
 
 def run_one(
-    run: MethodRun,
+    run: PlannedRun,
     task: Task,
-    rdir: Path,
     key: Mapping[str, Any],
     *,
     scores: Sequence[Any],
@@ -107,7 +91,7 @@ def run_one(
     fitted: tuple[Any, Any, float] | None = None,
 ) -> RunRecord:
     """Fit (unless ``fitted`` = :func:`fit_method`'s triple is given), evaluate and save one
-    run into ``rdir`` (its key is written first). The one place a run is evaluated and written.
+    run into its folder (its key is written first). The one place a run is evaluated and written.
 
     ``conventions`` give an adapter head its detection ratios before it is evaluated and
     saved (so ``head.json`` carries them) and decide the detection side of the evaluation.
@@ -137,7 +121,7 @@ def run_one(
         **task.meta,
     }
     return write_run(
-        rdir,
+        run.folder,
         metrics,
         config={"method": run.method, "config": dataclasses.asdict(cfg)},
         env=environment(),
@@ -151,7 +135,7 @@ def run_one(
     )
 
 
-def head_provenance(run: MethodRun, cfg: Any, result: Any, task: Task) -> dict[str, Any]:
+def head_provenance(run: PlannedRun, cfg: Any, result: Any, task: Task) -> dict[str, Any]:
     """What ``croft fit`` records in head.json (:func:`croft.methods.saving.provenance`,
     with the OOD threshold from source validation) plus the run's label."""
     from croft.methods.saving import provenance
@@ -180,12 +164,11 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 
 @dataclasses.dataclass
 class _Pending:
-    """A run that needs fitting: its slot in the returned records, run, task, folder, key."""
+    """A run that needs fitting: its slot in the returned records, planned run, task, key."""
 
     slot: int
-    run: MethodRun
+    run: PlannedRun
     task: Task
-    rdir: Path
     key: dict[str, Any]
 
 
@@ -225,16 +208,12 @@ def _fits(pending: list[_Pending], batched: bool, device: str, show: bool) -> It
     for p in pending:
         by_method.setdefault(p.run.method, []).append(p)
     for method, batch in by_method.items():
-        cfgs = [method_config(p.run, p.task.seed) for p in batch]
-        members = [
-            (p.task.train, p.task.val, dataclasses.asdict(c))
-            for p, c in zip(batch, cfgs, strict=True)
-        ]
+        members = [(p.task.train, p.task.val, p.run.config) for p in batch]
         for i, result in fit_iter(method, members, device=device, progress=show):
             if isinstance(result, CroftError):
                 raise result
             seconds = sum(h.get("seconds", 0.0) for h in result.history)
-            yield batch[i], (cfgs[i], result, seconds)
+            yield batch[i], (batch[i].run.config, result, seconds)
 
 
 def run_grid(
@@ -243,6 +222,43 @@ def run_grid(
     out_dir: str | os.PathLike[str],
     *,
     settings: Mapping[str, Any] | None = None,
+    shard: tuple[int, int] | None = None,
+    **kw: Any,
+) -> list[dict[str, Any]]:
+    """Every method on every task (planned as each task comes); returns every run's
+    metrics (reused or new), task x method order.
+
+    ``settings``: the resolved experiment settings that change a run (run key; it should
+    hold the resolved ``conventions``). ``shard=(K, N)``: only the runs whose
+    :func:`shard_of` is K. The other keywords are :func:`run_plan`'s.
+    """
+    out, settings = Path(out_dir), dict(settings or {})
+
+    def plan_of(task: Task) -> list[PlannedRun]:
+        runs = [plan_run(m, task.test_domain, task.seed, settings, out) for m in methods]
+        if shard is None:
+            return runs
+        return [p for p in runs if shard_of(p.config_key, shard[1]) == shard[0]]
+
+    return _run_tasks(tasks, plan_of, out, **kw)
+
+
+def run_plan(
+    tasks: Iterable[Task], plan: Sequence[PlannedRun], out_dir: str | os.PathLike[str], **kw: Any
+) -> list[dict[str, Any]]:
+    """The planned runs (:func:`croft.experiments.plan.plan_runs`) on their tasks, as
+    :func:`run_grid` runs a grid; a task no run is planned on is skipped."""
+    by_task: dict[tuple[str, int], list[PlannedRun]] = {}
+    for p in plan:
+        by_task.setdefault((p.test_domain, p.seed), []).append(p)
+    return _run_tasks(tasks, lambda t: by_task.get((t.test_domain, t.seed), []), out_dir, **kw)
+
+
+def _run_tasks(
+    tasks: Iterable[Task],
+    plan_of: Callable[[Task], Sequence[PlannedRun]],
+    out_dir: str | os.PathLike[str],
+    *,
     scores: Sequence[Any] = ("energy", "knn"),
     score_params: Mapping[str, Mapping[str, Any]] | None = None,
     on_result: Callable[[dict[str, Any]], None] | None = None,
@@ -250,28 +266,21 @@ def run_grid(
     save_heads: bool = True,
     conventions: Conventions | None = None,
     fit_engine: str = "auto",
-    shard: tuple[int, int] | None = None,
     fit_progress: bool = False,
 ) -> list[dict[str, Any]]:
-    """Every method on every task; returns every run's metrics (reused or new), task x
-    method order.
+    """The runner: for every task, its planned runs reused or fitted, evaluated, written.
 
-    ``settings``: the resolved experiment settings that change a run (run key; it should
-    hold the resolved ``conventions``). ``conventions``: the evaluation conventions
-    (default croft's, :mod:`croft.conventions`). ``fit_engine``: runs that :func:`batches`
-    sends to the batched engine are collected over every task (their tasks stay in memory)
-    and fitted together at the end, per method; every other run is fitted one by one as
-    its task comes (``sequential``: every run, streaming the tasks as before). Each run is
-    evaluated and written as its fit arrives, so an interrupted grid leaves complete runs
-    only and a rerun resumes. ``shard=(K, N)``: only the
-    runs whose :func:`shard_of` is K. ``fit_progress``: a bar over member-epochs.
+    ``conventions``: the evaluation conventions (default croft's, :mod:`croft.conventions`).
+    ``fit_engine``: runs that :func:`batches` sends to the batched engine are collected
+    over every task (their tasks stay in memory) and fitted together at the end, per
+    method; every other run is fitted one by one as its task comes (``sequential``: every
+    run, streaming the tasks as before). Each run is evaluated and written as its fit
+    arrives, so an interrupted grid leaves complete runs only and a rerun resumes.
+    ``fit_progress``: a bar over member-epochs.
     """
     if fit_engine not in FIT_ENGINES:
         raise CroftError(f"fit_engine {fit_engine!r}: use {' or '.join(FIT_ENGINES)}")
     out = Path(out_dir)
-    settings = dict(settings or {})
-    for m in methods:  # validate every method and option before any work
-        method_config(m)
     kw = {"scores": scores, "score_params": score_params, "device": device}
     kw.update(conventions=conventions, save_heads=save_heads)
     records: list[dict[str, Any] | None] = []
@@ -283,46 +292,39 @@ def run_grid(
 
     def flush(pending: list[_Pending], batched: bool) -> None:
         for p, fitted in _fits(pending, batched, device, fit_progress):
-            done(p.slot, run_one(p.run, p.task, p.rdir, p.key, fitted=fitted, **kw))
+            done(p.slot, run_one(p.run, p.task, p.key, fitted=fitted, **kw))
         pending.clear()
 
     deferred: list[_Pending] = []  # for the batched engine, over every task
     for task in tasks:
-        data = task_data(task)
+        runs = plan_of(task)
+        data = task_data(task) if runs else None
         now: list[_Pending] = []  # fitted one by one after this task
-        for m in methods:
-            options = dataclasses.asdict(method_config(m, task.seed))
-            doc = config_document(settings, m.method, options, task.test_domain, task.seed)
-            key = make_key(doc, data)
-            if shard is not None and shard_of(key["config_key"], shard[1]) != shard[0]:
-                continue
-            rdir = run_dir(out, m.label, task.test_domain, task.seed)
+        for p in runs:
+            key = p.key(data)
             records.append(None)
-            rec = _reuse(out, rdir, key)
+            rec = _reuse(out, p.folder, key)
             if rec is not None:
                 done(len(records) - 1, rec)
                 continue
-            todo = _Pending(len(records) - 1, m, task, rdir, key)
-            use = batches(fit_engine, m.method, task.train, device)
+            todo = _Pending(len(records) - 1, p, task, key)
+            use = batches(fit_engine, p.method, task.train, device)
             (deferred if use else now).append(todo)
         flush(now, False)
     flush(deferred, True)
     return [r for r in records if r is not None]
 
 
-def planned(methods: Sequence[MethodRun], tasks: Iterable[tuple[str, int]]) -> list[tuple]:
-    """``(run, domain, seed)`` for every grid point on every (domain, seed)."""
-    return [(m, d, s) for d, s in tasks for m in methods]
-
-
 __all__ = [
     "FIT_ENGINES",
     "CroftError",
+    "PlannedRun",
     "check_plan",
     "discard_runs",
     "parse_shard",
-    "planned",
+    "plan_runs",
     "run_grid",
+    "run_plan",
     "run_status",
     "shard_of",
 ]

@@ -22,13 +22,15 @@ WORLD_SEED = "{world_seed}"
 
 def _roots(cfg: Any) -> list[str]:
     specs = [cfg.data, *getattr(cfg, "ood", []), *getattr(cfg, "shifted", [])]
-    return [s.root for s in specs]
+    return [s.root for s in specs if s is not None]  # the synthetic protocol has no data
 
 
 def check_worlds(cfg: Any) -> None:
     """``world_seeds`` distinct and non-negative; ``{world_seed}`` in a root only with them,
     and with several of them in the data root (or every world would read one folder)."""
     seeds = list(cfg.world_seeds)
+    if seeds and cfg.data is None:
+        raise CroftError("world_seeds applies to the image protocols only (generated worlds)")
     if len(set(seeds)) != len(seeds):
         raise CroftError(f"world_seeds: each seed once, got {seeds}")
     for s in seeds:

@@ -54,9 +54,6 @@ log = logging.getLogger(__name__)
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "assets" / "configs" / "world_demo.yaml"
 PRESET = "study-v3"  # world v3 (docs/world-study.md, "World v3")
 CHECKPOINT = "study"  # v3 keeps world v2's tiny CLIP: tiny_clip_checkpoint("study")
-VERDICT_OOD = ("matched", "textures")  # the verdict's open sets (the tables have all three)
-TABLE_OOD = (*VERDICT_OOD, "pooled")  # the summary table's open sets, as report.md's
-SUBJECTS = ("croft", "croft_paper")  # the verdict's subjects: both CRoFT variants
 SEEDS = 5  # croft demo --seed S runs S..S+4 (the packaged config's seeds are 1..5)
 
 #: The scale-aware rule (``lr_scaling: logit_scale``, :func:`croft.methods.loop.effective_lr`):
@@ -110,7 +107,8 @@ def lr_lines(s: float) -> list[str]:
 
 
 def _demo_document() -> tuple[dict[str, Any], dict[str, list[str]]]:
-    """The packaged experiment (:data:`DEMO_CONFIG`) and its ``demo:`` row switches."""
+    """The packaged experiment (:data:`DEMO_CONFIG`) and its ``demo:`` block: the rows
+    ``--core`` / ``--prompt-learners`` choose, the verdict's subjects and open sets."""
     from croft.experiments.loading import read_document
 
     doc = read_document(DEMO_CONFIG)
@@ -178,12 +176,13 @@ def summary(
 ) -> tuple[list[str], list[list[str]]]:
     """The demo's table: per row (grid points selected), mean ± std over (held-out style,
     seed) in %: held-out-style accuracy, the sketch extra target's accuracy (reported
-    apart, never averaged in), energy AUROC and FPR95 on :data:`TABLE_OOD` (the pooled
-    set too, as in report.md)."""
+    apart, never averaged in), energy AUROC and FPR95 on every open set of the records, in
+    their order (the pooled set too, as in report.md)."""
     from croft.experiments.summary import summary_rows
     from croft.tables import mean_std
 
-    header, rows = summary_rows(records, TABLE_OOD)
+    table_ood = list(dict.fromkeys(o for r in records for o in r.get("ood_sets", [])))
+    header, rows = summary_rows(records, table_ood)
     extra = list(dict.fromkeys(n for r in records for n in r.get("shifted_accuracy", {})))
     out = []
     for row in rows:
@@ -224,7 +223,8 @@ def run_world_demo(
     ``marks``, ``training``, ``verdict`` (the report's: both CRoFT variants vs zero-shot,
     the CE adapter and every baseline, paired over (held-out style, seed) with 95% cluster
     bootstrap intervals over the held-out styles, on accuracy and the energy score on
-    :data:`VERDICT_OOD`; the config's primary comparison named first; Holm-adjusted p),
+    the ``demo:`` block's ``verdict_ood``; the config's primary comparison named first;
+    Holm-adjusted p),
     ``verdict_table`` (comparison x metric), ``within_noise`` (the comparisons whose
     interval contains 0), ``lr`` (how the rates were set), ``report``, ``seconds``,
     ``world``.
@@ -243,9 +243,11 @@ def run_world_demo(
     out = Path(out_dir)
     # threads: the module docstring; workers: croft.experiments.workers
     result = run_experiment(cfg, out, progress=progress, workers=workers)
+    demo = _demo_document()[1]
     report = write_report(
-        out, inside(out, "report"), subject=SUBJECTS, primary=cfg.primary, verdict_ood=VERDICT_OOD
-    )
+        out, inside(out, "report"), subject=demo["subjects"], primary=cfg.primary,
+        verdict_ood=demo["verdict_ood"],
+    )  # fmt: skip
     records = select_records(result["records"])
     statuses = training_status(records)
     marks, notes = status_marks(statuses)

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -69,7 +69,9 @@ CPU_STACK_BYTES = 8 * 2**20
 # (2B + C)·D, plus the member's own features) is ~1.3x above both: 38 MB and 11 MB.
 MAT_FACTOR = 30
 ACT_FACTOR = 48
-Member = tuple[FeatureSet, "FeatureSet | None", Mapping[str, Any]]
+#: ``(train, val, options)``: options a mapping, or the method's typed config itself (a
+#: planned run's, used as it is: :class:`croft.experiments.plan.PlannedRun`).
+Member = tuple[FeatureSet, "FeatureSet | None", Any]
 
 
 def default_threads(fallback: int = 1) -> int:
@@ -174,7 +176,8 @@ def fit_many(
     threads: int | None = None,
     errors: str = "raise",
 ) -> list[FitResult | CroftError]:
-    """Fit ``method`` once per member ``(train, val, options)``; results in member order.
+    """Fit ``method`` once per member ``(train, val, options or config)``; results in
+    member order.
 
     Each result equals ``croft.methods.fit(method, train, val, device=device, **options)``.
     ``errors="raise"`` raises the first member's divergence error (after every member has
@@ -217,7 +220,7 @@ def fit_iter(
     spec = METHODS.get(method)
     dev = torch.device(device)
     members, paths = _load(members)
-    cfgs = [make_config(spec.config_cls, dict(opts)) for _, _, opts in members]
+    cfgs = [member_config(spec.config_cls, opts) for _, _, opts in members]
     for train, val, _ in members:
         train.require_labels()
         check_val(train, val)
@@ -251,6 +254,14 @@ def fit_iter(
     finally:
         bar.close()
         torch.set_num_threads(old_threads)
+
+
+def member_config(config_cls: type, options: Any) -> Any:
+    """A member's config: ``options`` itself when it is a ``config_cls`` already, else
+    :func:`~croft.methods.base.make_config` of the mapping."""
+    if isinstance(options, config_cls):
+        return options
+    return make_config(config_cls, dict(options))
 
 
 def plan_chunks(method: str, members: Sequence[Member], cfgs: Sequence[Any], budget: int,

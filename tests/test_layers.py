@@ -19,7 +19,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("_version", "errors", "registry", "limits"),
     ("fileio", "progress", "provenance"),
     ("overrides",),
-    ("metrics", "score_base", "scores_local", "detectors", "neglabel", "scores"),
+    ("metrics", "score_base", "scores_local", "detectors", "neglabel", "score_registry", "scores"),
     ("score_lists", "detector_states", "conventions", "selection"),
     ("backbones",),
     ("data",),

@@ -30,7 +30,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("diagnose",),
     ("stats", "tables", "plotstyle"),
     ("experiments",),
-    ("figures", "verdict", "forest", "report", "report_html"),
+    ("figures", "verdict", "train_status", "forest", "report", "report_html"),
     ("protocols",),
     ("cli", "__main__", "__init__"),
 ]

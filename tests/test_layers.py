@@ -28,7 +28,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("methods",),
     ("evaluation", "evaluation_frame", "predict", "predict_io", "simulate", "options_doc"),
     ("diagnose",),
-    ("stats", "tables", "plotstyle"),
+    ("stats", "results_csv", "tables", "plotstyle"),
     ("experiments",),
     ("figures", "verdict", "train_status", "forest", "report", "report_html"),
     ("protocols",),

@@ -30,7 +30,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("diagnose",),
     ("stats", "results_csv", "tables", "plotstyle"),
     ("experiments",),
-    ("figures", "verdict", "train_status", "forest", "report", "report_html"),
+    ("figures", "verdict", "train_status", "forest", "report_tables", "report", "report_html"),
     ("protocols",),
     ("cli", "__main__", "__init__"),
 ]

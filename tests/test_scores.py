@@ -255,6 +255,7 @@ def test_layering_no_methods_import() -> None:
                 "croft.neglabel",
                 "croft.score_lists",
                 "croft.score_base",
+                "croft.score_registry",
                 "croft.scores_local",
             )
         ], name

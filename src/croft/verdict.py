@@ -1,8 +1,8 @@
-"""What a set of runs says: which rows trained, and paired method comparisons.
+"""What a set of runs says: paired method comparisons, the best baseline, the verdict.
 
-Reads the per-run ``selection`` record (``metrics.json["selection"]``: ``selected_epoch``,
-``kept_init``, ``diverged``, ``diverged_epoch``, ...). Runs without it (older runs) count
-as unknown, never as trained or untrained.
+Which rows trained (the per-run ``selection`` record: ``TrainingStatus``,
+``training_status``, ``status_marks``, ``status_lines``) lives in
+:mod:`croft.train_status` and is re-exported here.
 
 Comparisons pair runs on ``(world_seed, test_domain, seed)`` (a record without
 ``world_seed`` has None there); differences are in percentage points, subject minus
@@ -31,92 +31,15 @@ from croft.stats import (
     holm,
     paired_bootstrap,
 )
+from croft.train_status import DIVERGED_MARK as DIVERGED_MARK
+from croft.train_status import KEPT_MARK as KEPT_MARK
+from croft.train_status import PROMPT_LEARNERS as PROMPT_LEARNERS
+from croft.train_status import TrainingStatus as TrainingStatus
+from croft.train_status import status_lines as status_lines
+from croft.train_status import status_marks as status_marks
+from croft.train_status import training_status
 
-PROMPT_LEARNERS = frozenset({"coop", "cocoop", "dplclip"})
-KEPT_MARK, DIVERGED_MARK = "†", "‡"
 FEW_PAIRS, FEW_CLUSTERS = 10, 4  # below either, a verdict line carries a caution
-
-
-@dataclass(frozen=True)
-class TrainingStatus:
-    """Per method label: runs, runs with a selection record, kept-init and diverged counts."""
-
-    label: str
-    method: str
-    runs: int
-    known: int
-    kept_init: int
-    diverged: int
-
-    @property
-    def did_not_train(self) -> bool:
-        """Every run is known and kept its initialisation."""
-        return self.known == self.runs > 0 and self.kept_init == self.runs
-
-    def noun(self) -> str:
-        return "the initial prompt" if self.method in PROMPT_LEARNERS else "its initialisation"
-
-
-def _selection(rec: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    """The run's selection record; None when absent or empty (an empty record is what a
-    method that does not train in epochs writes: zero-shot, Tip-Adapter, the probe)."""
-    sel = rec.get("selection")
-    return sel if isinstance(sel, Mapping) and "kept_init" in sel else None
-
-
-def training_status(records: Sequence[Mapping[str, Any]]) -> dict[str, TrainingStatus]:
-    """Counts per label (in first-seen order) from each run's ``selection`` record."""
-    out: dict[str, TrainingStatus] = {}
-    for label in dict.fromkeys(r["label"] for r in records):
-        rs = [r for r in records if r["label"] == label]
-        sels = [s for s in map(_selection, rs) if s is not None]
-        out[label] = TrainingStatus(
-            label,
-            str(rs[0].get("method", label)),
-            len(rs),
-            len(sels),
-            sum(bool(s.get("kept_init")) for s in sels),
-            sum(bool(s.get("diverged")) for s in sels),
-        )
-    return out
-
-
-def status_marks(statuses: Mapping[str, TrainingStatus]) -> tuple[dict[str, str], list[str]]:
-    """Row markers (``†`` some runs kept the initialisation, ``‡`` some diverged) and one
-    note per marked method, e.g. "coop: 12 of 12 runs kept the initial prompt"."""
-    marks: dict[str, str] = {}
-    notes: list[str] = []
-    for st in statuses.values():
-        mark = ""
-        if st.kept_init:
-            mark += KEPT_MARK
-            notes.append(
-                f"{KEPT_MARK} {st.label}: {st.kept_init} of {st.runs} runs kept {st.noun()}"
-            )
-        if st.diverged:
-            mark += DIVERGED_MARK
-            notes.append(
-                f"{DIVERGED_MARK} {st.label}: training diverged in {st.diverged} of {st.runs} runs"
-            )
-        if mark:
-            marks[st.label] = mark
-    return marks, notes
-
-
-def status_lines(statuses: Mapping[str, TrainingStatus]) -> list[str]:
-    """One line per method with a selection record: how many runs kept their init."""
-    lines = []
-    for st in statuses.values():
-        if not st.known:
-            continue
-        line = f"{st.label}: {st.kept_init} of {st.runs} runs kept {st.noun()}"
-        if st.diverged:
-            line += f"; {st.diverged} diverged"
-        if st.known < st.runs:
-            line += f" ({st.runs - st.known} runs without a selection record)"
-        lines.append(line)
-    return lines
-
 
 MetricKey = tuple[str, str, str]  # (metric, ood set or "", score or "")
 PairKey = tuple[Any, Any, Any]  # (world_seed, test_domain, seed)

@@ -24,15 +24,16 @@ Metadata (safetensors string header; JSON-encoded values)
     ``extra``          free-form dict: backbone fingerprint, dataset, split, view, paths.
     ``checksum``       :func:`tensor_digest` of the tensors; verified on read, so a
                        corrupted file is an error, never used (absent in older files).
+
+This module holds :class:`FeatureSet` and its reader and writer; the checks of its values
+(:mod:`croft.features.field_checks`) and the checksum and canonical bytes
+(:mod:`croft.features.digest`) are re-exported here.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
-import struct
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,11 +41,14 @@ from typing import Any
 import torch
 
 from croft.errors import CroftError
+from croft.features.digest import canonical_safetensors, tensor_digest, verify_digest
+from croft.features.field_checks import MIN_LOGIT_SCALE as MIN_LOGIT_SCALE
+from croft.features.field_checks import check_class_names, check_logit_scale, check_templates
+from croft.features.field_checks import fill_template as fill_template
 from croft.fileio import atomic_write_bytes, parse_json
 from croft.limits import check_limit
 
 SCHEMA = "croft.features/1"
-MIN_LOGIT_SCALE = 1e-3  # below this every softmax is uniform and lr scaling by it explodes
 
 
 @dataclass
@@ -238,99 +242,6 @@ class FeatureSet:
                 "prompts' text features (extract them with the backbone's text encoder)"
             )
         return self.text_features
-
-
-def check_class_names(names: list[str], where: str) -> None:
-    """A class list within ``classes`` entries and with no name twice (one line each)."""
-    check_limit("classes", len(names), f"{where}: number of classes")
-    if len(set(names)) != len(names):
-        seen: set[str] = set()
-        dup = next(c for c in names if c in seen or seen.add(c))  # type: ignore[func-returns-value]
-        raise CroftError(f"{where}: class {dup!r} is listed twice; each class name once")
-
-
-def check_logit_scale(scale: Any, where: str) -> float:
-    """A logit scale (``exp`` applied) in [``MIN_LOGIT_SCALE``, ``logit_scale`` limit]."""
-    if (
-        not isinstance(scale, (int, float))
-        or isinstance(scale, bool)
-        or not math.isfinite(scale)
-        or scale < MIN_LOGIT_SCALE
-    ):
-        raise CroftError(
-            f"{where} must be a positive number of at least {MIN_LOGIT_SCALE:g} (CLIP: 100), "
-            f"got {scale!r:.40}"
-        )
-    check_limit("logit_scale", scale, where)
-    return float(scale)
-
-
-def check_templates(templates: Sequence[str], where: str = "") -> list[str]:
-    """Templates as a list; each must hold exactly one ``{}`` and no other brace (so no
-    format field, attribute or index lookup can hide in one). ``where`` prefixes the
-    error (a feature file's path)."""
-    if isinstance(templates, str):
-        templates = [templates]
-    out = list(templates)
-    pre = f"{where}: " if where else ""
-    if not out:
-        raise CroftError(
-            f"{pre}templates list is empty; pass at least one, e.g. 'a photo of a {{}}.'"
-        )
-    for t in out:
-        rest = str(t).replace("{}", "", 1)
-        if not isinstance(t, str) or "{}" not in t or "{" in rest or "}" in rest:
-            raise CroftError(
-                f"{pre}prompt template {str(t)[:60]!r} must hold exactly one '{{}}' for the "
-                "class name and no other braces, e.g. 'a photo of a {}.'"
-            )
-    return out
-
-
-def fill_template(template: str, name: str) -> str:
-    """``template`` with its one ``{}`` replaced by ``name``: plain substitution, never
-    :meth:`str.format` (a template from a file may hold ``{0.__class__...}``)."""
-    check_templates([template])
-    return template.replace("{}", name, 1)
-
-
-def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
-    """``sha256:<hex>`` over each tensor's name, dtype, shape and bytes (names sorted)."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for name in sorted(tensors):
-        t = tensors[name].detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
-    return "sha256:" + h.hexdigest()
-
-
-def verify_digest(tensors: dict[str, torch.Tensor], meta: dict[str, str], where: Any) -> None:
-    """Raise CroftError when ``meta`` carries a ``checksum`` the tensors do not match."""
-    expected = meta.get("checksum")
-    if expected is not None and tensor_digest(tensors) != expected:
-        raise CroftError(
-            f"{where} is corrupted (its checksum does not match its contents); delete it and "
-            "extract it again"
-        )
-
-
-def canonical_safetensors(raw: bytes) -> bytes:
-    """The same safetensors bytes with a deterministic header (sorted metadata and tensor
-    entries): safetensors writes its metadata map in an arbitrary order per process, so two
-    writes of equal content could differ in bytes; after this they are equal."""
-    (n,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8 : 8 + n])
-    out: dict[str, Any] = {}
-    meta = header.pop("__metadata__", None)
-    if meta is not None:
-        out["__metadata__"] = dict(sorted(meta.items()))
-    for name in sorted(header):
-        out[name] = header[name]
-    text = json.dumps(out, separators=(",", ":"), ensure_ascii=False).encode()
-    text += b" " * (-len(text) % 8)
-    return struct.pack("<Q", len(text)) + text + raw[8 + n :]
 
 
 def check_writable_file(path: str | os.PathLike[str], what: str = "output file") -> Path:

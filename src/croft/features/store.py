@@ -7,6 +7,8 @@ is a different directory, and a manifest whose key differs from the one asked fo
 error, never reused. Every shard carries a checksum verified when it is read
 (:mod:`croft.features.shards`); a corrupted shard is removed and reported, and the next run
 extracts it again.
+This module opens the store and encodes the pending shards; reading them back into the
+feature set at the end is :mod:`croft.features.assembly`.
 
 Directory content::
 
@@ -47,6 +49,8 @@ import torch
 
 from croft._version import __version__
 from croft.errors import CroftError
+from croft.features.assembly import Bounds, write_feature_file
+from croft.features.assembly import assemble as _assemble
 from croft.features.extract import (
     DistContext,
     ImageViews,
@@ -55,10 +59,9 @@ from croft.features.extract import (
     check_templates,
     dist_context,
     encode_batches,
-    extract_text_features,
     plan_batches,
 )
-from croft.features.files import FeatureSet, save_features
+from croft.features.files import FeatureSet
 from croft.features.manifest import (
     MANIFEST,
     STORE_SCHEMA,
@@ -70,8 +73,6 @@ from croft.features.manifest import (
     store_manifest,
     write_manifest,
 )
-from croft.features.shards import kept_ranges as _kept_ranges
-from croft.features.shards import read_shards
 from croft.features.shards import shard_done as _shard_done
 from croft.features.shards import shard_name as _shard_name
 from croft.features.shards import write_shard as _write_shard
@@ -102,7 +103,6 @@ __all__ = [
 
 DEFAULT_SHARD_SIZE = 1024
 DEFAULT_BATCH_SIZE = 64
-Bounds = list[tuple[int, int]]
 
 
 class ExtractionInterrupted(KeyboardInterrupt):
@@ -123,11 +123,6 @@ def local_feature_size(backbone: Backbone, num_images: int, view: ViewSpec | Non
 
     views = (view or ViewSpec()).views
     return local_size_text(num_images, views, backbone.local_tokens(), backbone.dim)
-
-
-def write_feature_file(fs: FeatureSet, path: str | os.PathLike[str]) -> Path:
-    """:func:`~croft.features.save_features` (kept as the store's name for it)."""
-    return save_features(fs, path)
 
 
 # -- extraction -----------------------------------------------------------------------------
@@ -375,75 +370,3 @@ def _run_shards(
     finally:
         batches.close()
         bar.close()
-
-
-def _assemble(
-    backbone: Backbone,
-    index: DatasetIndex,
-    view: ViewSpec,
-    directory: Path,
-    khash: str,
-    bounds: Bounds,
-    base_doc: dict[str, Any],
-    templates: list[str] | None,
-    out: str | os.PathLike[str] | None,
-    extra: dict[str, Any],
-    *,
-    local: bool = False,
-) -> FeatureSet:
-    """Read every shard, complete the manifest and build (and write to ``out``) the
-    feature set of the decodable images."""
-    features, ok, skipped, shard_docs, local_feats = read_shards(
-        directory, khash, bounds, local=local
-    )
-    doc = dict(base_doc)
-    doc.update(
-        complete=True,
-        num_kept=int(ok.sum()),
-        num_skipped=len(skipped),
-        shards=shard_docs,
-        skipped=skipped,
-    )
-    manifest_path = directory / MANIFEST
-    write_manifest(manifest_path, doc)
-    if not bool(ok.any()):
-        raise CroftError(
-            f"none of the {len(ok)} images under {index.root} could be decoded (listed in "
-            f"{manifest_path}); check the dataset folder"
-        )
-    text = extract_text_features(backbone, index.class_names, templates) if templates else None
-    info: dict[str, Any] = {
-        "backbone": backbone.fingerprint(),
-        "backbone_spec": backbone.spec,
-        "index_hash": index.hash(),
-        "dataset": index.name,
-        "view": view.to_dict(),
-        "store_key": khash,
-        "num_records": len(ok),
-        "kept_ranges": _kept_ranges(ok),
-        "skipped": [{"index": d["index"], "path": d["path"]} for d in skipped],
-    }
-    info.update(extra)
-    fs = FeatureSet(
-        features=features[ok],
-        labels=torch.tensor(index.labels(), dtype=torch.int64)[ok],
-        class_names=list(index.class_names),
-        domains=torch.tensor(index.domain_ids(), dtype=torch.int64)[ok],
-        domain_names=list(index.domain_names),
-        text_features=text,
-        templates=templates or [],
-        logit_scale=backbone.logit_scale,
-        extra=info,
-        source=str(out) if out is not None else str(directory),
-        local_features=None if local_feats is None else local_feats[ok],
-    )
-    if out is not None:
-        write_feature_file(fs, out)
-    if skipped:
-        log.warning(
-            "skipped %d undecodable image%s (listed in %s)",
-            len(skipped),
-            "s" if len(skipped) != 1 else "",
-            manifest_path,
-        )
-    return fs

@@ -33,7 +33,9 @@ does everything else, identically for every method:
 
 The epoch logic (schedule, selector, record) is separate from the step and keeps its state
 in plain floats and tensors, so a batched engine that trains many members of one shape at
-once can reuse it member by member.
+once can reuse it member by member. The selection part (policy, :class:`EpochSelector`,
+validation subset, :func:`selection_record`) lives in :mod:`croft.methods.epoch_selection`
+and is re-exported here.
 """
 
 from __future__ import annotations
@@ -53,18 +55,26 @@ from croft.errors import CroftError
 from croft.features.files import FeatureSet, check_logit_scale
 from croft.limits import check_limit
 from croft.methods.base import FitResult, FittedHead
+from croft.methods.epoch_selection import KEPT_INIT_TOL as KEPT_INIT_TOL
+from croft.methods.epoch_selection import POLICIES as POLICIES
+from croft.methods.epoch_selection import (
+    EpochSelector,
+    param_change,
+    select_policy,
+    selection_record,
+    validates,
+    validation_subset,
+)
 from croft.progress import progress as progress_bar
 
 log = logging.getLogger(__name__)
 
-POLICIES = ("best", "last", "best_after_warmup")
 DTYPES = ("float32", "float64", "float16", "bfloat16")
 #: ``lr_scaling``: ``none`` (``lr`` as given: the authors' rates, set for OpenAI CLIP's
 #: logit scale 100) or ``logit_scale`` (the scale-aware rule of :func:`effective_lr`)
 LR_SCALINGS = ("none", "logit_scale")
 #: the logit scale the authors' learning rates were set for (OpenAI CLIP, ``s = 100``)
 REFERENCE_LOGIT_SCALE = 100.0
-KEPT_INIT_TOL = 1e-3  # param_change below this: the selected model is the initialisation
 
 
 @dataclass
@@ -125,14 +135,6 @@ def check_seed(seed: int, where: str) -> int:
     if not 0 <= seed < 2**32:
         raise CroftError(f"{where} {seed} is out of range; use a whole number in [0, 2**32)")
     return seed
-
-
-def select_policy(cfg: Any) -> str:
-    """``cfg.select_epoch``, checked."""
-    policy = str(getattr(cfg, "select_epoch", "best"))
-    if policy not in POLICIES:
-        raise CroftError(f"select_epoch {policy!r}: use one of {', '.join(POLICIES)}")
-    return policy
 
 
 # ----------------------------------------------------------------------------- schedule
@@ -232,106 +234,6 @@ def all_finite(head: FittedHead) -> bool:
     return all(
         bool(torch.isfinite(t).all()) for t in head.state_dict().values() if t.is_floating_point()
     )
-
-
-# ------------------------------------------------------------------------------ selection
-@dataclass
-class EpochSelector:
-    """The best-epoch rule, on plain numbers: feed every completed epoch to :meth:`offer`.
-
-    ``offer`` returns True when the epoch becomes the selected one (the caller then keeps
-    its head). ``best``: strictly higher validation accuracy than every earlier candidate
-    (so the first best epoch wins); ``last``: every epoch; ``best_after_warmup``: as
-    ``best`` but epochs inside the warm-up only count until a post-warm-up epoch arrives.
-    Without validation (``acc is None``) the last epoch is selected.
-    """
-
-    policy: str
-    warmup_epochs: int = 0
-    epoch: int | None = None
-    acc: float | None = None
-    _after_warmup: bool = False
-
-    def offer(self, epoch: int, acc: float | None) -> bool:
-        if self.policy == "last" or acc is None or self.epoch is None:
-            take = True
-        elif self.policy == "best_after_warmup" and epoch >= self.warmup_epochs:
-            take = not self._after_warmup or acc > (self.acc if self.acc is not None else -1.0)
-        elif self.policy == "best_after_warmup" and self._after_warmup:
-            take = False
-        else:
-            take = acc > (self.acc if self.acc is not None else -1.0)
-        if take:
-            self.epoch, self.acc = epoch, acc
-            self._after_warmup = epoch >= self.warmup_epochs
-        return take
-
-
-def validates(epoch: int, epochs: int, every: int) -> bool:
-    """Whether epoch ``epoch`` (0-based) of ``epochs`` is validated: every ``every``-th
-    epoch (``every − 1``, ``2·every − 1``, …) and always the last one."""
-    return (epoch + 1) % max(every, 1) == 0 or epoch == epochs - 1
-
-
-def validation_subset(val: FeatureSet, max_images: int, seed: int) -> FeatureSet:
-    """At most ``max_images`` rows of ``val`` (0 or ≥ N: all of it, unchanged), fixed for
-    the fit: classes take turns in label order, each giving its next image of a
-    ``seed``-ed permutation, so every class keeps ⌊max/C⌋ or one more (or all it has).
-    Rows keep their file order."""
-    n = len(val)
-    if max_images <= 0 or max_images >= n:
-        return val
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    labels = val.labels[perm]
-    queues = [perm[labels == c].tolist() for c in range(val.num_classes)]
-    chosen: list[int] = []
-    depth = 0
-    while len(chosen) < max_images:
-        for q in queues:
-            if depth < len(q) and len(chosen) < max_images:
-                chosen.append(q[depth])
-        depth += 1
-    return val.subset(torch.tensor(sorted(chosen), dtype=torch.long))
-
-
-def param_change(init: Sequence[torch.Tensor], now: Sequence[torch.Tensor]) -> float:
-    """``‖θ − θ₀‖ / max(‖θ₀‖, 1)`` over all tensors together (Frobenius, float64)."""
-    num = sum(float((a.double() - b.double()).pow(2).sum()) for a, b in zip(now, init, strict=True))
-    den = sum(float(b.double().pow(2).sum()) for b in init)
-    return math.sqrt(num) / max(math.sqrt(den), 1.0)
-
-
-def selection_record(
-    policy: str,
-    warmup_epochs: int,
-    selected_epoch: int,
-    history: Sequence[Mapping[str, float]],
-    val_init: float | None,
-    change: float,
-    diverged_epoch: int | None,
-) -> dict[str, Any]:
-    """The JSON-able selection record (a contract: runs write it as ``metrics["selection"]``).
-
-    Keys: ``select_epoch`` (policy), ``selected_epoch``, ``val_init`` (validation accuracy of
-    the initial head, before any step), ``val_epoch0``, ``val_selected``, ``diverged``,
-    ``diverged_epoch``, ``param_change`` (``‖θ_sel − θ_init‖ / max(‖θ_init‖, 1)`` over the
-    trained parameters) and ``kept_init``: the selected model is effectively the
-    initialisation (selected within the warm-up epochs, or ``param_change <``
-    :data:`KEPT_INIT_TOL`).
-    """
-    val0 = history[0].get("val_acc") if history else None
-    val_sel = history[selected_epoch].get("val_acc") if history else None
-    return {
-        "select_epoch": policy,
-        "selected_epoch": int(selected_epoch),
-        "val_init": val_init,
-        "val_epoch0": val0,
-        "val_selected": val_sel,
-        "diverged": diverged_epoch is not None,
-        "diverged_epoch": diverged_epoch,
-        "param_change": change,
-        "kept_init": bool(selected_epoch < warmup_epochs or change < KEPT_INIT_TOL),
-    }
 
 
 # ----------------------------------------------------------------------------------- loop

@@ -146,6 +146,30 @@ def test_cli_demo_core_on_study_tiny_prints_the_verdict(tmp_path, monkeypatch, c
     cfg = json.loads((out / "config.resolved.json").read_text())
     assert cfg["backbone"].endswith("world_v2/open_clip_model.safetensors")
     assert (out / "report" / "report.md").is_file()
+    assert rec["world_seed"] == 0  # the study's world, unless --world-seed says otherwise
+
+
+@pytest.mark.usefixtures("isolated_cache")
+def test_cli_demo_world_seed_generates_and_labels_another_world(tmp_path, monkeypatch) -> None:
+    from croft import world
+
+    seen = {}
+    real = world.generate_world
+
+    def spy(root, **kw):  # noqa: ANN001, ANN003, ANN202
+        seen.update(kw, root=root)
+        return real(root, **kw)
+
+    monkeypatch.setattr(world, "generate_world", spy)
+    run = functools.partial(wd.run_world_demo, preset="study-v3-tiny", held_out=("photo",))
+    monkeypatch.setattr(wd, "run_world_demo", run)
+    monkeypatch.setattr(wd, "SEEDS", 1)
+    out = tmp_path / "demo"
+    argv = ["demo", "--core", "--quiet", "--world-seed", "2", "--out", str(out)]
+    assert main(argv) == 0
+    assert seen["seed"] == 2 and Path(seen["root"]).name == "study-v3-tiny-seed2"
+    recs = [json.loads(p.read_text()) for p in out.rglob("metrics.json")]
+    assert recs and {r["world_seed"] for r in recs} == {2}
 
 
 @pytest.mark.usefixtures("isolated_cache")

@@ -29,6 +29,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="first seed (the world demo uses 5: S..S+4; --synthetic 3)",
     )
     p.add_argument(
+        "--world-seed",
+        type=int,
+        default=0,
+        metavar="K",
+        help="generate world v3 with world seed K (default 0, the study's world; each seed "
+        "is cached apart): the verdicts of several worlds show what holds beyond one world",
+    )
+    p.add_argument(
         "--core", action="store_true", help="zero-shot, the CE-only adapter and CRoFT only"
     )
     p.add_argument(
@@ -89,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
     result = run_world_demo(
         args.out,
         seeds=tuple(range(args.seed, args.seed + SEEDS)),
+        world_seed=args.world_seed,
         full=not args.core,
         prompt_learners=args.prompt_learners,
         progress=not args.quiet,

@@ -240,6 +240,7 @@ def run_world_demo(
         root, seeds, full=full, prompt_learners=prompt_learners, held_out=held_out,
         fit_engine=fit_engine, views=views,
     )  # fmt: skip
+    cfg.world_seed = world_seed  # records carry it (not part of any run key)
     out = Path(out_dir)
     # threads: the module docstring; workers: croft.experiments.workers
     result = run_experiment(cfg, out, progress=progress, workers=workers)

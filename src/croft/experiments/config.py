@@ -4,7 +4,8 @@
 leave-one-domain-out) and :class:`ImagenetConfig` (Setup-I, ImageNet class split) add
 their own fields, so a key of one protocol in the other's file is an error that says so.
 
-Every value is type-checked against the field's annotation (one line naming the key),
+Every value is type-checked against the field's annotation (one line naming the key;
+:mod:`croft.experiments.typed`),
 and resources are bounded: ``views <= MAX_VIEWS``, ``shots <= MAX_SHOTS``,
 ``val_per_class <= MAX_SHOTS``.
 """
@@ -13,8 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import types
-import typing
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -344,81 +343,6 @@ def check_device_name(device: str) -> None:
     head, sep, idx = device.partition(":")
     if head not in ("cpu", "cuda", "mps") or (sep and (head != "cuda" or not idx.isdigit())):
         raise CroftError(f"device {device!r}: use {DEVICES}")
-
-
-# ------------------------------------------------------------------------------ typed build
-def build(cls: type, data: Any, where: str) -> Any:
-    """``cls(**data)`` with every value checked against its annotation (one-line errors)."""
-    if not isinstance(data, dict):
-        raise CroftError(f"{where}: expected a mapping, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise CroftError(
-            f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(fields)}"
-        )
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for key, value in data.items():
-        kwargs[key] = convert(value, hints[key], f"{where}: {key}")
-    missing = [
-        k
-        for k, f in fields.items()
-        if k not in kwargs
-        and f.default is dataclasses.MISSING
-        and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
-    ]
-    if missing:
-        raise CroftError(f"{where}: the key {missing[0]!r} is required")
-    return cls(**kwargs)
-
-
-def _type_name(hint: Any) -> str:
-    origin = typing.get_origin(hint)
-    if origin is list:
-        return f"a list of {_type_name(typing.get_args(hint)[0])}s"
-    if origin is dict:
-        return "a mapping"
-    names = {int: "integer", float: "number", str: "string", bool: "boolean"}
-    return names.get(hint, getattr(hint, "__name__", str(hint)))
-
-
-def convert(value: Any, hint: Any, where: str) -> Any:
-    """``value`` checked (and ints widened to floats) against a type annotation."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in typing.get_args(hint):
-            return None
-        hint = next(a for a in typing.get_args(hint) if a is not type(None))
-        origin = typing.get_origin(hint)
-    if hint is Any:
-        return value
-    if dataclasses.is_dataclass(hint):
-        return build(hint, value, where)  # type: ignore[arg-type]
-    if origin is list:
-        if not isinstance(value, list):
-            raise CroftError(f"{where} must be {_type_name(hint)}, got {value!r}")
-        (inner,) = typing.get_args(hint)
-        return [convert(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise CroftError(f"{where} must be a mapping, got {value!r}")
-        return dict(value)
-    ok = (
-        (hint is bool and isinstance(value, bool))
-        or (hint is int and isinstance(value, int) and not isinstance(value, bool))
-        or (hint is float and isinstance(value, (int, float)) and not isinstance(value, bool))
-        or (hint is str and isinstance(value, str))
-    )
-    if hint is str and isinstance(value, int) and not isinstance(value, bool):
-        return str(value)  # e.g. ar_protocol: 200
-    if not ok:
-        raise CroftError(
-            f"{where} must be {'an' if hint is int else 'a'} {_type_name(hint)}, got {value!r}"
-        )
-    if hint is float and not math.isfinite(value):
-        raise CroftError(f"{where} must be a finite number, got {value!r}")
-    return float(value) if hint is float else value
 
 
 # ------------------------------------------------------------------------------ protocols

@@ -14,10 +14,11 @@ from typing import Any
 
 from croft.errors import CroftError
 from croft.experiments.checks import check_device, check_weights
-from croft.experiments.config import DataSpec, ExperimentBase, build
+from croft.experiments.config import DataSpec, ExperimentBase
 from croft.experiments.configs import CONFIGS
 from croft.experiments.grid import expand_methods, method_config
 from croft.experiments.run_defaults import apply_run_defaults, env_data_root, method_option_hint
+from croft.experiments.typed import build
 from croft.fileio import parse_yaml
 from croft.limits import check_limit
 from croft.overrides import apply_overrides

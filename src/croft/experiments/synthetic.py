@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from croft.errors import CroftError
-from croft.experiments.config import DataSpec, ExperimentBase, build
+from croft.experiments.config import DataSpec, ExperimentBase
 from croft.experiments.task import Task
+from croft.experiments.typed import build
 
 
 @dataclass

@@ -23,7 +23,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from croft.methods.croft.core import EPS, norm_vjp, official_penalty
+from croft.methods.croft.core import EPS, norm_vjp
+from croft.methods.croft.workspace import Workspace, official_penalty
+from croft.methods.croft.workspace import adapt as ws_adapt
 from croft.methods.text import eps_normalize as n
 
 MATRICES = ("fc_i", "fc_t", "generator")
@@ -35,15 +37,26 @@ class Hyper:
 
     values: dict[str, torch.Tensor]
     _host: dict[str, tuple[torch.Tensor, list[float]]] = field(default_factory=dict)
+    _views: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
     def v(self, name: str) -> torch.Tensor:
         return self.values[name]
 
     def m(self, name: str) -> torch.Tensor:
-        return self.values[name][:, None, None]
+        return self._view(name, 2)
 
     def col(self, name: str) -> torch.Tensor:
-        return self.values[name][:, None]
+        return self._view(name, 1)
+
+    def _view(self, name: str, extra: int) -> torch.Tensor:
+        """``values[name]`` viewed with ``extra`` trailing axes of 1, made once per tensor
+        (each fresh view is 2-4 op calls; a step asks for ~100)."""
+        tensor = self.values[name]
+        hit = self._views.get((name, extra))
+        if hit is None or hit[0] is not tensor:
+            hit = (tensor, tensor.view(tensor.shape + (1,) * extra))
+            self._views[(name, extra)] = hit
+        return hit[1]
 
     def host(self, name: str) -> list[float]:
         """The values as floats, read to the host once per tensor (``lr``: once per epoch)."""
@@ -67,6 +80,7 @@ class BatchedParams:
     residual: bool
     bufs: dict[str, torch.Tensor] = field(default_factory=dict)
     steps: dict[str, int] = field(default_factory=dict)
+    ws: Workspace = field(default_factory=Workspace)  # buffers reused across steps
 
     @classmethod
     def create(
@@ -162,13 +176,15 @@ def generator_loss(
 
 def energy_penalty(
     rows: torch.Tensor, t_zs: torch.Tensor, w_img: torch.Tensor, w_txt: torch.Tensor, hp: Hyper,
-    reduction: str, rows_w: torch.Tensor | None = None,
+    reduction: str, rows_w: torch.Tensor | None = None, ws: Workspace | None = None,
 ) -> torch.Tensor:  # fmt: skip
-    """The official penalty ``loss2`` per member ``(G,)`` (:func:`official_penalty`, the
-    closed form). ``rows_w`` is ``rows @ w_img`` when the caller has it."""
+    """The official penalty ``loss2`` per member ``(G,)`` (the closed form of
+    :func:`croft.methods.croft.core.official_penalty`, buffers in ``ws``). ``rows_w`` is
+    ``rows @ w_img`` when the caller has it; ``t_zs`` is data."""
     return official_penalty(
         rows, rows @ w_img if rows_w is None else rows_w, t_zs, t_zs @ w_txt, hp.m("ratio"),
         hp.m("ratio1"), hp.m("ratio_text"), hp.m("ratio_text1"), reduction,
+        Workspace() if ws is None else ws,
     )  # fmt: skip
 
 
@@ -212,9 +228,9 @@ def official_step(
         p.sgd(MATRICES, hp)
 
     fc_i, fc_t, gen = p.mats["fc_i"], p.mats["fc_t"], p.mats["generator"]
-    z_img = adapt(x, fc_i, hp.m("ratio"), hp.m("ratio1"))
-    z_txt = adapt(t, fc_t, hp.m("ratio_text"), hp.m("ratio_text1"))
-    x_zs, t_zs = n(x), n(t)
+    z_img = ws_adapt(x, fc_i, hp.m("ratio"), hp.m("ratio1"), p.ws, "z_img")
+    z_txt = ws_adapt(t, fc_t, hp.m("ratio_text"), hp.m("ratio_text1"), p.ws, "z_txt")
+    x_zs, t_zs = n(x), p.ws.const("t_zs", t, n)  # t is the chunk's: n(t) once
     logits = hp.m("scale") * z_img @ z_txt.mT
     gen_losses: list[torch.Tensor] = []
     if s.wccf:
@@ -223,16 +239,17 @@ def official_step(
             gen_losses.append(loss_g.detach())
             step_all(loss_g)
     _, zc = generator_loss(z_img, z_txt, y, gen, hp)
-    rows, rows_w = x_zs, x_zs @ fc_i  # x_zs is data: no gradient is formed for it
+    rows = x_zs  # data: no gradient is formed for it
     if s.covariate_rows:
         disalign = (label_mask(y, zc.dtype) * (zc @ x_zs.mT)).mean((1, 2))
-        zc_w = zc @ fc_i  # shared by the covariate branch and the penalty
-        zc_theta = hp.m("ratio") * zc + hp.m("ratio1") * zc_w
+        rows = torch.cat([x_zs, zc], dim=1)
+        rows_w = rows @ fc_i  # one product; its zc rows are shared with the covariate branch
+        zc_theta = hp.m("ratio") * zc + hp.m("ratio1") * rows_w[:, x_zs.shape[1] :]
         loss1 = cross_entropy(hp.m("scale") * zc_theta @ z_txt.mT, y) - hp.v("lambda1") * disalign
-        rows, rows_w = torch.cat([x_zs, zc], dim=1), torch.cat([rows_w, zc_w], dim=1)
     else:
+        rows_w = x_zs @ fc_i
         loss1 = cross_entropy(hp.m("scale") * zc @ z_txt.mT, y)
-    loss2 = energy_penalty(rows, t_zs, fc_i, fc_t, hp, s.energy_reduction, rows_w)
+    loss2 = energy_penalty(rows, t_zs, fc_i, fc_t, hp, s.energy_reduction, rows_w, p.ws)
     loss_ce = cross_entropy(logits, y)
     loss = loss_ce + (loss1 if s.wccf else 0.0) + hp.v("lambda2") * loss2
     step_all(loss)

@@ -1,0 +1,170 @@
+"""Buffers the batched official step reuses across steps (issue 22, item 4).
+
+Why: at the Setup-I shape (C = 400, G = 8) every large per-step tensor, ``(G, C, D)`` or
+``(G, D, D)``, is 6-8 MiB. glibc returns the freed top of its heap to the OS above its
+(dynamic) trim threshold, so such tensors were page-faulted back, zeroed, on every step:
+~1,800 faults and several ms of system time per member-step, which made batching slower
+than sequential fits. Tensors held here live as long as their chunk, so they are mapped
+once.
+
+* :class:`Workspace`: named buffers by shape, and values derived once from a constant
+  input (the class text features ``t``: ``n(t)`` and its row sums).
+* :func:`gram_sq`: ``Σ (Uᵀ V)²`` per member for ``U = [rows; t̂]``, ``V = [P; Q]`` (the
+  official penalty's ``‖g‖²`` when ``g`` is formed), with ``U``, ``V``, ``g`` and ``g²`` in
+  workspaces and a backward that forms only the gradients it needs (``t̂`` is data: its
+  rows of ``∂/∂U`` are never computed).
+
+A workspace's contents are valid only until the next step's forward overwrites them; the
+steps finish every backward through a graph before building the next (``steps.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from croft.methods.croft.core import EPS, _norm_vjp
+
+
+class Workspace:
+    """Per-chunk buffers, reused by name and shape; constants derived once per input."""
+
+    def __init__(self) -> None:
+        self._bufs: dict[tuple, torch.Tensor] = {}
+        self._consts: dict[str, tuple[torch.Tensor, int, Any]] = {}
+        self._held: dict[int, tuple[torch.Tensor, int]] = {}  # id(buffer) -> its source
+
+    def buf(self, name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        """An uninitialised buffer ``name`` of ``shape`` (dtype and device of ``like``)."""
+        key = (name, tuple(shape), like.dtype, like.device)
+        out = self._bufs.get(key)
+        if out is None:
+            out = self._bufs[key] = torch.empty(shape, dtype=like.dtype, device=like.device)
+        return out
+
+    def stale(self, buf: torch.Tensor, src: torch.Tensor) -> bool:
+        """True once per (``buf``, unmodified ``src``): when ``buf`` must take ``src``'s values."""
+        key = id(buf)
+        held = self._held.get(key)
+        if held is not None and held[0] is src and held[1] == src._version:
+            return False
+        self._held[key] = (src, src._version)
+        return True
+
+    def const(self, name: str, src: torch.Tensor, make: Callable[[torch.Tensor], Any]) -> Any:
+        """``make(src)``, computed once while ``src`` is the same, unmodified tensor (it is
+        held, so its identity cannot be reused by another tensor)."""
+        hit = self._consts.get(name)
+        if hit is None or hit[0] is not src or hit[1] != src._version:
+            hit = self._consts[name] = (src, src._version, make(src))
+        return hit[2]
+
+
+class _GramSq(torch.autograd.Function):
+    """``sq = Σ_{d,e} ([rows; t̂]ᵀ [P; Q])²_{de}`` per member, in workspaces."""
+
+    @staticmethod
+    def forward(ctx, rows, t_zs, p, q, ws):  # noqa: ANN001, ANN205
+        g_n, m, dim = rows.shape
+        c = t_zs.shape[1]
+        uu = ws.buf("gram_uu", (g_n, m + c, dim), rows)
+        if ws.stale(uu, t_zs):  # the text rows are copied once per buffer and text
+            uu[:, m:].copy_(t_zs)
+        uu[:, :m].copy_(rows)
+        vv = ws.buf("gram_vv", (g_n, m + c, dim), rows)
+        vv[:, :m].copy_(p)
+        vv[:, m:].copy_(q)
+        g = torch.bmm(uu.mT, vv, out=ws.buf("gram_g", (g_n, dim, dim), rows))
+        g2 = ws.buf("gram_g2", (g_n, dim, dim), rows)
+        sq = torch.mul(g, g, out=g2).sum((-2, -1))
+        ctx.bufs, ctx.m = (uu, vv, g, g2), m
+        return sq
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: ANN001, ANN205
+        (uu, vv, g, g2), m = ctx.bufs, ctx.m
+        dg = torch.mul(g, 2.0 * grad[:, None, None], out=g2)  # d sq / d g
+        d_rows = d_p = d_q = None
+        if ctx.needs_input_grad[2] or ctx.needs_input_grad[3]:
+            dvv = uu @ dg
+            d_p, d_q = dvv[:, :m], dvv[:, m:]
+        if ctx.needs_input_grad[0]:
+            d_rows = vv[:, :m] @ dg.mT
+        return d_rows, None, d_p, d_q, None
+
+
+def gram_sq(rows: torch.Tensor, t_zs: torch.Tensor, p: torch.Tensor, q: torch.Tensor,
+            ws: Workspace) -> torch.Tensor:  # fmt: skip
+    """``((cat([rows, t_zs]).mT @ cat([p, q])) ** 2).sum((-2, -1))`` with ``t_zs`` data."""
+    return _GramSq.apply(rows, t_zs, p, q, ws)
+
+
+def official_penalty(
+    rows: torch.Tensor, rows_w: torch.Tensor, t_zs: torch.Tensor, t_w: torch.Tensor,
+    ratio: torch.Tensor, ratio1: torch.Tensor, ratio_text: torch.Tensor,
+    ratio_text1: torch.Tensor, reduction: str, ws: Workspace,
+) -> torch.Tensor:  # fmt: skip
+    """:func:`croft.methods.croft.core.official_penalty` (the same expression, op for op),
+    with ``t_zs``'s row sums derived once and ``‖g‖²`` by :func:`gram_sq` when ``g`` is
+    formed. ``t_zs`` must be data (no gradient)."""
+    if reduction not in ("setup1", "setup2"):
+        raise ValueError(f"unknown energy-penalty reduction {reduction!r}")
+    t_shift = ws.const("t_shift", t_zs, lambda t: 1e-4 * t.sum(-1, keepdim=True))
+    u = ratio * (rows_w + 1e-4 * rows.sum(-1, keepdim=True)) + ratio1 * rows
+    v = ratio_text * (t_w + t_shift) + ratio_text1 * t_zs
+    ru, rv = u.norm(dim=-1, keepdim=True), v.norm(dim=-1, keepdim=True)
+    a, b = u / (EPS + ru), v / (EPS + rv)
+    e = torch.exp(a @ b.mT)
+    if reduction == "setup2":
+        e = e / (e.shape[-2] * e.shape[-1])
+    p = ratio * _norm_vjp(u, ru, e @ b)
+    q = ratio_text * _norm_vjp(v, rv, e.mT @ a)
+    dim = rows.shape[-1]
+    if 2 * (rows.shape[-2] + t_zs.shape[-2]) <= dim:
+        uu = torch.cat([rows, t_zs], dim=-2)
+        vv = torch.cat([p, q], dim=-2)
+        sq = ((uu @ uu.mT) * (vv @ vv.mT)).sum((-2, -1))
+    else:
+        sq = gram_sq(rows, t_zs, p, q, ws)
+    return sq / (dim * dim) if reduction == "setup1" else sq
+
+
+class _Adapt(torch.autograd.Function):
+    """``n(r·x Wᵀ + r1·x)`` for data ``x`` (no gradient), output and ``u`` in workspaces.
+
+    The forward is the autograd form's ops in the same order (bit-identical values); the
+    backward is ``J_n(u)ᵀ`` written out (``α·∂ − β·(u·∂)·u``, :func:`_norm_vjp`) and one
+    product for ``∂W``: two passes over ``(G, N, D)`` instead of autograd's seven.
+    """
+
+    @staticmethod
+    def forward(ctx, x, w, r, r1, ws, name):  # noqa: ANN001, ANN205
+        # Autograd's u and output are (G, D, N) in memory, seen as (G, N, D); so are these
+        # (the norm's reduction order follows the layout: the values are bit-identical).
+        g_n, n_rows, dim = x.shape
+        lin = torch.bmm(w, x.mT, out=ws.buf(name + "_lin", (g_n, dim, n_rows), x)).mT
+        u = torch.mul(r, lin, out=ws.buf(name + "_u", (g_n, dim, n_rows), x).mT)
+        u.add_(torch.mul(r1, x, out=ws.buf(name + "_r1x", x.shape, x)))  # no fused addcmul
+        ru = u.norm(dim=-1, keepdim=True)
+        out = torch.div(u, EPS + ru, out=ws.buf(name + "_out", (g_n, dim, n_rows), x).mT)
+        ctx.save = (x, u, ru, r, ws, name)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: ANN001, ANN205
+        x, u, ru, r, ws, name = ctx.save
+        alpha = 1.0 / (EPS + ru)
+        beta = alpha * alpha / ru
+        dot = torch.linalg.vecdot(u, grad).unsqueeze(-1)
+        du = torch.mul(grad, r * alpha, out=ws.buf(name + "_du", u.shape, u))
+        du.addcmul_(u, r * beta * dot, value=-1.0)
+        return None, du.mT @ x, None, None, None, None
+
+
+def adapt(x: torch.Tensor, w: torch.Tensor, r: torch.Tensor, r1: torch.Tensor, ws: Workspace,
+          name: str) -> torch.Tensor:  # fmt: skip
+    """:func:`croft.methods.croft.steps.adapt` for data ``x`` with buffers ``name`` in ``ws``
+    (valid until the next call with that name)."""
+    return _Adapt.apply(x, w, r, r1, ws, name)

@@ -182,9 +182,9 @@ def energy_penalty(
     :func:`croft.methods.croft.core.official_penalty`, buffers in ``ws``). ``rows_w`` is
     ``rows @ w_img`` when the caller has it; ``t_zs`` is data."""
     return official_penalty(
-        rows, rows @ w_img if rows_w is None else rows_w, t_zs, t_zs @ w_txt, hp.m("ratio"),
+        rows, rows @ w_img if rows_w is None else rows_w, t_zs, None, hp.m("ratio"),
         hp.m("ratio1"), hp.m("ratio_text"), hp.m("ratio_text1"), reduction,
-        Workspace() if ws is None else ws,
+        Workspace() if ws is None else ws, w_txt,
     )  # fmt: skip
 
 
@@ -238,7 +238,7 @@ def official_step(
             loss_g, _ = generator_loss(z_img, z_txt, y, gen, hp)
             gen_losses.append(loss_g.detach())
             step_all(loss_g)
-    _, zc = generator_loss(z_img, z_txt, y, gen, hp)
+    zc = n(z_img @ gen + z_img)  # generator_loss's z_I^c (its loss is not needed here)
     rows = x_zs  # data: no gradient is formed for it
     if s.covariate_rows:
         disalign = (label_mask(y, zc.dtype) * (zc @ x_zs.mT)).mean((1, 2))

@@ -79,16 +79,16 @@ class _GramSq(torch.autograd.Function):
         g = torch.bmm(uu.mT, vv, out=ws.buf("gram_g", (g_n, dim, dim), rows))
         g2 = ws.buf("gram_g2", (g_n, dim, dim), rows)
         sq = torch.mul(g, g, out=g2).sum((-2, -1))
-        ctx.bufs, ctx.m = (uu, vv, g, g2), m
+        ctx.bufs, ctx.m, ctx.ws = (uu, vv, g, g2), m, ws
         return sq
 
     @staticmethod
     def backward(ctx, grad):  # noqa: ANN001, ANN205
-        (uu, vv, g, g2), m = ctx.bufs, ctx.m
+        (uu, vv, g, g2), m, ws = ctx.bufs, ctx.m, ctx.ws
         dg = torch.mul(g, 2.0 * grad[:, None, None], out=g2)  # d sq / d g
         d_rows = d_p = d_q = None
         if ctx.needs_input_grad[2] or ctx.needs_input_grad[3]:
-            dvv = uu @ dg
+            dvv = torch.bmm(uu, dg, out=ws.buf("gram_dvv", uu.shape, uu))
             d_p, d_q = dvv[:, :m], dvv[:, m:]
         if ctx.needs_input_grad[0]:
             d_rows = vv[:, :m] @ dg.mT
@@ -102,25 +102,36 @@ def gram_sq(rows: torch.Tensor, t_zs: torch.Tensor, p: torch.Tensor, q: torch.Te
 
 
 def official_penalty(
-    rows: torch.Tensor, rows_w: torch.Tensor, t_zs: torch.Tensor, t_w: torch.Tensor,
+    rows: torch.Tensor, rows_w: torch.Tensor, t_zs: torch.Tensor, t_w: torch.Tensor | None,
     ratio: torch.Tensor, ratio1: torch.Tensor, ratio_text: torch.Tensor,
     ratio_text1: torch.Tensor, reduction: str, ws: Workspace,
+    w_txt: torch.Tensor | None = None,
 ) -> torch.Tensor:  # fmt: skip
-    """:func:`croft.methods.croft.core.official_penalty` (the same expression, op for op),
-    with ``t_zs``'s row sums derived once and ``‖g‖²`` by :func:`gram_sq` when ``g`` is
-    formed. ``t_zs`` must be data (no gradient)."""
+    """:func:`croft.methods.croft.core.official_penalty` (the same expression, op for op:
+    bit-identical values), with ``t_zs``'s row sums derived once and ``‖g‖²`` by
+    :func:`gram_sq` when ``g`` is formed. ``t_zs`` must be data (no gradient). With
+    ``w_txt`` given (then ``t_w`` is ignored: ``t_zs @ w_txt``), the text side runs in
+    buffers with written-out backwards (:class:`_TextRows`, :class:`_TextVjp`)."""
     if reduction not in ("setup1", "setup2"):
         raise ValueError(f"unknown energy-penalty reduction {reduction!r}")
     t_shift = ws.const("t_shift", t_zs, lambda t: 1e-4 * t.sum(-1, keepdim=True))
     u = ratio * (rows_w + 1e-4 * rows.sum(-1, keepdim=True)) + ratio1 * rows
-    v = ratio_text * (t_w + t_shift) + ratio_text1 * t_zs
-    ru, rv = u.norm(dim=-1, keepdim=True), v.norm(dim=-1, keepdim=True)
-    a, b = u / (EPS + ru), v / (EPS + rv)
+    ru = u.norm(dim=-1, keepdim=True)
+    a = u / (EPS + ru)
+    if w_txt is None:
+        v = ratio_text * (t_w + t_shift) + ratio_text1 * t_zs
+        rv = v.norm(dim=-1, keepdim=True)
+        b = v / (EPS + rv)
+    else:  # the text side, (G, C, D), in buffers
+        v, b, rv = _TextRows.apply(w_txt, t_zs, t_shift, ratio_text, ratio_text1, ws)
     e = torch.exp(a @ b.mT)
     if reduction == "setup2":
         e = e / (e.shape[-2] * e.shape[-1])
     p = ratio * _norm_vjp(u, ru, e @ b)
-    q = ratio_text * _norm_vjp(v, rv, e.mT @ a)
+    if w_txt is None:
+        q = ratio_text * _norm_vjp(v, rv, e.mT @ a)
+    else:
+        q = _TextVjp.apply(v, rv, e.mT @ a, ratio_text, ws)
     dim = rows.shape[-1]
     if 2 * (rows.shape[-2] + t_zs.shape[-2]) <= dim:
         uu = torch.cat([rows, t_zs], dim=-2)
@@ -168,3 +179,68 @@ def adapt(x: torch.Tensor, w: torch.Tensor, r: torch.Tensor, r1: torch.Tensor, w
     """:func:`croft.methods.croft.steps.adapt` for data ``x`` with buffers ``name`` in ``ws``
     (valid until the next call with that name)."""
     return _Adapt.apply(x, w, r, r1, ws, name)
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise ``a·b`` ``(…, N, 1)`` without an ``(…, N, D)`` temporary."""
+    return (a.unsqueeze(-2) @ b.unsqueeze(-1)).squeeze(-1)
+
+
+class _TextRows(torch.autograd.Function):
+    """The penalty's text rows: ``v = rt·(t̂ Wt + shift) + rt1·t̂`` and ``b = n(v)``
+    (``‖v‖`` too, not differentiable: :class:`_TextVjp` differentiates through it)."""
+
+    @staticmethod
+    def forward(ctx, w, t_zs, shift, rt, rt1, ws):  # noqa: ANN001, ANN205
+        tw = torch.bmm(t_zs, w, out=ws.buf("pen_tw", t_zs.shape, t_zs)).add_(shift)
+        v = torch.mul(rt, tw, out=ws.buf("pen_v", t_zs.shape, t_zs))
+        v.add_(torch.mul(rt1, t_zs, out=ws.buf("pen_r1t", t_zs.shape, t_zs)))
+        rv = v.norm(dim=-1, keepdim=True)
+        b = torch.div(v, EPS + rv, out=ws.buf("pen_b", t_zs.shape, t_zs))
+        ctx.mark_non_differentiable(rv)
+        ctx.save = (t_zs, v, rv, rt, ws)
+        return v, b, rv
+
+    @staticmethod
+    def backward(ctx, dv, db, _drv):  # noqa: ANN001, ANN205
+        t_zs, v, rv, rt, ws = ctx.save
+        alpha = 1.0 / (EPS + rv)
+        d = ws.buf("pen_dtw", v.shape, v)
+        if db is None:
+            d.zero_()
+        else:  # J_n(v)ᵀ db
+            beta = alpha * alpha / rv
+            torch.mul(db, alpha, out=d).addcmul_(v, beta * _dot(v, db), value=-1.0)
+        if dv is not None:
+            d.add_(dv)
+        d.mul_(rt)
+        return t_zs.mT @ d, None, None, None, None, None
+
+
+class _TextVjp(torch.autograd.Function):
+    """``q = rt·J_n(v)ᵀ c`` (:func:`_norm_vjp` at ``r = ‖v‖``), differentiable in ``v``
+    (through ``r`` as well) and ``c``."""
+
+    @staticmethod
+    def forward(ctx, v, rv, c, rt, ws):  # noqa: ANN001, ANN205
+        alpha = 1.0 / (EPS + rv)
+        beta = alpha * alpha / rv
+        s = torch.mul(v, c, out=ws.buf("vjp_vc", v.shape, v)).sum(-1, keepdim=True)
+        q = torch.mul(alpha, c, out=ws.buf("vjp_q", v.shape, v))
+        q.sub_(torch.mul(beta * s, v, out=ws.buf("vjp_t2", v.shape, v))).mul_(rt)
+        ctx.save = (v, rv, c, rt, s, ws)
+        return q
+
+    @staticmethod
+    def backward(ctx, dq):  # noqa: ANN001, ANN205
+        v, rv, c, rt, s, ws = ctx.save
+        alpha = 1.0 / (EPS + rv)
+        beta = alpha * alpha / rv
+        dqq = torch.mul(dq, rt, out=ws.buf("vjp_dqq", v.shape, v))
+        k1, k2 = _dot(dqq, c), _dot(dqq, v)
+        d_c = torch.mul(dqq, alpha, out=ws.buf("vjp_dc", v.shape, v))
+        d_c.addcmul_(v, beta * k2, value=-1.0)  # J_n(v)ᵀ dqq
+        coef = -beta * k1 + k2 * s * (2.0 * alpha**3 / rv**2 + alpha * alpha / rv**3)
+        d_v = torch.mul(v, coef, out=ws.buf("vjp_dv", v.shape, v))
+        d_v.addcmul_(dqq, beta * s, value=-1.0).addcmul_(c, beta * k2, value=-1.0)
+        return d_v, None, d_c, None, None

@@ -27,8 +27,9 @@ def test_adapt_equals_autograd_form(dtype: torch.dtype, rows: int) -> None:
     ref = autograd_adapt(x, w, r, 1 - r)
     (g_ref,) = torch.autograd.grad((ref * cot).sum(), w)
     ws = W.Workspace()
-    for _ in range(2):  # the second call reuses every buffer
-        out = W.adapt(x, w, r, 1 - r, ws, "a")
+    r1 = 1 - r
+    for x_const in (False, False, True, True):  # later calls reuse every buffer
+        out = W.adapt(x, w, r, r1, ws, "a", x_const)
         assert torch.equal(out, ref) and out.stride() == ref.stride()
         (g,) = torch.autograd.grad((out * cot).sum(), w)
         tol = 1e-13 if dtype == torch.float64 else 1e-5

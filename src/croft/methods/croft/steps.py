@@ -81,6 +81,7 @@ class BatchedParams:
     bufs: dict[str, torch.Tensor] = field(default_factory=dict)
     steps: dict[str, int] = field(default_factory=dict)
     ws: Workspace = field(default_factory=Workspace)  # buffers reused across steps
+    views: dict[str, tuple] = field(default_factory=dict)  # per-member slices (:meth:`sgd`)
 
     @classmethod
     def create(
@@ -101,6 +102,14 @@ class BatchedParams:
         if not self.residual:
             return p
         return p + torch.eye(p.shape[-1], dtype=p.dtype, device=p.device)
+
+    def _slices(self, name: str) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+        """The members' ``(D, D)`` views of a matrix and of its momentum, made once."""
+        p, buf = self.mats[name], self.bufs[name]
+        hit = self.views.get(name)
+        if hit is None or hit[0] is not p or hit[1] is not buf:
+            hit = self.views[name] = (p, buf, p.detach().unbind(0), buf.unbind(0))
+        return hit[2], hit[3]
 
     def zero_grad(self, names: tuple[str, ...]) -> None:
         for k in names:
@@ -126,10 +135,11 @@ class BatchedParams:
             if grad is None:
                 continue
             p.grad = None
-            data, buf, first = p.detach(), self.bufs[k], self.steps[k] == 0
+            data, buf = self._slices(k)
+            grads, first = grad.unbind(0), self.steps[k] == 0  # one op, not G
             for (lr_g, mom_g, wd_g), idx in groups.items():
                 torch._fused_sgd_(
-                    [data[g] for g in idx], [grad[g] for g in idx],
+                    [data[g] for g in idx], [grads[g] for g in idx],
                     [buf[g] for g in idx] if mom_g != 0.0 else [],
                     weight_decay=wd_g, momentum=mom_g, lr=lr_g, dampening=0.0,
                     nesterov=False, maximize=False, is_first_step=first,
@@ -229,7 +239,7 @@ def official_step(
 
     fc_i, fc_t, gen = p.mats["fc_i"], p.mats["fc_t"], p.mats["generator"]
     z_img = ws_adapt(x, fc_i, hp.m("ratio"), hp.m("ratio1"), p.ws, "z_img")
-    z_txt = ws_adapt(t, fc_t, hp.m("ratio_text"), hp.m("ratio_text1"), p.ws, "z_txt")
+    z_txt = ws_adapt(t, fc_t, hp.m("ratio_text"), hp.m("ratio_text1"), p.ws, "z_txt", True)
     x_zs, t_zs = n(x), p.ws.const("t_zs", t, n)  # t is the chunk's: n(t) once
     logits = hp.m("scale") * z_img @ z_txt.mT
     gen_losses: list[torch.Tensor] = []

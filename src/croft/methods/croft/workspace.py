@@ -33,7 +33,7 @@ class Workspace:
 
     def __init__(self) -> None:
         self._bufs: dict[tuple, torch.Tensor] = {}
-        self._consts: dict[str, tuple[torch.Tensor, int, Any]] = {}
+        self._consts: dict[str, tuple[tuple[torch.Tensor, ...], tuple[int, ...], Any]] = {}
         self._held: dict[int, tuple[torch.Tensor, int]] = {}  # id(buffer) -> its source
 
     def buf(self, name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
@@ -53,12 +53,20 @@ class Workspace:
         self._held[key] = (src, src._version)
         return True
 
-    def const(self, name: str, src: torch.Tensor, make: Callable[[torch.Tensor], Any]) -> Any:
-        """``make(src)``, computed once while ``src`` is the same, unmodified tensor (it is
-        held, so its identity cannot be reused by another tensor)."""
+    def const(self, name: str, src: torch.Tensor | tuple[torch.Tensor, ...],
+              make: Callable[..., Any]) -> Any:  # fmt: skip
+        """``make(*src)``, computed once while ``src`` (a tensor or a tuple of them) is the
+        same, unmodified tensors (they are held: their identity cannot be reused)."""
+        srcs = src if isinstance(src, tuple) else (src,)
+        versions = tuple(t._version for t in srcs)
         hit = self._consts.get(name)
-        if hit is None or hit[0] is not src or hit[1] != src._version:
-            hit = self._consts[name] = (src, src._version, make(src))
+        if (
+            hit is None
+            or len(hit[0]) != len(srcs)
+            or hit[1] != versions
+            or any(a is not b for a, b in zip(hit[0], srcs, strict=True))
+        ):
+            hit = self._consts[name] = (srcs, versions, make(*srcs))
         return hit[2]
 
 
@@ -151,13 +159,17 @@ class _Adapt(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, w, r, r1, ws, name):  # noqa: ANN001, ANN205
+    def forward(ctx, x, w, r, r1, ws, name, x_const):  # noqa: ANN001, ANN205
         # Autograd's u and output are (G, D, N) in memory, seen as (G, N, D); so are these
         # (the norm's reduction order follows the layout: the values are bit-identical).
         g_n, n_rows, dim = x.shape
         lin = torch.bmm(w, x.mT, out=ws.buf(name + "_lin", (g_n, dim, n_rows), x)).mT
         u = torch.mul(r, lin, out=ws.buf(name + "_u", (g_n, dim, n_rows), x).mT)
-        u.add_(torch.mul(r1, x, out=ws.buf(name + "_r1x", x.shape, x)))  # no fused addcmul
+        if x_const:  # r1·x once per chunk
+            r1x = ws.const(name + "_r1x", (r1, x), torch.mul)
+        else:
+            r1x = torch.mul(r1, x, out=ws.buf(name + "_r1x", x.shape, x))
+        u.add_(r1x)  # (not a fused addcmul: that rounds differently)
         ru = u.norm(dim=-1, keepdim=True)
         out = torch.div(u, EPS + ru, out=ws.buf(name + "_out", (g_n, dim, n_rows), x).mT)
         ctx.save = (x, u, ru, r, ws, name)
@@ -171,14 +183,15 @@ class _Adapt(torch.autograd.Function):
         dot = torch.linalg.vecdot(u, grad).unsqueeze(-1)
         du = torch.mul(grad, r * alpha, out=ws.buf(name + "_du", u.shape, u))
         du.addcmul_(u, r * beta * dot, value=-1.0)
-        return None, du.mT @ x, None, None, None, None
+        return None, du.mT @ x, None, None, None, None, None
 
 
 def adapt(x: torch.Tensor, w: torch.Tensor, r: torch.Tensor, r1: torch.Tensor, ws: Workspace,
-          name: str) -> torch.Tensor:  # fmt: skip
+          name: str, x_const: bool = False) -> torch.Tensor:  # fmt: skip
     """:func:`croft.methods.croft.steps.adapt` for data ``x`` with buffers ``name`` in ``ws``
-    (valid until the next call with that name)."""
-    return _Adapt.apply(x, w, r, r1, ws, name)
+    (valid until the next call with that name). ``x_const``: ``x`` and ``r1`` are the same
+    tensors at every call (the class text), so ``r1·x`` is computed once."""
+    return _Adapt.apply(x, w, r, r1, ws, name, x_const)
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -194,7 +207,7 @@ class _TextRows(torch.autograd.Function):
     def forward(ctx, w, t_zs, shift, rt, rt1, ws):  # noqa: ANN001, ANN205
         tw = torch.bmm(t_zs, w, out=ws.buf("pen_tw", t_zs.shape, t_zs)).add_(shift)
         v = torch.mul(rt, tw, out=ws.buf("pen_v", t_zs.shape, t_zs))
-        v.add_(torch.mul(rt1, t_zs, out=ws.buf("pen_r1t", t_zs.shape, t_zs)))
+        v.add_(ws.const("pen_r1t", (rt1, t_zs), torch.mul))  # data: once per chunk
         rv = v.norm(dim=-1, keepdim=True)
         b = torch.div(v, EPS + rv, out=ws.buf("pen_b", t_zs.shape, t_zs))
         ctx.mark_non_differentiable(rv)

@@ -356,9 +356,9 @@ def ce_step(
 ) -> StepOut:
     """CE-only adapter for G members (see :func:`croft.methods.croft.ce_step`)."""
     wi, wt = p.full("fc_i"), p.full("fc_t")
-    z_img = adapt(x, wi, hp.m("ratio"), hp.m("ratio1"))
-    logits = hp.m("scale") * z_img @ adapt(t, wt, hp.m("ratio_text"), hp.m("ratio_text1")).mT
-    loss = cross_entropy(logits, y)
+    z_img = ws_adapt(x, wi, hp.m("ratio"), hp.m("ratio1"), p.ws, "z_img")
+    z_txt = ws_adapt(t, wt, hp.m("ratio_text"), hp.m("ratio_text1"), p.ws, "z_txt", True)
+    loss = cross_entropy(hp.m("scale") * z_img @ z_txt.mT, y)
     p.zero_grad(("fc_i", "fc_t"))
     loss.sum().backward()
     p.sgd(("fc_i", "fc_t"), hp)

@@ -183,7 +183,7 @@ class _Adapt(torch.autograd.Function):
         dot = torch.linalg.vecdot(u, grad).unsqueeze(-1)
         du = torch.mul(grad, r * alpha, out=ws.buf(name + "_du", u.shape, u))
         du.addcmul_(u, r * beta * dot, value=-1.0)
-        return None, du.mT @ x, None, None, None, None, None
+        return None, _grad_out(du.mT, x, ws, name + "_dw"), None, None, None, None, None
 
 
 def adapt(x: torch.Tensor, w: torch.Tensor, r: torch.Tensor, r1: torch.Tensor, ws: Workspace,
@@ -192,6 +192,16 @@ def adapt(x: torch.Tensor, w: torch.Tensor, r: torch.Tensor, r1: torch.Tensor, w
     (valid until the next call with that name). ``x_const``: ``x`` and ``r1`` are the same
     tensors at every call (the class text), so ``r1·x`` is computed once."""
     return _Adapt.apply(x, w, r, r1, ws, name, x_const)
+
+
+def _grad_out(a: torch.Tensor, b: torch.Tensor, ws: Workspace, name: str) -> torch.Tensor:
+    """A weight gradient ``a @ b`` ``(G, D, D)`` in buffer ``name``, returned as a fresh
+    alias: autograd then takes it as the matrix's ``.grad`` without a copy (or adds it to
+    the ``.grad`` already there), so no ``(G, D, D)`` block is mapped anew per step. The
+    steps read and drop every ``.grad`` (``BatchedParams.sgd``) before the next backward
+    writes the buffer again."""
+    shape = (a.shape[0], a.shape[1], b.shape[2])
+    return torch.bmm(a, b, out=ws.buf(name, shape, b)).view(shape)
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -227,7 +237,7 @@ class _TextRows(torch.autograd.Function):
         if dv is not None:
             d.add_(dv)
         d.mul_(rt)
-        return t_zs.mT @ d, None, None, None, None, None
+        return _grad_out(t_zs.mT, d, ws, "pen_dw"), None, None, None, None, None
 
 
 class _TextVjp(torch.autograd.Function):

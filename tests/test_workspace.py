@@ -95,3 +95,30 @@ def test_gram_sq_recopies_new_text() -> None:
             ref = ((torch.cat([rows, t_zs], 1).mT @ torch.cat([p, q], 1)) ** 2).sum((-2, -1))
             assert torch.equal(W.gram_sq(rows, t_zs, p, q, ws), ref)
             t_zs.mul_(0.5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_covariate_and_rows_w_equal_autograd_forms(dtype: torch.dtype) -> None:
+    x = _rand(3, 6, 16, seed=14, dtype=dtype)
+    w = (torch.eye(16, dtype=dtype) + 0.1 * _rand(3, 16, 16, seed=15, dtype=dtype)).requires_grad_()
+    gen = (0.1 * _rand(3, 16, 16, seed=16, dtype=dtype)).requires_grad_()
+    r = torch.full((3, 1, 1), 0.4, dtype=dtype)
+    x_zs, tol = n(x), (1e-13 if dtype == torch.float64 else 1e-5)
+
+    def loss(z: torch.Tensor, zc: torch.Tensor, rw: torch.Tensor) -> torch.Tensor:
+        return (zc * _rand(*zc.shape, seed=17, dtype=dtype)).sum() + (rw**2).sum()
+
+    z = autograd_adapt(x, w, r, 1 - r)
+    zc_ref = n(z @ gen + z)
+    rows = torch.cat([x_zs, zc_ref], 1)
+    ref_rw = rows @ w
+    g_ref = torch.autograd.grad(loss(z, zc_ref, ref_rw), (w, gen))
+    ws = W.Workspace()
+    for _ in range(2):
+        z = W.adapt(x, w, r, 1 - r, ws, "z")
+        zc = W.covariate(z, gen, ws)
+        rw = W.rows_w(torch.cat([x_zs, zc], 1), w, 6, ws)
+        assert torch.equal(zc, zc_ref) and torch.equal(rw, ref_rw)
+        grads = torch.autograd.grad(loss(z, zc, rw), (w, gen))
+        for a, b in zip(grads, g_ref, strict=True):
+            assert (a - b).abs().max() <= tol * b.abs().max()

@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from croft.methods.croft.core import EPS, norm_vjp
 from croft.methods.croft.workspace import Workspace, official_penalty
 from croft.methods.croft.workspace import adapt as ws_adapt
+from croft.methods.croft.workspace import covariate as ws_covariate
+from croft.methods.croft.workspace import rows_w as ws_rows_w
 from croft.methods.text import eps_normalize as n
 
 MATRICES = ("fc_i", "fc_t", "generator")
@@ -175,10 +177,16 @@ def label_mask(y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def generator_loss(
-    z_img: torch.Tensor, z_txt: torch.Tensor, y: torch.Tensor, gen: torch.Tensor, hp: Hyper
+    z_img: torch.Tensor,
+    z_txt: torch.Tensor,
+    y: torch.Tensor,
+    gen: torch.Tensor,
+    hp: Hyper,
+    ws: Workspace | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Official generator objective per member ``(G,)`` and ``z_I^c`` ``(G, B, D)``."""
-    zc = n(z_img @ gen + z_img)
+    """Official generator objective per member ``(G,)`` and ``z_I^c`` ``(G, B, D)``
+    (``ws``: ``z_I^c`` by :func:`croft.methods.croft.workspace.covariate`)."""
+    zc = n(z_img @ gen + z_img) if ws is None else ws_covariate(z_img, gen, ws)
     ce = cross_entropy(hp.m("scale") * zc @ z_txt.mT, y)
     disalign = (label_mask(y, zc.dtype) * (zc @ z_img.mT)).mean((1, 2))
     return ce + hp.v("lambda1") * disalign, zc
@@ -245,19 +253,19 @@ def official_step(
     gen_losses: list[torch.Tensor] = []
     if s.wccf:
         for _ in range(s.gen_step):
-            loss_g, _ = generator_loss(z_img, z_txt, y, gen, hp)
+            loss_g, _ = generator_loss(z_img, z_txt, y, gen, hp, p.ws)
             gen_losses.append(loss_g.detach())
             step_all(loss_g)
-    zc = n(z_img @ gen + z_img)  # generator_loss's z_I^c (its loss is not needed here)
-    rows = x_zs  # data: no gradient is formed for it
+    zc = ws_covariate(z_img, gen, p.ws)  # generator_loss's z_I^c (not its loss)
+    rows, nb = x_zs, x.shape[1]  # x_zs is data: no gradient is formed for it
     if s.covariate_rows:
         disalign = (label_mask(y, zc.dtype) * (zc @ x_zs.mT)).mean((1, 2))
         rows = torch.cat([x_zs, zc], dim=1)
-        rows_w = rows @ fc_i  # one product; its zc rows are shared with the covariate branch
-        zc_theta = hp.m("ratio") * zc + hp.m("ratio1") * rows_w[:, x_zs.shape[1] :]
+        rows_w = ws_rows_w(rows, fc_i, nb, p.ws)  # its zc rows serve the covariate branch too
+        zc_theta = hp.m("ratio") * zc + hp.m("ratio1") * rows_w[:, nb:]
         loss1 = cross_entropy(hp.m("scale") * zc_theta @ z_txt.mT, y) - hp.v("lambda1") * disalign
     else:
-        rows_w = x_zs @ fc_i
+        rows_w = ws_rows_w(rows, fc_i, nb, p.ws)
         loss1 = cross_entropy(hp.m("scale") * zc @ z_txt.mT, y)
     loss2 = energy_penalty(rows, t_zs, fc_i, fc_t, hp, s.energy_reduction, rows_w, p.ws)
     loss_ce = cross_entropy(logits, y)

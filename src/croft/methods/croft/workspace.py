@@ -267,3 +267,57 @@ class _TextVjp(torch.autograd.Function):
         d_v = torch.mul(v, coef, out=ws.buf("vjp_dv", v.shape, v))
         d_v.addcmul_(dqq, beta * s, value=-1.0).addcmul_(c, beta * k2, value=-1.0)
         return d_v, None, d_c, None, None
+
+
+class _Covariate(torch.autograd.Function):
+    """The official covariate rows ``z_I^c = n(z G + z)`` (values bit-identical to the
+    autograd form), output in a buffer and ``∂G`` in a reused ``(G, D, D)`` block."""
+
+    @staticmethod
+    def forward(ctx, z, gen, ws):  # noqa: ANN001, ANN205
+        pre = torch.bmm(z, gen, out=ws.buf("cov_pre", z.shape, z)).add_(z)
+        rp = pre.norm(dim=-1, keepdim=True)
+        out = torch.div(pre, EPS + rp, out=ws.buf("cov_out", z.shape, z))
+        ctx.save = (z, gen, pre, rp, ws)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: ANN001, ANN205
+        z, gen, pre, rp, ws = ctx.save
+        alpha = 1.0 / (EPS + rp)
+        beta = alpha * alpha / rp
+        d = torch.mul(grad, alpha, out=ws.buf("cov_d", pre.shape, pre))
+        d.addcmul_(pre, beta * _dot(pre, grad), value=-1.0)  # J_n(pre)ᵀ grad
+        d_z = torch.baddbmm(d, d, gen.mT) if ctx.needs_input_grad[0] else None
+        d_gen = _grad_out(z.mT, d, ws, "cov_dw") if ctx.needs_input_grad[1] else None
+        return d_z, d_gen, None
+
+
+def covariate(z: torch.Tensor, gen: torch.Tensor, ws: Workspace) -> torch.Tensor:
+    """``n(z @ gen + z)`` (the official generator's rows) with buffers in ``ws``."""
+    return _Covariate.apply(z, gen, ws)
+
+
+class _RowsW(torch.autograd.Function):
+    """``rows @ W`` where only ``rows[:, skip:]`` carry a gradient (the zero-shot rows
+    before them are data): their rows of ``∂rows`` are zeros, not computed."""
+
+    @staticmethod
+    def forward(ctx, rows, w, skip, ws):  # noqa: ANN001, ANN205
+        ctx.save = (rows, w, skip, ws)
+        return torch.bmm(rows, w, out=ws.buf("rows_w", rows.shape, rows))
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: ANN001, ANN205
+        rows, w, skip, ws = ctx.save
+        d_rows = None
+        if ctx.needs_input_grad[0]:
+            d_rows = torch.zeros_like(rows)
+            d_rows[:, skip:] = grad[:, skip:] @ w.mT
+        d_w = _grad_out(rows.mT, grad, ws, "rows_dw") if ctx.needs_input_grad[1] else None
+        return d_rows, d_w, None, None
+
+
+def rows_w(rows: torch.Tensor, w: torch.Tensor, skip: int, ws: Workspace) -> torch.Tensor:
+    """``rows @ w`` with no gradient formed for ``rows[:, :skip]`` (see :class:`_RowsW`)."""
+    return _RowsW.apply(rows, w, skip, ws)

@@ -122,3 +122,20 @@ def test_covariate_and_rows_w_equal_autograd_forms(dtype: torch.dtype) -> None:
         grads = torch.autograd.grad(loss(z, zc, rw), (w, gen))
         for a, b in zip(grads, g_ref, strict=True):
             assert (a - b).abs().max() <= tol * b.abs().max()
+
+
+def test_weight_grads_sum_in_one_block_between_backwards() -> None:
+    """As the engine runs them (begin_backward, backward, read .grad, drop it): a matrix
+    used by two Functions gets the sum of both contributions, every step."""
+    x, cot = _rand(2, 5, 8, seed=18), _rand(2, 5, 8, seed=19)
+    w = (torch.eye(8, dtype=torch.float64) + 0.1 * _rand(2, 8, 8, seed=20)).requires_grad_()
+    r = torch.full((2, 1, 1), 0.3, dtype=torch.float64)
+    z = autograd_adapt(x, w, r, 1 - r)
+    (ref,) = torch.autograd.grad((z * cot).sum() + (z @ w).square().sum(), w)
+    ws = W.Workspace()
+    for _ in range(3):
+        ws.begin_backward()
+        z = W.adapt(x, w, r, 1 - r, ws, "z")
+        ((z * cot).sum() + W.rows_w(z, w, 0, ws).square().sum()).backward()
+        assert (w.grad - ref).abs().max() <= 1e-13 * ref.abs().max()
+        w.grad = None

@@ -27,6 +27,7 @@ from croft.methods.croft.core import EPS, norm_vjp
 from croft.methods.croft.workspace import Workspace, official_penalty
 from croft.methods.croft.workspace import adapt as ws_adapt
 from croft.methods.croft.workspace import covariate as ws_covariate
+from croft.methods.croft.workspace import logits as ws_logits
 from croft.methods.croft.workspace import rows_w as ws_rows_w
 from croft.methods.text import eps_normalize as n
 
@@ -114,8 +115,10 @@ class BatchedParams:
         return hit[2], hit[3]
 
     def zero_grad(self, names: tuple[str, ...]) -> None:
+        """Drop the gradients before a backward (:meth:`sgd` reads them after it)."""
         for k in names:
             self.mats[k].grad = None
+        self.ws.begin_backward()
 
     @torch.no_grad()
     def sgd(self, names: tuple[str, ...], hp: Hyper) -> None:
@@ -186,8 +189,12 @@ def generator_loss(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Official generator objective per member ``(G,)`` and ``z_I^c`` ``(G, B, D)``
     (``ws``: ``z_I^c`` by :func:`croft.methods.croft.workspace.covariate`)."""
-    zc = n(z_img @ gen + z_img) if ws is None else ws_covariate(z_img, gen, ws)
-    ce = cross_entropy(hp.m("scale") * zc @ z_txt.mT, y)
+    if ws is None:
+        zc = n(z_img @ gen + z_img)
+        ce = cross_entropy(hp.m("scale") * zc @ z_txt.mT, y)
+    else:
+        zc = ws_covariate(z_img, gen, ws)
+        ce = cross_entropy(ws_logits(zc, z_txt, hp.m("scale"), ws), y)
     disalign = (label_mask(y, zc.dtype) * (zc @ z_img.mT)).mean((1, 2))
     return ce + hp.v("lambda1") * disalign, zc
 
@@ -249,7 +256,7 @@ def official_step(
     z_img = ws_adapt(x, fc_i, hp.m("ratio"), hp.m("ratio1"), p.ws, "z_img")
     z_txt = ws_adapt(t, fc_t, hp.m("ratio_text"), hp.m("ratio_text1"), p.ws, "z_txt", True)
     x_zs, t_zs = n(x), p.ws.const("t_zs", t, n)  # t is the chunk's: n(t) once
-    logits = hp.m("scale") * z_img @ z_txt.mT
+    logits = ws_logits(z_img, z_txt, hp.m("scale"), p.ws)
     gen_losses: list[torch.Tensor] = []
     if s.wccf:
         for _ in range(s.gen_step):
@@ -263,10 +270,11 @@ def official_step(
         rows = torch.cat([x_zs, zc], dim=1)
         rows_w = ws_rows_w(rows, fc_i, nb, p.ws)  # its zc rows serve the covariate branch too
         zc_theta = hp.m("ratio") * zc + hp.m("ratio1") * rows_w[:, nb:]
-        loss1 = cross_entropy(hp.m("scale") * zc_theta @ z_txt.mT, y) - hp.v("lambda1") * disalign
+        loss1 = cross_entropy(ws_logits(zc_theta, z_txt, hp.m("scale"), p.ws), y)
+        loss1 = loss1 - hp.v("lambda1") * disalign
     else:
         rows_w = ws_rows_w(rows, fc_i, nb, p.ws)
-        loss1 = cross_entropy(hp.m("scale") * zc @ z_txt.mT, y)
+        loss1 = cross_entropy(ws_logits(zc, z_txt, hp.m("scale"), p.ws), y)
     loss2 = energy_penalty(rows, t_zs, fc_i, fc_t, hp, s.energy_reduction, rows_w, p.ws)
     loss_ce = cross_entropy(logits, y)
     loss = loss_ce + (loss1 if s.wccf else 0.0) + hp.v("lambda2") * loss2
@@ -366,7 +374,7 @@ def ce_step(
     wi, wt = p.full("fc_i"), p.full("fc_t")
     z_img = ws_adapt(x, wi, hp.m("ratio"), hp.m("ratio1"), p.ws, "z_img")
     z_txt = ws_adapt(t, wt, hp.m("ratio_text"), hp.m("ratio_text1"), p.ws, "z_txt", True)
-    loss = cross_entropy(hp.m("scale") * z_img @ z_txt.mT, y)
+    loss = cross_entropy(ws_logits(z_img, z_txt, hp.m("scale"), p.ws), y)
     p.zero_grad(("fc_i", "fc_t"))
     loss.sum().backward()
     p.sgd(("fc_i", "fc_t"), hp)

@@ -35,6 +35,33 @@ class Workspace:
         self._bufs: dict[tuple, torch.Tensor] = {}
         self._consts: dict[str, tuple[tuple[torch.Tensor, ...], tuple[int, ...], Any]] = {}
         self._held: dict[int, tuple[torch.Tensor, int]] = {}  # id(buffer) -> its source
+        self.accumulating = False  # see weight_grad
+        self._written: dict[int | str, torch.Tensor] = {}
+
+    def begin_backward(self) -> None:
+        """Before a backward whose weight gradients are read and dropped before the next
+        one (``BatchedParams.zero_grad``): :meth:`weight_grad` then sums every contribution
+        to a matrix in one reused block."""
+        self.accumulating = True
+        self._written.clear()
+
+    def weight_grad(self, w: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
+                    name: str) -> torch.Tensor | None:  # fmt: skip
+        """The gradient ``a @ b`` ``(G, D, D)`` of matrix ``w``, in a reused block returned
+        as a fresh alias: autograd takes it as ``w.grad`` without a copy. Between
+        :meth:`begin_backward` calls, the first contribution to a leaf ``w`` writes its
+        block and later ones add into it in place and return ``None`` (autograd runs a
+        leaf's accumulation only after all of them); otherwise each ``name`` has its block.
+        """
+        shape = (a.shape[0], a.shape[1], b.shape[2])
+        if not (self.accumulating and w.is_leaf):
+            return torch.bmm(a, b, out=self.buf(name, shape, b)).view(shape)
+        block = self.buf(f"grad_{id(w)}", shape, b)
+        if id(w) in self._written:
+            block.baddbmm_(a, b)
+            return None
+        self._written[id(w)] = w  # held: its id stays unique
+        return torch.bmm(a, b, out=block).view(shape)
 
     def buf(self, name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
         """An uninitialised buffer ``name`` of ``shape`` (dtype and device of ``like``)."""
@@ -172,18 +199,18 @@ class _Adapt(torch.autograd.Function):
         u.add_(r1x)  # (not a fused addcmul: that rounds differently)
         ru = u.norm(dim=-1, keepdim=True)
         out = torch.div(u, EPS + ru, out=ws.buf(name + "_out", (g_n, dim, n_rows), x).mT)
-        ctx.save = (x, u, ru, r, ws, name)
+        ctx.save = (x, w, u, ru, r, ws, name)
         return out
 
     @staticmethod
     def backward(ctx, grad):  # noqa: ANN001, ANN205
-        x, u, ru, r, ws, name = ctx.save
+        x, w, u, ru, r, ws, name = ctx.save
         alpha = 1.0 / (EPS + ru)
         beta = alpha * alpha / ru
-        dot = torch.linalg.vecdot(u, grad).unsqueeze(-1)
+        dot = _dot(u, grad, ws)
         du = torch.mul(grad, r * alpha, out=ws.buf(name + "_du", u.shape, u))
         du.addcmul_(u, r * beta * dot, value=-1.0)
-        return None, _grad_out(du.mT, x, ws, name + "_dw"), None, None, None, None, None
+        return None, ws.weight_grad(w, du.mT, x, name + "_dw"), None, None, None, None, None
 
 
 def adapt(x: torch.Tensor, w: torch.Tensor, r: torch.Tensor, r1: torch.Tensor, ws: Workspace,
@@ -194,19 +221,9 @@ def adapt(x: torch.Tensor, w: torch.Tensor, r: torch.Tensor, r1: torch.Tensor, w
     return _Adapt.apply(x, w, r, r1, ws, name, x_const)
 
 
-def _grad_out(a: torch.Tensor, b: torch.Tensor, ws: Workspace, name: str) -> torch.Tensor:
-    """A weight gradient ``a @ b`` ``(G, D, D)`` in buffer ``name``, returned as a fresh
-    alias: autograd then takes it as the matrix's ``.grad`` without a copy (or adds it to
-    the ``.grad`` already there), so no ``(G, D, D)`` block is mapped anew per step. The
-    steps read and drop every ``.grad`` (``BatchedParams.sgd``) before the next backward
-    writes the buffer again."""
-    shape = (a.shape[0], a.shape[1], b.shape[2])
-    return torch.bmm(a, b, out=ws.buf(name, shape, b)).view(shape)
-
-
-def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Row-wise ``a·b`` ``(…, N, 1)`` without an ``(…, N, D)`` temporary."""
-    return (a.unsqueeze(-2) @ b.unsqueeze(-1)).squeeze(-1)
+def _dot(a: torch.Tensor, b: torch.Tensor, ws: Workspace) -> torch.Tensor:
+    """Row-wise ``a·b`` ``(…, N, 1)``, the product in a shared scratch buffer."""
+    return torch.mul(a, b, out=ws.buf("dot", a.shape, a)).sum(-1, keepdim=True)
 
 
 class _TextRows(torch.autograd.Function):
@@ -221,23 +238,23 @@ class _TextRows(torch.autograd.Function):
         rv = v.norm(dim=-1, keepdim=True)
         b = torch.div(v, EPS + rv, out=ws.buf("pen_b", t_zs.shape, t_zs))
         ctx.mark_non_differentiable(rv)
-        ctx.save = (t_zs, v, rv, rt, ws)
+        ctx.save = (t_zs, w, v, rv, rt, ws)
         return v, b, rv
 
     @staticmethod
     def backward(ctx, dv, db, _drv):  # noqa: ANN001, ANN205
-        t_zs, v, rv, rt, ws = ctx.save
+        t_zs, w, v, rv, rt, ws = ctx.save
         alpha = 1.0 / (EPS + rv)
         d = ws.buf("pen_dtw", v.shape, v)
         if db is None:
             d.zero_()
         else:  # J_n(v)ᵀ db
             beta = alpha * alpha / rv
-            torch.mul(db, alpha, out=d).addcmul_(v, beta * _dot(v, db), value=-1.0)
+            torch.mul(db, alpha, out=d).addcmul_(v, beta * _dot(v, db, ws), value=-1.0)
         if dv is not None:
             d.add_(dv)
         d.mul_(rt)
-        return _grad_out(t_zs.mT, d, ws, "pen_dw"), None, None, None, None, None
+        return ws.weight_grad(w, t_zs.mT, d, "pen_dw"), None, None, None, None, None
 
 
 class _TextVjp(torch.autograd.Function):
@@ -260,7 +277,7 @@ class _TextVjp(torch.autograd.Function):
         alpha = 1.0 / (EPS + rv)
         beta = alpha * alpha / rv
         dqq = torch.mul(dq, rt, out=ws.buf("vjp_dqq", v.shape, v))
-        k1, k2 = _dot(dqq, c), _dot(dqq, v)
+        k1, k2 = _dot(dqq, c, ws), _dot(dqq, v, ws)
         d_c = torch.mul(dqq, alpha, out=ws.buf("vjp_dc", v.shape, v))
         d_c.addcmul_(v, beta * k2, value=-1.0)  # J_n(v)ᵀ dqq
         coef = -beta * k1 + k2 * s * (2.0 * alpha**3 / rv**2 + alpha * alpha / rv**3)
@@ -287,9 +304,9 @@ class _Covariate(torch.autograd.Function):
         alpha = 1.0 / (EPS + rp)
         beta = alpha * alpha / rp
         d = torch.mul(grad, alpha, out=ws.buf("cov_d", pre.shape, pre))
-        d.addcmul_(pre, beta * _dot(pre, grad), value=-1.0)  # J_n(pre)ᵀ grad
+        d.addcmul_(pre, beta * _dot(pre, grad, ws), value=-1.0)  # J_n(pre)ᵀ grad
         d_z = torch.baddbmm(d, d, gen.mT) if ctx.needs_input_grad[0] else None
-        d_gen = _grad_out(z.mT, d, ws, "cov_dw") if ctx.needs_input_grad[1] else None
+        d_gen = ws.weight_grad(gen, z.mT, d, "cov_dw") if ctx.needs_input_grad[1] else None
         return d_z, d_gen, None
 
 
@@ -314,10 +331,44 @@ class _RowsW(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             d_rows = torch.zeros_like(rows)
             d_rows[:, skip:] = grad[:, skip:] @ w.mT
-        d_w = _grad_out(rows.mT, grad, ws, "rows_dw") if ctx.needs_input_grad[1] else None
+        d_w = ws.weight_grad(w, rows.mT, grad, "rows_dw") if ctx.needs_input_grad[1] else None
         return d_rows, d_w, None, None
 
 
 def rows_w(rows: torch.Tensor, w: torch.Tensor, skip: int, ws: Workspace) -> torch.Tensor:
     """``rows @ w`` with no gradient formed for ``rows[:, :skip]`` (see :class:`_RowsW`)."""
     return _RowsW.apply(rows, w, skip, ws)
+
+
+class _Logits(torch.autograd.Function):
+    """``(s·A) @ Tᵀ`` (``s`` ``(G,1,1)``, ``T`` the adapted class text, values as the
+    autograd form); ``∂T`` of every such product of one backward summed in one block."""
+
+    @staticmethod
+    def forward(ctx, a, txt, scale, ws, key):  # noqa: ANN001, ANN205
+        sa = scale * a
+        ctx.save = (sa, txt, scale, ws, key)
+        return sa @ txt.mT
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: ANN001, ANN205
+        sa, txt, scale, ws, key = ctx.save
+        d_a = scale * (grad @ txt) if ctx.needs_input_grad[0] else None
+        d_t = None
+        if ctx.needs_input_grad[1]:
+            if not ws.accumulating:
+                d_t = grad.mT @ sa
+            elif key in ws._written:
+                ws._written[key].baddbmm_(grad.mT, sa)
+            else:
+                block = ws.buf(key, txt.shape, txt)
+                ws._written[key] = torch.bmm(grad.mT, sa, out=block)
+                d_t = block.view(block.shape)
+        return d_a, d_t, None, None, None
+
+
+def logits(a: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, ws: Workspace,
+           key: str = "d_txt") -> torch.Tensor:  # fmt: skip
+    """``scale * a @ txt.mT`` with ``∂txt`` accumulated in block ``key`` (see :class:`_Logits`;
+    every product with the same ``txt`` uses the same ``key``)."""
+    return _Logits.apply(a, txt, scale, ws, key)

@@ -159,14 +159,16 @@ def official_penalty(
         b = v / (EPS + rv)
     else:  # the text side, (G, C, D), in buffers
         v, b, rv = _TextRows.apply(w_txt, t_zs, t_shift, ratio_text, ratio_text1, ws)
-    e = torch.exp(a @ b.mT)
-    if reduction == "setup2":
-        e = e / (e.shape[-2] * e.shape[-1])
-    p = ratio * _norm_vjp(u, ru, e @ b)
     if w_txt is None:
+        e = torch.exp(a @ b.mT)
+        if reduction == "setup2":
+            e = e / (e.shape[-2] * e.shape[-1])
+        p = ratio * _norm_vjp(u, ru, e @ b)
         q = ratio_text * _norm_vjp(v, rv, e.mT @ a)
     else:
-        q = _TextVjp.apply(v, rv, e.mT @ a, ratio_text, ws)
+        p_cot, q_cot = _Energy.apply(a, b, reduction == "setup2", ws)
+        p = ratio * _norm_vjp(u, ru, p_cot)
+        q = _TextVjp.apply(v, rv, q_cot, ratio_text, ws)
     dim = rows.shape[-1]
     if 2 * (rows.shape[-2] + t_zs.shape[-2]) <= dim:
         uu = torch.cat([rows, t_zs], dim=-2)
@@ -372,3 +374,26 @@ def logits(a: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, ws: Workspac
     """``scale * a @ txt.mT`` with ``∂txt`` accumulated in block ``key`` (see :class:`_Logits`;
     every product with the same ``txt`` uses the same ``key``)."""
     return _Logits.apply(a, txt, scale, ws, key)
+
+
+class _Energy(torch.autograd.Function):
+    """``E = c·exp(a bᵀ)`` (``c = 1/(M·C)`` when ``mean``) and its products ``E b``,
+    ``Eᵀ a`` (values as the autograd form); ``Eᵀ a`` and ``∂b`` ``(G, C, D)`` in buffers."""
+
+    @staticmethod
+    def forward(ctx, a, b, mean, ws):  # noqa: ANN001, ANN205
+        e = torch.exp(a @ b.mT)
+        if mean:
+            e = e / (e.shape[-2] * e.shape[-1])
+        ctx.save = (a, b, e, ws)
+        return e @ b, torch.bmm(e.mT, a, out=ws.buf("energy_q", b.shape, b))
+
+    @staticmethod
+    def backward(ctx, d_p, d_q):  # noqa: ANN001, ANN205
+        a, b, e, ws = ctx.save
+        d_p = torch.zeros_like(a) if d_p is None else d_p
+        d_q = torch.zeros_like(b) if d_q is None else d_q
+        d_s = torch.baddbmm(d_p @ b.mT, a, d_q.mT).mul_(e)  # ∂(a bᵀ): E ⊙ ∂E
+        d_a = torch.baddbmm(e @ d_q, d_s, b)
+        d_b = torch.bmm(e.mT, d_p, out=ws.buf("energy_db", b.shape, b)).baddbmm_(d_s.mT, a)
+        return d_a, d_b.view(d_b.shape), None, None

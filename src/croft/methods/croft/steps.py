@@ -12,6 +12,12 @@ SGD is :class:`torch.optim.SGD`'s fused kernel per member (:meth:`BatchedParams.
 parameter without a gradient in a step is not stepped (its ``.grad`` is ``None`` after
 ``zero_grad``), as with the optimiser. No step reads a value to the host (the per-member
 SGD scalars are read once per epoch, :meth:`Hyper.host`).
+
+The official and CE steps run their large pieces through
+:mod:`croft.methods.croft.workspace` (the same forward values; backwards written out, equal
+to autograd's to rounding): every ``(G, C, D)`` and ``(G, D, D)`` tensor lives in a buffer
+of the chunk's :class:`~croft.methods.croft.workspace.Workspace` (``BatchedParams.ws``),
+reused by every step, and each matrix's gradient is summed in one reused block.
 """
 
 from __future__ import annotations

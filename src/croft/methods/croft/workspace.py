@@ -1,21 +1,30 @@
-"""Buffers the batched official step reuses across steps (issue 22, item 4).
+"""Buffers the batched official and CE steps reuse across steps (issue 22, item 4).
 
 Why: at the Setup-I shape (C = 400, G = 8) every large per-step tensor, ``(G, C, D)`` or
 ``(G, D, D)``, is 6-8 MiB. glibc returns the freed top of its heap to the OS above its
 (dynamic) trim threshold, so such tensors were page-faulted back, zeroed, on every step:
-~1,800 faults and several ms of system time per member-step, which made batching slower
-than sequential fits. Tensors held here live as long as their chunk, so they are mapped
-once.
+~1,500-2,000 faults and several ms of system time per member-step, which made batching
+slower than sequential fits. Here they live in a :class:`Workspace` as long as their chunk
+and are mapped once (measured: ~0-170 faults per member-step after the first step; the
+Setup-II step none), with no process-wide allocator setting.
 
-* :class:`Workspace`: named buffers by shape, and values derived once from a constant
-  input (the class text features ``t``: ``n(t)`` and its row sums).
-* :func:`gram_sq`: ``Σ (Uᵀ V)²`` per member for ``U = [rows; t̂]``, ``V = [P; Q]`` (the
-  official penalty's ``‖g‖²`` when ``g`` is formed), with ``U``, ``V``, ``g`` and ``g²`` in
-  workspaces and a backward that forms only the gradients it needs (``t̂`` is data: its
-  rows of ``∂/∂U`` are never computed).
+The pieces, each a :class:`torch.autograd.Function` whose forward repeats the autograd
+form's ops (memory layout included: bit-identical values, tested) and whose backward is
+written out (equal to autograd's to rounding, tested in float32 and float64):
 
-A workspace's contents are valid only until the next step's forward overwrites them; the
-steps finish every backward through a graph before building the next (``steps.py``).
+* :func:`adapt` ``n(r·x Wᵀ + r1·x)`` for data ``x``; :func:`covariate` ``n(zG + z)``;
+  :func:`rows_w` ``rows @ W`` (no gradient formed for the zero-shot rows); :func:`logits`
+  ``s·A Tᵀ``; the penalty (:func:`official_penalty`): its text rows, energy block and
+  ``J_n(v)ᵀc``, and :func:`gram_sq` ``‖[rows; t̂]ᵀ[P; Q]‖²``.
+* Gradients: every contribution to a matrix (and to the class text, from the logit
+  products) in one backward is summed in one block, handed to autograd as a fresh alias
+  so it becomes ``.grad`` without a copy (:meth:`Workspace.weight_grad`).
+* Constants: ``n(t)``, ``r1·t`` and the penalty's ``t̂`` row sums once per chunk
+  (:meth:`Workspace.const`).
+
+A buffer's contents are valid only until the next step (or, for gradients, the next
+:meth:`Workspace.begin_backward`): the steps finish every backward through a graph and
+read every ``.grad`` before the next one (``steps.py``).
 """
 
 from __future__ import annotations
@@ -58,7 +67,7 @@ class Workspace:
             return torch.bmm(a, b, out=self.buf(name, shape, b)).view(shape)
         block = self.buf(f"grad_{id(w)}", shape, b)
         if id(w) in self._written:
-            block.baddbmm_(a, b)
+            _add_product(block, a, b)
             return None
         self._written[id(w)] = w  # held: its id stays unique
         return torch.bmm(a, b, out=block).view(shape)
@@ -223,6 +232,12 @@ def adapt(x: torch.Tensor, w: torch.Tensor, r: torch.Tensor, r1: torch.Tensor, w
     return _Adapt.apply(x, w, r, r1, ws, name, x_const)
 
 
+def _add_product(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``out += a @ b`` in place (``baddbmm`` with ``out``: torch's FLOP counter counts it,
+    unlike ``baddbmm_``)."""
+    return torch.baddbmm(out, a, b, out=out)
+
+
 def _dot(a: torch.Tensor, b: torch.Tensor, ws: Workspace) -> torch.Tensor:
     """Row-wise ``a·b`` ``(…, N, 1)``, the product in a shared scratch buffer."""
     return torch.mul(a, b, out=ws.buf("dot", a.shape, a)).sum(-1, keepdim=True)
@@ -361,7 +376,7 @@ class _Logits(torch.autograd.Function):
             if not ws.accumulating:
                 d_t = grad.mT @ sa
             elif key in ws._written:
-                ws._written[key].baddbmm_(grad.mT, sa)
+                _add_product(ws._written[key], grad.mT, sa)
             else:
                 block = ws.buf(key, txt.shape, txt)
                 ws._written[key] = torch.bmm(grad.mT, sa, out=block)
@@ -395,5 +410,5 @@ class _Energy(torch.autograd.Function):
         d_q = torch.zeros_like(b) if d_q is None else d_q
         d_s = torch.baddbmm(d_p @ b.mT, a, d_q.mT).mul_(e)  # ∂(a bᵀ): E ⊙ ∂E
         d_a = torch.baddbmm(e @ d_q, d_s, b)
-        d_b = torch.bmm(e.mT, d_p, out=ws.buf("energy_db", b.shape, b)).baddbmm_(d_s.mT, a)
+        d_b = _add_product(torch.bmm(e.mT, d_p, out=ws.buf("energy_db", b.shape, b)), d_s.mT, a)
         return d_a, d_b.view(d_b.shape), None, None

@@ -216,7 +216,10 @@ KEYS = ("loss", "loss_ce", "loss1", "loss2")
 # Setup-I shape from 0.67-0.81x to 0.98-1.02x sequential in a one-thread benchmark, but
 # `croft demo --synthetic` went from 0.8 s to 31.5 s of system time (38 s -> 260 s wall)
 # with it, so it is off unless asked for. (The same as starting Python with
-# MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=2147483647.)
+# MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=2147483647.) The official and CE
+# steps now keep those tensors in per-chunk buffers (croft.methods.croft.workspace): ~0-170
+# faults per Setup-I member-step without this setting, and batching no slower than
+# sequential fits there (BENCHMARKS.md), so the setting is no longer needed for that.
 MMAP_THRESHOLD = 32 * 2**20
 TRIM_THRESHOLD = 2**31 - 1
 _TUNED: list[bool] = []

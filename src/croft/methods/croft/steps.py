@@ -12,6 +12,12 @@ SGD is :class:`torch.optim.SGD`'s fused kernel per member (:meth:`BatchedParams.
 parameter without a gradient in a step is not stepped (its ``.grad`` is ``None`` after
 ``zero_grad``), as with the optimiser. No step reads a value to the host (the per-member
 SGD scalars are read once per epoch, :meth:`Hyper.host`).
+
+The official and CE steps run their large pieces through
+:mod:`croft.methods.croft.workspace` (the same forward values; backwards written out, equal
+to autograd's to rounding): every ``(G, C, D)`` and ``(G, D, D)`` tensor lives in a buffer
+of the chunk's :class:`~croft.methods.croft.workspace.Workspace` (``BatchedParams.ws``),
+reused by every step, and each matrix's gradient is summed in one reused block.
 """
 
 from __future__ import annotations
@@ -23,7 +29,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from croft.methods.croft.core import EPS, norm_vjp, official_penalty
+from croft.methods.croft.core import EPS, norm_vjp
+from croft.methods.croft.workspace import Workspace, official_penalty
+from croft.methods.croft.workspace import adapt as ws_adapt
+from croft.methods.croft.workspace import covariate as ws_covariate
+from croft.methods.croft.workspace import logits as ws_logits
+from croft.methods.croft.workspace import rows_w as ws_rows_w
 from croft.methods.text import eps_normalize as n
 
 MATRICES = ("fc_i", "fc_t", "generator")
@@ -35,15 +46,26 @@ class Hyper:
 
     values: dict[str, torch.Tensor]
     _host: dict[str, tuple[torch.Tensor, list[float]]] = field(default_factory=dict)
+    _views: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
     def v(self, name: str) -> torch.Tensor:
         return self.values[name]
 
     def m(self, name: str) -> torch.Tensor:
-        return self.values[name][:, None, None]
+        return self._view(name, 2)
 
     def col(self, name: str) -> torch.Tensor:
-        return self.values[name][:, None]
+        return self._view(name, 1)
+
+    def _view(self, name: str, extra: int) -> torch.Tensor:
+        """``values[name]`` viewed with ``extra`` trailing axes of 1, made once per tensor
+        (each fresh view is 2-4 op calls; a step asks for ~100)."""
+        tensor = self.values[name]
+        hit = self._views.get((name, extra))
+        if hit is None or hit[0] is not tensor:
+            hit = (tensor, tensor.view(tensor.shape + (1,) * extra))
+            self._views[(name, extra)] = hit
+        return hit[1]
 
     def host(self, name: str) -> list[float]:
         """The values as floats, read to the host once per tensor (``lr``: once per epoch)."""
@@ -67,6 +89,8 @@ class BatchedParams:
     residual: bool
     bufs: dict[str, torch.Tensor] = field(default_factory=dict)
     steps: dict[str, int] = field(default_factory=dict)
+    ws: Workspace = field(default_factory=Workspace)  # buffers reused across steps
+    views: dict[str, tuple] = field(default_factory=dict)  # per-member slices (:meth:`sgd`)
 
     @classmethod
     def create(
@@ -88,9 +112,19 @@ class BatchedParams:
             return p
         return p + torch.eye(p.shape[-1], dtype=p.dtype, device=p.device)
 
+    def _slices(self, name: str) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+        """The members' ``(D, D)`` views of a matrix and of its momentum, made once."""
+        p, buf = self.mats[name], self.bufs[name]
+        hit = self.views.get(name)
+        if hit is None or hit[0] is not p or hit[1] is not buf:
+            hit = self.views[name] = (p, buf, p.detach().unbind(0), buf.unbind(0))
+        return hit[2], hit[3]
+
     def zero_grad(self, names: tuple[str, ...]) -> None:
+        """Drop the gradients before a backward (:meth:`sgd` reads them after it)."""
         for k in names:
             self.mats[k].grad = None
+        self.ws.begin_backward()
 
     @torch.no_grad()
     def sgd(self, names: tuple[str, ...], hp: Hyper) -> None:
@@ -112,10 +146,11 @@ class BatchedParams:
             if grad is None:
                 continue
             p.grad = None
-            data, buf, first = p.detach(), self.bufs[k], self.steps[k] == 0
+            data, buf = self._slices(k)
+            grads, first = grad.unbind(0), self.steps[k] == 0  # one op, not G
             for (lr_g, mom_g, wd_g), idx in groups.items():
                 torch._fused_sgd_(
-                    [data[g] for g in idx], [grad[g] for g in idx],
+                    [data[g] for g in idx], [grads[g] for g in idx],
                     [buf[g] for g in idx] if mom_g != 0.0 else [],
                     weight_decay=wd_g, momentum=mom_g, lr=lr_g, dampening=0.0,
                     nesterov=False, maximize=False, is_first_step=first,
@@ -151,24 +186,36 @@ def label_mask(y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def generator_loss(
-    z_img: torch.Tensor, z_txt: torch.Tensor, y: torch.Tensor, gen: torch.Tensor, hp: Hyper
+    z_img: torch.Tensor,
+    z_txt: torch.Tensor,
+    y: torch.Tensor,
+    gen: torch.Tensor,
+    hp: Hyper,
+    ws: Workspace | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Official generator objective per member ``(G,)`` and ``z_I^c`` ``(G, B, D)``."""
-    zc = n(z_img @ gen + z_img)
-    ce = cross_entropy(hp.m("scale") * zc @ z_txt.mT, y)
+    """Official generator objective per member ``(G,)`` and ``z_I^c`` ``(G, B, D)``
+    (``ws``: ``z_I^c`` by :func:`croft.methods.croft.workspace.covariate`)."""
+    if ws is None:
+        zc = n(z_img @ gen + z_img)
+        ce = cross_entropy(hp.m("scale") * zc @ z_txt.mT, y)
+    else:
+        zc = ws_covariate(z_img, gen, ws)
+        ce = cross_entropy(ws_logits(zc, z_txt, hp.m("scale"), ws), y)
     disalign = (label_mask(y, zc.dtype) * (zc @ z_img.mT)).mean((1, 2))
     return ce + hp.v("lambda1") * disalign, zc
 
 
 def energy_penalty(
     rows: torch.Tensor, t_zs: torch.Tensor, w_img: torch.Tensor, w_txt: torch.Tensor, hp: Hyper,
-    reduction: str, rows_w: torch.Tensor | None = None,
+    reduction: str, rows_w: torch.Tensor | None = None, ws: Workspace | None = None,
 ) -> torch.Tensor:  # fmt: skip
-    """The official penalty ``loss2`` per member ``(G,)`` (:func:`official_penalty`, the
-    closed form). ``rows_w`` is ``rows @ w_img`` when the caller has it."""
+    """The official penalty ``loss2`` per member ``(G,)`` (the closed form of
+    :func:`croft.methods.croft.core.official_penalty`, buffers in ``ws``). ``rows_w`` is
+    ``rows @ w_img`` when the caller has it; ``t_zs`` is data."""
     return official_penalty(
-        rows, rows @ w_img if rows_w is None else rows_w, t_zs, t_zs @ w_txt, hp.m("ratio"),
+        rows, rows @ w_img if rows_w is None else rows_w, t_zs, None, hp.m("ratio"),
         hp.m("ratio1"), hp.m("ratio_text"), hp.m("ratio_text1"), reduction,
+        Workspace() if ws is None else ws, w_txt,
     )  # fmt: skip
 
 
@@ -213,27 +260,29 @@ def official_step(
         p.sgd(MATRICES, hp)
 
     fc_i, fc_t, gen = p.mats["fc_i"], p.mats["fc_t"], p.mats["generator"]
-    z_img = adapt(x, fc_i, hp.m("ratio"), hp.m("ratio1"))
-    z_txt = adapt(t, fc_t, hp.m("ratio_text"), hp.m("ratio_text1"))
-    x_zs, t_zs = n(x), n(t)
-    logits = hp.m("scale") * z_img @ z_txt.mT
+    z_img = ws_adapt(x, fc_i, hp.m("ratio"), hp.m("ratio1"), p.ws, "z_img")
+    z_txt = ws_adapt(t, fc_t, hp.m("ratio_text"), hp.m("ratio_text1"), p.ws, "z_txt", True)
+    x_zs, t_zs = n(x), p.ws.const("t_zs", t, n)  # t is the chunk's: n(t) once
+    logits = ws_logits(z_img, z_txt, hp.m("scale"), p.ws)
     gen_losses: list[torch.Tensor] = []
     if s.wccf:
         for _ in range(s.gen_step):
-            loss_g, _ = generator_loss(z_img, z_txt, y, gen, hp)
+            loss_g, _ = generator_loss(z_img, z_txt, y, gen, hp, p.ws)
             gen_losses.append(loss_g.detach())
             step_all(loss_g)
-    _, zc = generator_loss(z_img, z_txt, y, gen, hp)
-    rows, rows_w = x_zs, x_zs @ fc_i  # x_zs is data: no gradient is formed for it
+    zc = ws_covariate(z_img, gen, p.ws)  # generator_loss's z_I^c (not its loss)
+    rows, nb = x_zs, x.shape[1]  # x_zs is data: no gradient is formed for it
     if s.covariate_rows:
         disalign = (label_mask(y, zc.dtype) * (zc @ x_zs.mT)).mean((1, 2))
-        zc_w = zc @ fc_i  # shared by the covariate branch and the penalty
-        zc_theta = hp.m("ratio") * zc + hp.m("ratio1") * zc_w
-        loss1 = cross_entropy(hp.m("scale") * zc_theta @ z_txt.mT, y) - hp.v("lambda1") * disalign
-        rows, rows_w = torch.cat([x_zs, zc], dim=1), torch.cat([rows_w, zc_w], dim=1)
+        rows = torch.cat([x_zs, zc], dim=1)
+        rows_w = ws_rows_w(rows, fc_i, nb, p.ws)  # its zc rows serve the covariate branch too
+        zc_theta = hp.m("ratio") * zc + hp.m("ratio1") * rows_w[:, nb:]
+        loss1 = cross_entropy(ws_logits(zc_theta, z_txt, hp.m("scale"), p.ws), y)
+        loss1 = loss1 - hp.v("lambda1") * disalign
     else:
-        loss1 = cross_entropy(hp.m("scale") * zc @ z_txt.mT, y)
-    loss2 = energy_penalty(rows, t_zs, fc_i, fc_t, hp, s.energy_reduction, rows_w)
+        rows_w = ws_rows_w(rows, fc_i, nb, p.ws)
+        loss1 = cross_entropy(ws_logits(zc, z_txt, hp.m("scale"), p.ws), y)
+    loss2 = energy_penalty(rows, t_zs, fc_i, fc_t, hp, s.energy_reduction, rows_w, p.ws)
     loss_ce = cross_entropy(logits, y)
     loss = loss_ce + (loss1 if s.wccf else 0.0) + hp.v("lambda2") * loss2
     step_all(loss)
@@ -330,9 +379,9 @@ def ce_step(
 ) -> StepOut:
     """CE-only adapter for G members (see :func:`croft.methods.croft.ce_step`)."""
     wi, wt = p.full("fc_i"), p.full("fc_t")
-    z_img = adapt(x, wi, hp.m("ratio"), hp.m("ratio1"))
-    logits = hp.m("scale") * z_img @ adapt(t, wt, hp.m("ratio_text"), hp.m("ratio_text1")).mT
-    loss = cross_entropy(logits, y)
+    z_img = ws_adapt(x, wi, hp.m("ratio"), hp.m("ratio1"), p.ws, "z_img")
+    z_txt = ws_adapt(t, wt, hp.m("ratio_text"), hp.m("ratio_text1"), p.ws, "z_txt", True)
+    loss = cross_entropy(ws_logits(z_img, z_txt, hp.m("scale"), p.ws), y)
     p.zero_grad(("fc_i", "fc_t"))
     loss.sum().backward()
     p.sgd(("fc_i", "fc_t"), hp)

@@ -124,7 +124,8 @@ def test_per_fold_open_set_and_extra_target_in_a_run(world, tmp_path) -> None:
 
 def test_v3_study_config_is_the_v2_one_with_its_world_and_seeds(world, tmp_path) -> None:
     """configs/world_study_v3.yaml changes only the world folder, the name and the seeds
-    (10, gate G6 on world v3): every row, grid, rate and protocol key is the v2 study's."""
+    (10, gate G6 on world v3): every row, grid, rate and protocol key is the v2 study's,
+    plus the four attribution controls added after the study (issue 24), last."""
     v2 = load_experiment(_study_config(world, tmp_path))
     text = CONFIG.with_name("world_study_v3.yaml").read_text()
     text = text.replace("../world_study_v3", str(world)).replace(
@@ -135,4 +136,7 @@ def test_v3_study_config_is_the_v2_one_with_its_world_and_seeds(world, tmp_path)
     path.write_text(text)
     v3 = load_experiment(path)
     assert v3.name == "world_study_v3" and v3.seeds == list(range(1, 11))
-    assert replace(v3, name=v2.name, seeds=v2.seeds) == v2
+    controls = ["ce_adapter_residual", "croft_paper_no_wcf", "croft_paper_worst_case",
+                "croft_paper_l2_rescaled"]  # fmt: skip
+    assert [m.label for m in v3.methods[-4:]] == controls
+    assert replace(v3, name=v2.name, seeds=v2.seeds, methods=v3.methods[:-4]) == v2

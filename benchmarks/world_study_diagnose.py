@@ -123,6 +123,16 @@ def main() -> None:
             "pooled_p": float(pooled.pvalue),
             "n_pooled": len(pts),
         }
+        # per style: the numbers the text quotes style by style (e.g. an indefinite held-out
+        # Hessian, a negative trace), committed with the means
+        keys = ("held-out tr H", "held-out λmax", "cos(H_held-out, H_train)", "held-out acc")
+        head = "| style | λ2 | " + " | ".join(keys) + " |"
+        lines += ["", f"Per held-out style ({variant}, seed {a.seed}):", "", head]
+        lines.append("|---|---" + "|---" * len(keys) + "|")
+        for s in styles:
+            for x in xs:
+                vals = [value(per[variant, s], x, SUMMARY[k]) for k in keys]
+                lines.append(f"| {s} | {x:g} | " + " | ".join(f"{v:.3f}" for v in vals) + " |")
         lines += [
             "",
             "Spearman ρ(alignment, held-out accuracy) across λ2: within style "

@@ -1,5 +1,6 @@
-"""The attribution controls of H3 (docs/world-study.md, "Controls on world v3" and v4's
-C0-C4), from a `croft run` folder of a world study config that holds the control rows.
+"""The attribution controls of H3 (docs/world-study.md, "Controls on world v3"; v4's
+family adds H1 and H2: ``--family v4``), from a `croft run` folder of a world study
+config that holds the control rows.
 
 Keeps one grid point per (world, method, held-out style, seed) on source validation (the
 report's rule, :func:`croft.selection.select_records`), then for each planned comparison
@@ -27,7 +28,12 @@ from croft.selection import select_records
 from croft.stats import holm
 from croft.verdict import compare
 
-#: (name, subject, reference, what it asks), in the order of the pre-registration
+#: (name, subject, reference, what it asks), in the order of the pre-registration: v3's
+#: controls (H3 and C0-C4, 12 with both metrics) and v4's family of 16 (H1, H2 before them)
+V4_FIRST = (
+    ("H1", "ce_adapter", "zeroshot", "fine-tuning over zero-shot (the premise)"),
+    ("H2", "croft", "ce_adapter", "CRoFT official over CE (the primary on accuracy)"),
+)
 COMPARISONS = (
     ("H3", "croft_paper", "ce_adapter", "the paper variant over CE (as reported on v3)"),
     ("C0", "ce_adapter_residual", "ce_adapter", "what the parametrisation alone buys"),
@@ -41,7 +47,9 @@ METRICS = (
     ("matched AUROC", ("auroc", "matched", "energy")),
 )
 CONTROL_ROWS = (
+    "zeroshot",
     "ce_adapter",
+    "croft",
     "ce_adapter_residual",
     "croft_paper",
     "croft_paper_no_wcf",
@@ -70,10 +78,12 @@ def means(chosen: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
     return out
 
 
-def family(chosen: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def family(
+    chosen: Sequence[Mapping[str, Any]], comparisons: Sequence[tuple[str, ...]] = COMPARISONS
+) -> list[dict[str, Any]]:
     """Every planned comparison x metric that has pairs, Holm-adjusted over the family."""
     rows = []
-    for name, a, b, what in COMPARISONS:
+    for name, a, b, what in comparisons:
         for metric, key in METRICS:
             d = compare(chosen, a, b, key)
             if d is None:
@@ -89,12 +99,36 @@ def family(chosen: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def per_style(chosen: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
+def per_world(
+    chosen: Sequence[Mapping[str, Any]], comparisons: Sequence[tuple[str, ...]]
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per comparison and metric, each world's own mean and interval (clusters: its held-out
+    styles) and whether the sign agrees in every world (descriptive; {} for one world)."""
+    worlds = sorted({r.get("world_seed") for r in chosen}, key=str)
+    if len(worlds) < 2:
+        return {}
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for name, a, b, _ in comparisons:
+        for metric, key in METRICS:
+            each = {}
+            for w in worlds:
+                d = compare([r for r in chosen if r.get("world_seed") == w], a, b, key)
+                if d is not None:
+                    each[str(w)] = d.to_dict()
+            if each:
+                signs = {(v["mean"] > 0) - (v["mean"] < 0) for v in each.values()}
+                out.setdefault(name, {})[metric] = {"worlds": each, "same_sign": len(signs) == 1}
+    return out
+
+
+def per_style(
+    chosen: Sequence[Mapping[str, Any]], comparisons: Sequence[tuple[str, ...]] = COMPARISONS
+) -> dict[str, dict[str, dict[str, float]]]:
     """Per comparison and metric, the mean difference per held-out style (descriptive)."""
     from croft.verdict import metric_of, pair_key
 
     out: dict[str, dict[str, dict[str, float]]] = {}
-    for name, a, b, _ in COMPARISONS:
+    for name, a, b, _ in comparisons:
         for metric, key in METRICS:
             get = metric_of(key)
             xa = {pair_key(r): get(r) for r in chosen if r["label"] == a}
@@ -125,7 +159,11 @@ def chosen_options(chosen: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, d
 
 
 def markdown(
-    m: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], opts: Mapping, styles: Mapping
+    m: Mapping[str, Any],
+    rows: Sequence[Mapping[str, Any]],
+    opts: Mapping,
+    styles: Mapping,
+    worlds: Mapping | None = None,
 ) -> str:
     lines = ["## Rows (means over the pairs, %)", "", "| row | n | held-out acc | matched AUROC |",
              "|---|---|---|---|"]  # fmt: skip
@@ -142,6 +180,17 @@ def markdown(
             f"{r['holm_p']:.3g} | [{i.get('low', float('nan')):+.1f}, "
             f"{i.get('high', float('nan')):+.1f}] | {verdict} |"
         )
+    if worlds:
+        lines += ["", "## Per world (its own mean and interval, clusters = its held-out styles; "
+                  "descriptive)", ""]  # fmt: skip
+        for name, per in worlds.items():
+            for metric, v in per.items():
+                cells = ", ".join(
+                    f"w{w} {d['mean']:+.1f} [{d['low']:+.1f}, {d['high']:+.1f}]"
+                    for w, d in v["worlds"].items()
+                )
+                same = "same sign in every world" if v["same_sign"] else "signs differ"
+                lines.append(f"- {name} {metric}: {cells} ({same})")
     lines += ["", "## Per held-out style (mean difference, points; descriptive)", ""]
     for name, per in styles.items():
         for metric, vals in per.items():
@@ -158,13 +207,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run_out", type=Path, help="the croft run output folder")
     ap.add_argument("--out", type=Path, required=True, help="folder for controls.md/.json")
+    ap.add_argument(
+        "--family",
+        choices=("v3", "v4"),
+        default="v3",
+        help="v3: the v3 controls (H3, C0-C4); v4: v4's family of 16 (H1, H2, H3, C0-C4)",
+    )
     args = ap.parse_args()
     chosen = load(args.run_out)
-    m, rows, opts, styles = means(chosen), family(chosen), chosen_options(chosen), per_style(chosen)
-    text = markdown(m, rows, opts, styles)
+    comps = COMPARISONS if args.family == "v3" else V4_FIRST + COMPARISONS
+    m, opts = means(chosen), chosen_options(chosen)
+    rows, styles, worlds = family(chosen, comps), per_style(chosen, comps), per_world(chosen, comps)
+    text = markdown(m, rows, opts, styles, worlds)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "controls.md").write_text(text, encoding="utf-8")
-    doc = {"means": m, "comparisons": rows, "by_style": styles, "selected": opts}
+    doc = {"means": m, "comparisons": rows, "by_world": worlds, "by_style": styles,
+           "selected": opts}  # fmt: skip
     (args.out / "controls.json").write_text(json.dumps(doc, indent=1), encoding="utf-8")
     print(text)
 

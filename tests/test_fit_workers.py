@@ -140,3 +140,61 @@ def test_worker_shards_split_exactly_their_part(outer) -> None:  # noqa: ANN001
         hits = [s for s in shards if shard_of(key, s[1]) == s[0]]
         mine = outer is None or shard_of(key, outer[1]) == outer[0]
         assert len(hits) == (1 if mine else 0)
+
+
+_ORPHAN_SCRIPT = '''
+import os, sys, time
+from pathlib import Path
+
+
+def slow_run(cfg, out, **kw):
+    Path(out, f"pid-{kw['shard'][0]}").write_text(str(os.getpid()))
+    time.sleep(120)
+
+
+if __name__ == "__main__":
+    from croft.experiments.workers import run_in_workers
+
+    run_in_workers(slow_run, None, sys.argv[1], 2)
+'''
+
+
+def test_workers_exit_when_their_parent_is_killed(tmp_path) -> None:
+    """``croft run`` killed (SIGKILL: no finally, no handler) leaves no fit worker writing
+    into its output folder: each exits within about a second of being orphaned."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "parent.py"
+    script.write_text(_ORPHAN_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    parent = subprocess.Popen([sys.executable, str(script), str(tmp_path)], env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(tmp_path.glob("pid-*"))) < 2:
+            assert parent.poll() is None and time.monotonic() < deadline, "workers never began"
+            time.sleep(0.2)
+        pids = [int(p.read_text()) for p in tmp_path.glob("pid-*")]
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        # a zombie awaiting its (new) parent's reap counts as gone
+        stat = Path(f"/proc/{pid}/stat")
+        return not (stat.is_file() and stat.read_text().split(")")[-1].split()[0] == "Z")
+
+    deadline = time.monotonic() + 15
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = [p for p in pids if alive(p)]
+    for p in left:
+        os.kill(p, signal.SIGKILL)
+    assert not left, f"fit workers {left} outlived their killed parent"

@@ -13,7 +13,9 @@ Progress (one message per finished run) and errors come back on a queue: a worke
 :class:`~croft.errors.CroftError` is raised again in the parent as the same one-line
 error (the CLI's exit 2), any other failure as a ``RuntimeError`` with the worker's
 traceback; the other workers are then stopped (finished runs stay, an interrupted one is
-redone by a rerun).
+redone by a rerun). A worker whose parent is gone (``croft run`` killed, even with
+SIGKILL) exits within a second (:func:`_watch_parent`): an orphan would go on writing
+into the output folder under a rerun's feet.
 
 Why processes: two one-thread processes scale 1.7-1.8x on the 2-core reference machine
 where a second torch thread inside one process gains nothing for these small matmuls
@@ -25,6 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import queue as queue_mod
+import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -68,11 +71,35 @@ def worker_shards(n: int, shard: tuple[int, int] | None = None) -> list[tuple[in
     return [(k + parts * j, parts * n) for j in range(n)]
 
 
-def _worker(run: Callable[..., Any], cfg: Any, out: str, shard: tuple[int, int], messages: Any):  # noqa: ANN202
+def _watch_parent(parent: int, every: float = 0.5) -> threading.Thread:
+    """A daemon thread that ends this process (exit 1, no cleanup: an unfinished run stays a
+    temporary folder that readers skip and a rerun redoes) once its parent ``parent`` is
+    gone, i.e. when it has been re-parented."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(1)
+
+    t = threading.Thread(target=watch, name="watch-parent", daemon=True)
+    t.start()
+    return t
+
+
+def _worker(  # noqa: ANN202
+    run: Callable[..., Any],
+    cfg: Any,
+    out: str,
+    shard: tuple[int, int],
+    messages: Any,
+    parent: int | None = None,
+):
     """One worker: one torch thread, ``run`` (``run_experiment``, passed by reference so
     this module imports no protocol code) on its shard of ``cfg`` into ``out``; reports on
     ``messages``: ``("run", shard)`` per finished run, then ``("done", shard)`` or
-    ``("croft" | "crash", shard, text)``."""
+    ``("croft" | "crash", shard, text)``. Exits when process ``parent`` is gone."""
+    if parent is not None:
+        _watch_parent(parent)
     os.environ["CROFT_THREADS"] = "1"  # run_threads reads it
     os.environ[ENV] = "1"
     try:
@@ -113,7 +140,9 @@ def run_in_workers(
     shards = worker_shards(n, shard)
     procs = {
         s: ctx.Process(
-            target=_worker, args=(run, cfg, str(Path(out)), s, messages), name=f"fit-{s[0]}"
+            target=_worker,
+            args=(run, cfg, str(Path(out)), s, messages, os.getpid()),
+            name=f"fit-{s[0]}",
         )
         for s in shards
     }

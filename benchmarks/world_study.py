@@ -1,16 +1,17 @@
 """The world study's analysis (docs/world-study.md, "Analysis plan") from a `croft run` folder.
 
-Reads the run folder of ``configs/world_study_v3.yaml`` or world v2's
-``configs/world_study.yaml`` (through ``croft.experiments.records``),
-keeps one grid point per (method, held-out style, seed) by source-validation accuracy
-(ties: validation NLL, then the smaller lambda, then the label), and writes:
+Reads the run folder of ``configs/world_study_v4.yaml``, ``configs/world_study_v3.yaml``
+or world v2's ``configs/world_study.yaml`` (through ``croft.experiments.records``),
+keeps one grid point per (world, method, held-out style, seed) by source-validation
+accuracy (ties: validation NLL, then the smaller lambda, then the label), and writes:
 
 * the main table: means over the (style, seed) pairs of source-validation accuracy,
   held-out-style accuracy, sketch accuracy, style-matched energy AUROC and FPR95 with all
   ID test images positive and with correctly classified ones only (the authors'), the
   other OOD sets and the other scores;
-* the comparisons: paired bootstrap 95 % intervals (10,000 resamples of pairs) of every
-  "CRoFT vs X" difference in the plan, and H1's "CE adapter vs zero-shot";
+* the comparisons: paired bootstrap 95 % intervals (10,000 resamples) of every "CRoFT vs
+  X" difference in the plan, and H1's "CE adapter vs zero-shot": over pairs i.i.d. on one
+  world (as v2 and v3 were reported), the cluster bootstrap over worlds on several (v4);
 * what the selection chose (lr, lambda1, lambda2, temperature; selected epochs, kept init);
 * the lambda2 sweep: for each lambda2 of a CRoFT grid, the rest of the grid chosen on
   validation per pair, and its outcome against lambda2 = 0;
@@ -48,7 +49,7 @@ ORDER = (
     "ce_adapter",
     *CROFT_ROWS,
 )
-Pair = tuple[str, int]
+Pair = tuple[Any, str, int]  # (world seed or None, held-out style, seed)
 Metric = Callable[[Mapping[str, Any]], float]
 
 
@@ -117,7 +118,21 @@ def _scores(r: Mapping[str, Any]) -> dict[str, np.ndarray]:
 
 
 def by_pair(records: Sequence[Mapping[str, Any]], label: str, metric: Metric) -> dict[Pair, float]:
-    return {(r["test_domain"], r["seed"]): metric(r) for r in records if r["label"] == label}
+    return {
+        (r.get("world_seed"), r["test_domain"], r["seed"]): metric(r)
+        for r in records
+        if r["label"] == label
+    }
+
+
+def paired(a: Mapping[Pair, float], b: Mapping[Pair, float]) -> Any:  # noqa: ANN401
+    """The paired interval of ``a - b``: i.i.d. over pairs on one world, the cluster
+    bootstrap over worlds (``croft.stats``) when the pairs span several."""
+    from croft.stats import cluster_bootstrap, paired_bootstrap
+
+    if len({k[0] for k in a}) > 1:
+        return cluster_bootstrap(a, b, lambda k: k[0])
+    return paired_bootstrap(a, b)
 
 
 def mean_ci(
@@ -163,14 +178,12 @@ def by_style_table(chosen: Sequence[Mapping[str, Any]]) -> str:
     for a, b in BY_STYLE:
         for name in ("held-out acc", "matched AUROC"):
             xa, xb = by_pair(chosen, a, METRICS[name]), by_pair(chosen, b, METRICS[name])
-            cells = [np.mean([xa[k] - xb[k] for k in xa if k[0] == s]) for s in styles]
+            cells = [np.mean([xa[k] - xb[k] for k in xa if k[1] == s]) for s in styles]
             lines.append(f"| {a} − {b} | {name} | " + " | ".join(f"{c:+.1f}" for c in cells) + " |")
     return "\n".join(lines)
 
 
 def comparisons(chosen: Sequence[Mapping[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
-    from croft.stats import paired_bootstrap
-
     best = best_baseline(chosen)
     plan = [("ce_adapter", "zeroshot")]  # H1
     for subject in ("croft", "croft_paper"):
@@ -180,9 +193,7 @@ def comparisons(chosen: Sequence[Mapping[str, Any]]) -> tuple[str, list[dict[str
     rows, out = [], []
     for a, b in plan:
         for name in COMPARED:
-            d = paired_bootstrap(
-                by_pair(chosen, a, METRICS[name]), by_pair(chosen, b, METRICS[name])
-            )
+            d = paired(by_pair(chosen, a, METRICS[name]), by_pair(chosen, b, METRICS[name]))
             up = "fpr" not in name.lower()
             word = "no significant difference"
             if d.significant:
@@ -230,7 +241,6 @@ def selection_table(chosen: Sequence[Mapping[str, Any]]) -> str:
 def lambda2_sweep(every: Sequence[Mapping[str, Any]], group: str) -> tuple[str, dict[str, Any]]:
     """Per lambda2 of ``group``'s grid: the other keys chosen on validation per pair."""
     from croft.report import select_records
-    from croft.stats import paired_bootstrap
 
     members = [r for r in every if r["label"].split("[", 1)[0] == group]
     values = sorted({float(r["options"]["lambda2"]) for r in members})
@@ -254,7 +264,7 @@ def lambda2_sweep(every: Sequence[Mapping[str, Any]], group: str) -> tuple[str, 
         for name in ("source val", "held-out acc", "matched AUROC"):
             cells.append(f"{np.mean(list(by_pair(per[v], lab, METRICS[name]).values())):.1f}")
         for name in ("held-out acc", "matched AUROC"):
-            d = paired_bootstrap(
+            d = paired(
                 by_pair(per[v], lab, METRICS[name]),
                 by_pair(per[values[0]], f"{group}@{values[0]:g}", METRICS[name]),
             )
@@ -298,8 +308,10 @@ def frontier(
     ax.set_ylabel("style-matched open-set AUROC, energy (%)")
     styles = {r["test_domain"] for r in chosen}
     seeds = {r["seed"] for r in chosen}
+    worlds = {r.get("world_seed") for r in chosen}
+    many = f"{len(worlds)} worlds × " if len(worlds) > 1 else ""
     ax.set_title(
-        f"{world}, {len(styles)} held-out styles × {len(seeds)} seeds: "
+        f"{world}, {many}{len(styles)} held-out styles × {len(seeds)} seeds: "
         "means with 95 % bootstrap CIs"
     )
     ax.grid(alpha=0.3)
@@ -339,22 +351,27 @@ def main() -> None:
         root = Path(json.loads((a.run_out / "config.resolved.json").read_text())["data"]["root"])
         a.world = f"World v{json.loads((root / 'world.json').read_text())['croft_world']}"
     every, chosen = load(a.run_out)
-    n_pairs = len({(r["test_domain"], r["seed"]) for r in chosen})
+    n_pairs = len({(r.get("world_seed"), r["test_domain"], r["seed"]) for r in chosen})
+    n_worlds = len({r.get("world_seed") for r in chosen})
     n_seeds = len({r["seed"] for r in chosen})
     comp_md, comp = comparisons(chosen)
     sweeps = {g: lambda2_sweep(every, g) for g in ("croft", "croft_paper", "croft_penalty_only")}
     parts = [
-        f"# World study results ({n_pairs} (held-out style, seed) pairs, {len(every)} runs)",
+        f"# World study results ({n_pairs} (world, held-out style, seed) pairs over {n_worlds} "
+        f"world(s), {len(every)} runs)",
         "## Main table (means over pairs, %)",
         main_table(chosen, METRICS),
         "## Style-matched AUROC by score (means, %)",
         main_table(chosen, SCORE_METRICS),
-        "## Comparisons (paired bootstrap, 10,000 resamples of pairs)",
+        "## Comparisons (paired bootstrap, 10,000 resamples: "
+        + ("the cluster bootstrap over worlds)" if n_worlds > 1 else "pairs i.i.d.)"),
         comp_md,
         f"## Differences by held-out style (means over {n_seeds} seeds, points)",
         by_style_table(chosen),
         "## Exploratory: does the head follow the shortcut on the target? (not in the plan)",
-        shortcut_following(chosen, a.run_out, labels_of(chosen)),
+        shortcut_following(chosen, a.run_out, labels_of(chosen))
+        if n_worlds == 1
+        else "(not computed for several worlds: it reads one world's images)",
         "## What the selection chose",
         selection_table(chosen),
         *[x for g, (md, _) in sweeps.items() for x in (f"## lambda2 sweep: {g}", md)],

@@ -88,3 +88,23 @@ def test_h4_takes_spearman_within_each_slice_and_the_median_over_slices() -> Non
     assert got["b_heldout_vs_accuracy"] == {"median": 1.0, "n": 3, "positive": 2}
     assert mod.h4(per, "croft_paper")["b_heldout_vs_accuracy"]["median"] == -1.0
     assert mod.name_of((None, "croft", "photo")) == "photo"  # a one-world study
+
+
+def test_the_study_tables_pair_within_worlds_and_cluster_over_them(monkeypatch) -> None:
+    """benchmarks/world_study.py on several worlds: (world, style, seed) pairs (the same
+    style and seed in two worlds are two pairs), the cluster interval over worlds."""
+    monkeypatch.syspath_prepend(str(BENCH))  # it imports its sibling world_study_shortcut
+    mod = _load("world_study")
+    chosen = _records({0: 0.02, 1: 0.03, 2: -0.01})
+    for r in chosen:
+        r["val_accuracy"] = r["accuracy"]
+    xa = mod.by_pair(chosen, "croft", mod.METRICS["held-out acc"])
+    assert len(xa) == 12 and (2, "pixel", 1) in xa
+    d = mod.paired(xa, mod.by_pair(chosen, "ce_adapter", mod.METRICS["held-out acc"]))
+    assert d.method == "cluster" and d.clusters == 3
+    one = [r for r in chosen if r["world_seed"] == 0]
+    d1 = mod.paired(mod.by_pair(one, "croft", mod.METRICS["held-out acc"]),
+                    mod.by_pair(one, "ce_adapter", mod.METRICS["held-out acc"]))  # fmt: skip
+    assert d1.method == "iid" and d1.mean == pytest.approx(2.0)
+    table = mod.by_style_table(chosen)
+    assert "| croft − ce_adapter | held-out acc | +1.3 | +1.3 | +1.3 | +1.3 |" in table

@@ -142,7 +142,7 @@ def test_worker_shards_split_exactly_their_part(outer) -> None:  # noqa: ANN001
         assert len(hits) == (1 if mine else 0)
 
 
-_ORPHAN_SCRIPT = '''
+_ORPHAN_SCRIPT = """
 import os, sys, time
 from pathlib import Path
 
@@ -156,7 +156,7 @@ if __name__ == "__main__":
     from croft.experiments.workers import run_in_workers
 
     run_in_workers(slow_run, None, sys.argv[1], 2)
-'''
+"""
 
 
 def test_workers_exit_when_their_parent_is_killed(tmp_path) -> None:

@@ -74,6 +74,7 @@ def test_runs_on_two_worlds_carry_their_world_seed_and_pair_within_it(worlds, tm
              "options: {ood: true}}]"]  # fmt: skip
     sets += ["methods=[{label: zeroshot, method: zeroshot}, {label: croft, method: croft, "
              "options: {epochs: 1, lambda2: 0.0}, grid: {lambda1: [0.0, 5.0]}}]"]  # fmt: skip
+    sets += ["primary={a: croft, b: zeroshot, metric: accuracy}"]
     argv = ["run", str(_config(worlds, tmp_path)), "--out", str(out), "--quiet"]
     assert main([*argv, *(a for s in sets for a in ("--set", s))]) == 0
     recs = []
@@ -90,3 +91,13 @@ def test_runs_on_two_worlds_carry_their_world_seed_and_pair_within_it(worlds, tm
     assert "2 world seeds" in printed.split("\nverdict:\n", 1)[1]
     assert (out / "report" / "report.md").is_file()
     assert not (out / "world0" / "report").exists()
+    # the report over the worlds' folders names the primary every world's config names
+    # (no config.resolved.json above them), and results.csv says which world a row is from
+    report = (out / "report" / "report.md").read_text()
+    assert "primary: croft vs zeroshot" in report and "no primary comparison" not in report
+    import pandas as pd
+
+    tidy = pd.read_csv(out / "report" / "results.csv")
+    assert list(tidy.columns[:5]) == ["row", "label", "method", "world_seed", "test_domain"]
+    acc = tidy[(tidy.metric == "accuracy") & (tidy.split == "test") & (tidy.row == "zeroshot")]
+    assert sorted(acc.world_seed) == [0, 1]

@@ -221,8 +221,19 @@ def write_report(
 
 def config_primary(runs_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The ``primary`` comparison of the runs' config (``config.resolved.json``), or None
-    (no such file, an unreadable one, or no key: the verdict then says none is named)."""
+    (no such file, an unreadable one, or no key: the verdict then says none is named). A
+    folder of several worlds (``world_seeds``: one ``world<K>/config.resolved.json`` each,
+    none above them) takes the primary its worlds' configs name, when they all name it."""
     path = Path(runs_dir) / "config.resolved.json"
+    if path.is_file():
+        return _primary_of(path)
+    found = [_primary_of(p) for p in sorted(Path(runs_dir).glob("*/config.resolved.json"))]
+    if not found or any(p is None or p != found[0] for p in found):
+        return None
+    return found[0]
+
+
+def _primary_of(path: Path) -> dict[str, Any] | None:
     try:
         primary = json.loads(path.read_text(encoding="utf-8")).get("primary")
     except (OSError, ValueError, AttributeError):

@@ -33,6 +33,7 @@ TIDY_COLUMNS = (
     "row",
     "label",
     "method",
+    "world_seed",
     "test_domain",
     "seed",
     "split",
@@ -99,6 +100,8 @@ def _run_columns(rec: Mapping[str, Any], config: Mapping[str, Any] | None) -> di
     for key, value in sorted((config or rec.get("options") or {}).items()):
         if isinstance(value, (str, int, float, bool)) or value is None:
             cols[f"cfg.{key}"] = value
+    if rec.get("world_seed") is not None:  # a study over several worlds (world_seeds)
+        cols["world_seed"] = rec["world_seed"]
     return {k: ("" if v is None else v) for k, v in cols.items()}
 
 

@@ -318,9 +318,9 @@ def dplclip_report(res: dict, rounds: int, epochs: int) -> None:
     )
     res["dplclip_same_predictions"] = bool(torch.equal(preds[""], preds["_full_length"]))
     # the named validation option (every 5th epoch, 70 of 210 images): not exact by design
-    res["dplclip_speedup_val_subsample"] = (
-        med["fit_full_length"] + med["predict_full_length"]
-    ) / (med["fit_val_subsample"] + med["predict_val_subsample"])
+    res["dplclip_speedup_val_subsample"] = (med["fit_full_length"] + med["predict_full_length"]) / (
+        med["fit_val_subsample"] + med["predict_val_subsample"]
+    )
 
 
 def main() -> None:

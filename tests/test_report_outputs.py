@@ -480,6 +480,8 @@ def test_best_cells_ties_at_printed_precision() -> None:
     rows = [("p", [Cell([math.nan])]), ("q", [Cell([0.5])]), ("r", [Cell([0.4])])]
     t2 = Table("x", "x", [("", ["a"])], rows, ["max"])
     assert best_cells(t2) == [frozenset({1})]
+
+
 def test_results_csv_pivots_to_the_report_tables(report) -> None:
     pytest.importorskip("pandas")
     from report_pivot import assert_results_csv_reproduces_report

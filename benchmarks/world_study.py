@@ -118,20 +118,21 @@ def _scores(r: Mapping[str, Any]) -> dict[str, np.ndarray]:
 
 
 def by_pair(records: Sequence[Mapping[str, Any]], label: str, metric: Metric) -> dict[Pair, float]:
-    return {
-        (r.get("world_seed"), r["test_domain"], r["seed"]): metric(r)
-        for r in records
-        if r["label"] == label
-    }
+    from croft.verdict import pair_key
+
+    return {pair_key(r): metric(r) for r in records if r["label"] == label}
 
 
 def paired(a: Mapping[Pair, float], b: Mapping[Pair, float]) -> Any:  # noqa: ANN401
-    """The paired interval of ``a - b``: i.i.d. over pairs on one world, the cluster
-    bootstrap over worlds (``croft.stats``) when the pairs span several."""
+    """The paired interval of ``a - b``: the cluster bootstrap over worlds when the pairs
+    span several (the library's top factor, :func:`croft.verdict.cluster_factor`); on one
+    world i.i.d. over pairs, as v2 and v3 were reported."""
     from croft.stats import cluster_bootstrap, paired_bootstrap
+    from croft.verdict import cluster_factor
 
-    if len({k[0] for k in a}) > 1:
-        return cluster_bootstrap(a, b, lambda k: k[0])
+    name, cluster = cluster_factor([{"world_seed": k[0]} for k in a])
+    if name == "world seeds":
+        return cluster_bootstrap(a, b, cluster)
     return paired_bootstrap(a, b)
 
 
